@@ -1,1 +1,10 @@
-//! placeholder
+//! The thin Linux layer of nlb. All of nlb's `unsafe` code lives in this crate, in
+//! [`packet`]; everything above it is safe Rust.
+//!
+//! - [`netns`]: network namespaces for tests and the lab, removed when dropped.
+//! - [`packet`]: AF_PACKET sockets that send and receive whole Ethernet frames.
+//! - [`command`]: running `ip` and `nft` with errors that say what failed.
+
+pub mod command;
+pub mod netns;
+pub mod packet;

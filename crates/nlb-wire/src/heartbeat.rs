@@ -276,7 +276,7 @@ impl BucketBitmap {
     /// Reads a bitmap from wire bytes, rejecting bits set beyond `count`, which an
     /// honest sender never writes.
     fn from_wire(count: u16, bytes: &[u8]) -> Result<Self> {
-        if count % 8 != 0 {
+        if !count.is_multiple_of(8) {
             let last = bytes[bytes.len() - 1];
             if last >> (count % 8) != 0 {
                 return Err(Error::Malformed(

@@ -1,0 +1,89 @@
+//! AF_PACKET sockets: whole Ethernet frames in and out of one interface (packet(7)).
+//!
+//! The socket is opened with protocol 0, so it receives nothing until it is bound to
+//! its interface with `ETH_P_ALL`; otherwise frames from every interface would slip in
+//! between `socket()` and `bind()`. `PACKET_IGNORE_OUTGOING` keeps our own transmitted
+//! frames from looping back to us.
+
+#![allow(unsafe_code)]
+
+use socket2::{Domain, SockAddr, SockAddrStorage, Socket, Type};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
+
+/// A raw Ethernet socket bound to one interface.
+#[derive(Debug)]
+pub struct PacketSocket {
+    socket: Socket,
+    ifindex: u32,
+}
+
+impl PacketSocket {
+    /// Opens a socket on `interface` (in the calling thread's network namespace) that
+    /// receives every frame but its own.
+    pub fn bind(interface: &str) -> io::Result<PacketSocket> {
+        let ifindex = nix::net::if_::if_nametoindex(interface).map_err(|err| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no interface named {interface}: {err}"),
+            )
+        })?;
+        let socket = Socket::new(Domain::PACKET, Type::RAW, None)?;
+        let ignore_outgoing: libc::c_int = 1;
+        // SAFETY: the option value is a live c_int and its size is passed with it.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_IGNORE_OUTGOING,
+                (&raw const ignore_outgoing).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        socket.bind(&link_address(ifindex, libc::ETH_P_ALL as u16))?;
+        Ok(PacketSocket { socket, ifindex })
+    }
+
+    /// The interface index the socket is bound to.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Sends one whole frame (destination MAC first, no FCS).
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        let sent = self.socket.send(frame)?;
+        if sent != frame.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("sent {sent} of {} bytes", frame.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Receives one frame into `buf` and returns its length, waiting at most `timeout`.
+    pub fn recv(&self, buf: &mut [u8], timeout: std::time::Duration) -> io::Result<usize> {
+        self.socket.set_read_timeout(Some(timeout))?;
+        // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout, and `recv` only writes
+        // initialised bytes into the slice.
+        let uninit = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
+        self.socket.recv(uninit)
+    }
+}
+
+/// A `sockaddr_ll` for `ifindex` and `protocol` (host byte order).
+fn link_address(ifindex: u32, protocol: u16) -> SockAddr {
+    let mut storage = SockAddrStorage::zeroed();
+    // SAFETY: `sockaddr_ll` is one of this platform's sockaddr types and fits in the
+    // storage (`view_as` asserts the size).
+    let ll = unsafe { storage.view_as::<libc::sockaddr_ll>() };
+    ll.sll_family = libc::AF_PACKET as u16;
+    ll.sll_protocol = protocol.to_be();
+    ll.sll_ifindex = ifindex as i32;
+    // SAFETY: the storage holds an initialised `sockaddr_ll` and the length says so.
+    unsafe { SockAddr::new(storage, size_of::<libc::sockaddr_ll>() as libc::socklen_t) }
+}

@@ -1,0 +1,3 @@
+//! One module per subcommand. Each has an `Args` (its clap definition) and a `run`.
+
+pub(crate) mod ip2mac;

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS (default 300) on stable Rust, one after another,
+# and prints how many executions each made. Crashes land in fuzz/artifacts/<target>/.
+#   fuzz/run.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds=${1:-300}
+for target in frame arp igmp heartbeat msnlb; do
+  mkdir -p "corpus/$target"
+  log="/tmp/nlb-fuzz-$target.log"
+  cargo fuzz run --sanitizer none -O "$target" "corpus/$target" "seeds/$target" -- \
+    -max_total_time="$seconds" -max_len=2048 >"$log" 2>&1 || { echo "$target: CRASH, see $log"; tail -30 "$log"; exit 1; }
+  runs=$(grep -o 'Done [0-9]* runs' "$log" | tail -1)
+  echo "$target: $runs in ${seconds}s"
+done

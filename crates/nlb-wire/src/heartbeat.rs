@@ -2,9 +2,10 @@
 //!
 //! Every host sends one heartbeat per period to the cluster (EtherType
 //! [`ETHERTYPE_NLB_HEARTBEAT`](crate::ethernet::ETHERTYPE_NLB_HEARTBEAT), 0x88B5, by
-//! default). It says who the sender is, what it believes, and which buckets it accepts
-//! new connections for. The convergence protocol needs nothing else: a host takes a
-//! bucket only when no live peer's latest heartbeat claims it.
+//! default). It says who the sender is, what it believes, which buckets its view assigns
+//! it, and which of those it accepts new connections for. The convergence protocol needs
+//! nothing else: a host takes a bucket only when every member of its view has announced
+//! that view and no live peer's latest heartbeat lists the bucket.
 //!
 //! All integers are big-endian. Sizes in bytes.
 //!
@@ -27,14 +28,19 @@
 //!  40   8 members of that view (bit h-1 = host h)
 //!  48   8 members the sender hears now, itself included
 //!  56   4 open connections on the sender (saturating)
-//!  60     rule records, `rule count` of them:
+//!  60  24 digests of the cluster-wide configuration, one byte per field, so that a
+//!         host whose fingerprint differs can name the field (see nlb-core's config)
+//!  84     rule records, `rule count` of them:
 //!           0 1 load weight 0..=100, or 255 for "equal"
 //!           1 1 handling priority 1..=64, or 0 for none
 //!           2 1 flags: bit 0 enabled, bit 1 draining; other bits 0
 //!           3 1 reserved: sent as 0, ignored
 //!           4 2 bucket count, 0..=4096
 //!           6 n owned-bucket bitmap, n = ceil(bucket count / 8); bucket b is bit
-//!               (b % 8) of byte (b / 8), least significant bit first
+//!               (b % 8) of byte (b / 8), least significant bit first: the buckets the
+//!               sender accepts new connections for now
+//!         6+n n target bitmap, same layout: the buckets the sender's view assigns it.
+//!               Owned is always a subset of target.
 //!   …  16 tag, if AUTHENTICATED: keyed BLAKE3 of every byte before it, cut to 16 bytes
 //! ```
 //!
@@ -52,7 +58,9 @@ pub const MAGIC: [u8; 2] = *b"NL";
 /// The format version this module reads and writes.
 pub const VERSION: u8 = 1;
 /// Bytes before the first rule record.
-pub const HEADER_LEN: usize = 60;
+pub const HEADER_LEN: usize = 84;
+/// Bytes of per-field configuration digests.
+pub const FIELD_DIGESTS_LEN: usize = 24;
 /// Bytes of a rule record before its bitmap.
 pub const RULE_HEADER_LEN: usize = 6;
 /// Bytes of the authentication tag.
@@ -87,6 +95,7 @@ mod field {
     pub(super) const VIEW_MEMBERS: Range<usize> = 40..48;
     pub(super) const LIVE_MEMBERS: Range<usize> = 48..56;
     pub(super) const CONNECTIONS: Range<usize> = 56..60;
+    pub(super) const FIELD_DIGESTS: Range<usize> = 60..84;
 }
 
 /// A host's state, as named to operators and carried in heartbeats.
@@ -312,13 +321,15 @@ pub struct RuleStatus {
     pub enabled: bool,
     /// Whether the sender drains the rule: no new connections.
     pub draining: bool,
-    /// Buckets the sender accepts new connections for.
+    /// Buckets the sender accepts new connections for now; a subset of `target`.
     pub owned: BucketBitmap,
+    /// Buckets the sender's view assigns it. Same bucket count as `owned`.
+    pub target: BucketBitmap,
 }
 
 impl RuleStatus {
     fn wire_len(&self) -> usize {
-        RULE_HEADER_LEN + self.owned.as_bytes().len()
+        RULE_HEADER_LEN + 2 * bitmap_len(self.owned.bucket_count())
     }
 }
 
@@ -388,7 +399,7 @@ impl<T: AsRef<[u8]>> HeartbeatPacket<T> {
             if count > MAX_BUCKETS {
                 return Err(Error::Malformed("rule has more than 4096 buckets"));
             }
-            offset += RULE_HEADER_LEN + bitmap_len(count);
+            offset += RULE_HEADER_LEN + 2 * bitmap_len(count);
         }
         if self.is_authenticated() {
             offset += TAG_LEN;
@@ -467,15 +478,22 @@ impl<T: AsRef<[u8]>> HeartbeatPacket<T> {
         self.u32_at(field::CONNECTIONS)
     }
 
-    /// Byte ranges of each rule record: (header offset, bitmap range).
-    fn rule_spans(&self) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + '_ {
+    /// Per-field configuration digests.
+    pub fn field_digests(&self) -> [u8; FIELD_DIGESTS_LEN] {
+        let mut digests = [0; FIELD_DIGESTS_LEN];
+        digests.copy_from_slice(&self.buffer.as_ref()[field::FIELD_DIGESTS]);
+        digests
+    }
+
+    /// Where each rule record sits: its first byte and its bucket count. The owned
+    /// bitmap follows the record header, the target bitmap follows the owned one.
+    fn rule_spans(&self) -> impl Iterator<Item = (usize, u16)> + '_ {
         let bytes = self.buffer.as_ref();
         let mut offset = HEADER_LEN;
         (0..self.rule_count()).map(move |_| {
             let count = u16::from_be_bytes([bytes[offset + 4], bytes[offset + 5]]);
-            let start = offset + RULE_HEADER_LEN;
-            let span = (offset, start..start + bitmap_len(count));
-            offset = span.1.end;
+            let span = (offset, count);
+            offset += RULE_HEADER_LEN + 2 * bitmap_len(count);
             span
         })
     }
@@ -484,7 +502,9 @@ impl<T: AsRef<[u8]>> HeartbeatPacket<T> {
     fn body_len(&self) -> usize {
         self.rule_spans()
             .last()
-            .map_or(HEADER_LEN, |(_, bitmap)| bitmap.end)
+            .map_or(HEADER_LEN, |(offset, count)| {
+                offset + RULE_HEADER_LEN + 2 * bitmap_len(count)
+            })
     }
 
     /// The tag bytes, if the frame is authenticated.
@@ -525,7 +545,9 @@ pub struct HeartbeatRepr {
     pub live_members: MemberSet,
     /// Open connections on the sender.
     pub connections: u32,
-    /// One record per configured rule, in configuration order.
+    /// Per-field digests of the sender's cluster-wide configuration.
+    pub field_digests: [u8; FIELD_DIGESTS_LEN],
+    /// One record per rule, in configuration order.
     pub rules: Vec<RuleStatus>,
 }
 
@@ -554,7 +576,7 @@ impl HeartbeatRepr {
             .ok_or(Error::Malformed("unknown heartbeat host state"))?;
         let bytes = packet.buffer.as_ref();
         let mut rules = Vec::with_capacity(usize::from(packet.rule_count()));
-        for (offset, bitmap) in packet.rule_spans() {
+        for (offset, count) in packet.rule_spans() {
             let weight = match bytes[offset] {
                 WEIGHT_EQUAL => None,
                 w @ 0..=100 => Some(w),
@@ -569,13 +591,21 @@ impl HeartbeatRepr {
             if flags & !(RULE_ENABLED | RULE_DRAINING) != 0 {
                 return Err(Error::Malformed("unknown rule flags"));
             }
-            let count = u16::from_be_bytes([bytes[offset + 4], bytes[offset + 5]]);
+            let owned_at = offset + RULE_HEADER_LEN;
+            let target_at = owned_at + bitmap_len(count);
+            let owned = BucketBitmap::from_wire(count, &bytes[owned_at..target_at])?;
+            let target =
+                BucketBitmap::from_wire(count, &bytes[target_at..target_at + bitmap_len(count)])?;
+            if owned.iter().any(|bucket| !target.contains(bucket)) {
+                return Err(Error::Malformed("rule owns a bucket outside its target"));
+            }
             rules.push(RuleStatus {
                 weight,
                 priority,
                 enabled: flags & RULE_ENABLED != 0,
                 draining: flags & RULE_DRAINING != 0,
-                owned: BucketBitmap::from_wire(count, &bytes[bitmap])?,
+                owned,
+                target,
             });
         }
         Ok(HeartbeatRepr {
@@ -590,6 +620,7 @@ impl HeartbeatRepr {
             view_members: packet.view_members(),
             live_members: packet.live_members(),
             connections: packet.connections(),
+            field_digests: packet.field_digests(),
             rules,
         })
     }
@@ -636,6 +667,7 @@ impl HeartbeatRepr {
         bytes[field::VIEW_MEMBERS].copy_from_slice(&self.view_members.0.to_be_bytes());
         bytes[field::LIVE_MEMBERS].copy_from_slice(&self.live_members.0.to_be_bytes());
         bytes[field::CONNECTIONS].copy_from_slice(&self.connections.to_be_bytes());
+        bytes[field::FIELD_DIGESTS].copy_from_slice(&self.field_digests);
         let mut offset = HEADER_LEN;
         for rule in &self.rules {
             let weight = rule.weight.map_or(WEIGHT_EQUAL, |w| {
@@ -652,9 +684,15 @@ impl HeartbeatRepr {
             bytes[offset..offset + RULE_HEADER_LEN]
                 .copy_from_slice(&[weight, priority, flags, 0, count[0], count[1]]);
             offset += RULE_HEADER_LEN;
-            let bitmap = rule.owned.as_bytes();
-            bytes[offset..offset + bitmap.len()].copy_from_slice(bitmap);
-            offset += bitmap.len();
+            assert_eq!(
+                rule.owned.bucket_count(),
+                rule.target.bucket_count(),
+                "owned and target range over the same buckets"
+            );
+            for bitmap in [rule.owned.as_bytes(), rule.target.as_bytes()] {
+                bytes[offset..offset + bitmap.len()].copy_from_slice(bitmap);
+                offset += bitmap.len();
+            }
         }
         debug_assert_eq!(offset, body_len);
         if let Some(key) = key {
@@ -736,6 +774,12 @@ mod tests {
         let mut owned = BucketBitmap::new(12);
         owned.insert(0);
         owned.insert(9);
+        let mut target = owned.clone();
+        target.insert(10);
+        let mut field_digests = [0u8; FIELD_DIGESTS_LEN];
+        for (i, digest) in field_digests.iter_mut().enumerate() {
+            *digest = i as u8 + 1;
+        }
         HeartbeatRepr {
             cluster_id: 0x0102_0304,
             host_id: 2,
@@ -748,19 +792,21 @@ mod tests {
             view_members: [1, 2].into_iter().collect(),
             live_members: [1, 2, 3].into_iter().collect(),
             connections: 5,
+            field_digests,
             rules: vec![RuleStatus {
                 weight: None,
                 priority: Some(2),
                 enabled: true,
                 draining: false,
                 owned,
+                target,
             }],
         }
     }
 
     /// The bytes of [`sample`], written out by hand from the layout in the module docs.
     #[rustfmt::skip]
-    static SAMPLE_BYTES: [u8; 68] = [
+    static SAMPLE_BYTES: [u8; 94] = [
         b'N', b'L', 1, 0,
         0x01, 0x02, 0x03, 0x04,
         2, 2, 1, 0,
@@ -772,8 +818,10 @@ mod tests {
         0, 0, 0, 0, 0, 0, 0, 0b011,
         0, 0, 0, 0, 0, 0, 0, 0b111,
         0, 0, 0, 5,
+        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
         255, 2, 1, 0, 0, 12,
         0b0000_0001, 0b0000_0010,
+        0b0000_0001, 0b0000_0110,
     ];
 
     #[test]
@@ -786,7 +834,7 @@ mod tests {
     #[test]
     fn heartbeat_construct() {
         let repr = sample();
-        let mut bytes = [0xa5u8; 68];
+        let mut bytes = [0xa5u8; 94];
         assert_eq!(repr.buffer_len(false), bytes.len());
         repr.emit(&mut HeartbeatPacket::new_unchecked(&mut bytes[..]), None);
         assert_eq!(bytes, SAMPLE_BYTES);
@@ -815,7 +863,7 @@ mod tests {
         );
 
         // Any flipped bit in the covered bytes or the tag.
-        for index in [4, 17, 40, 60, 66, 70, eth.payload.len() - 1] {
+        for index in [4, 17, 40, 60, 70, 91, 93, eth.payload.len() - 1] {
             let mut forged = eth.payload.to_vec();
             forged[index] ^= 0x10;
             let packet = HeartbeatPacket::new_checked(&forged[..]).unwrap();
@@ -875,19 +923,26 @@ mod tests {
             Err(Error::Unsupported(_))
         ));
         assert!(matches!(
-            HeartbeatPacket::new_checked(&SAMPLE_BYTES[..67]),
+            HeartbeatPacket::new_checked(&SAMPLE_BYTES[..93]),
             Err(Error::Truncated {
-                needed: 68,
-                got: 67
+                needed: 94,
+                got: 93
             })
         ));
         let mut stray_bit = SAMPLE_BYTES;
-        stray_bit[67] |= 0x80;
+        stray_bit[93] |= 0x80;
         let packet = HeartbeatPacket::new_checked(&stray_bit[..]).unwrap();
-        assert!(matches!(
+        assert_eq!(
             HeartbeatRepr::parse(&packet, None),
-            Err(Error::Malformed(_))
-        ));
+            Err(Error::Malformed("bucket bitmap has bits beyond the bucket count"))
+        );
+        let mut owned_outside_target = SAMPLE_BYTES;
+        owned_outside_target[91] |= 0x08;
+        let packet = HeartbeatPacket::new_checked(&owned_outside_target[..]).unwrap();
+        assert_eq!(
+            HeartbeatRepr::parse(&packet, None),
+            Err(Error::Malformed("rule owns a bucket outside its target"))
+        );
         let mut host_zero = SAMPLE_BYTES;
         host_zero[8] = 0;
         let packet = HeartbeatPacket::new_checked(&host_zero[..]).unwrap();
@@ -913,15 +968,22 @@ mod tests {
             prop_oneof![Just(None), (1u8..=64).prop_map(Some)],
             any::<(bool, bool)>(),
             (0u16..=600).prop_flat_map(|count| {
-                (Just(count), proptest::collection::vec(any::<u16>(), 0..40))
+                (
+                    Just(count),
+                    proptest::collection::vec((any::<u16>(), any::<bool>()), 0..40),
+                )
             }),
         )
             .prop_map(
                 |(weight, priority, (enabled, draining), (count, buckets))| {
                     let mut owned = BucketBitmap::new(count);
-                    for bucket in buckets {
+                    let mut target = BucketBitmap::new(count);
+                    for (bucket, also_owned) in buckets {
                         if count > 0 {
-                            owned.insert(bucket % count);
+                            target.insert(bucket % count);
+                            if also_owned {
+                                owned.insert(bucket % count);
+                            }
                         }
                     }
                     RuleStatus {
@@ -930,6 +992,7 @@ mod tests {
                         enabled,
                         draining,
                         owned,
+                        target,
                     }
                 },
             )
@@ -941,7 +1004,7 @@ mod tests {
             1u8..=64,
             proptest::sample::select(HostState::ALL.to_vec()),
             any::<(u32, u64, u64, u32, u16)>(),
-            any::<(u64, u64, u32)>(),
+            any::<(u64, u64, u32, [u8; FIELD_DIGESTS_LEN])>(),
             proptest::collection::vec(any_rule(), 0..6),
         )
             .prop_map(
@@ -950,7 +1013,7 @@ mod tests {
                     host_id,
                     state,
                     (incarnation, sequence, fingerprint, epoch, period),
-                    (view, live, connections),
+                    (view, live, connections, field_digests),
                     rules,
                 )| {
                     HeartbeatRepr {
@@ -965,6 +1028,7 @@ mod tests {
                         view_members: MemberSet(view),
                         live_members: MemberSet(live),
                         connections,
+                        field_digests,
                         rules,
                     }
                 },

@@ -7,4 +7,5 @@
 //!   bucket the kernel puts a flow in.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod jhash;

@@ -934,7 +934,9 @@ mod tests {
         let packet = HeartbeatPacket::new_checked(&stray_bit[..]).unwrap();
         assert_eq!(
             HeartbeatRepr::parse(&packet, None),
-            Err(Error::Malformed("bucket bitmap has bits beyond the bucket count"))
+            Err(Error::Malformed(
+                "bucket bitmap has bits beyond the bucket count"
+            ))
         );
         let mut owned_outside_target = SAMPLE_BYTES;
         owned_outside_target[91] |= 0x08;

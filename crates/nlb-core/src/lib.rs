@@ -7,5 +7,8 @@
 //!   bucket the kernel puts a flow in.
 #![forbid(unsafe_code)]
 
+pub mod buckets;
 pub mod config;
+pub mod filter;
 pub mod jhash;
+pub mod time;

@@ -11,4 +11,5 @@ pub mod buckets;
 pub mod config;
 pub mod filter;
 pub mod jhash;
+pub mod node;
 pub mod time;

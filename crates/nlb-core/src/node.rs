@@ -1,0 +1,1557 @@
+//! One host's share of the cluster: membership, convergence, bucket ownership, host and
+//! rule states, and the ARP responder, as a deterministic state machine.
+//!
+//! In the style of quinn-proto, the [`Node`] never does I/O and never reads a clock:
+//!
+//! - inputs: [`Node::handle_frame`] (every frame received on the cluster interface),
+//!   [`Node::handle_timeout`] (when [`Node::poll_timeout`] is due) and
+//!   [`Node::handle_command`] (operator commands);
+//! - outputs: [`Node::poll_transmit`] (frames to send), [`Node::poll_action`] (kernel
+//!   changes: which buckets to accept), [`Node::poll_event`] (things to log and count).
+//!
+//! # The convergence protocol
+//!
+//! Every host sends a heartbeat each period, and at once when something it advertises
+//! changes. A heartbeat carries the sender's *live set* (the participating hosts it hears,
+//! itself included), its installed *view* (epoch and members), and for every rule its
+//! *target* (the buckets the view's map assigns it) and what it *owns* (accepts new
+//! connections for).
+//!
+//! 1. A peer is live while its heartbeats keep arriving; after `tolerance` periods of
+//!    silence it is dead.
+//! 2. **Agreement.** When every host in my live set `L` advertises exactly `L` as its live
+//!    set, the hosts agree on the membership. Each then installs the view `(epoch, L)`,
+//!    where the epoch is one more than its current one (or the epoch a member already
+//!    installed for `L`), and computes the new map from the previous targets of the
+//!    members and their advertised weights ([`BucketMap::rebalance`]). Every host starts
+//!    from the same targets, so every host computes the same map.
+//! 3. **Release before claim.** A host stops accepting a bucket as soon as it is not in
+//!    its target, or as soon as any live peer's latest heartbeat lists it in its target.
+//!    It starts accepting a bucket of its target only when every other member of its
+//!    view advertises that same view (so they have released whatever the view does not
+//!    give them) and no live peer lists the bucket. Two hosts that both hear each other
+//!    therefore never accept new connections for one bucket at the same time, even if
+//!    their maps disagree; disagreement costs availability, never safety.
+//! 4. Connections a host already has stay with it: the kernel's conntrack accepts their
+//!    packets whatever the bucket owner is. Only new connections follow the map.
+//!
+//! A host probes its VIPs (RFC 5227 §2.1) before it first joins, and refuses to join if
+//! a MAC outside the cluster answers. While probing it only listens, which also lets it
+//! learn the cluster before it is counted.
+//!
+//! # ARP
+//!
+//! Participating hosts answer requests and probes for the VIPs with the cluster MAC as
+//! the ARP sender address, sent to the requester's ARP sender address (RFC 826), from
+//! the host's own Ethernet address. They announce the VIPs (RFC 5227 §2.3) when they
+//! join and when they take over a departed host's buckets, with copies more than 1 s
+//! apart so that Linux's `locktime` does not ignore them. An ARP packet claiming a VIP
+//! from a MAC that is neither a cluster MAC nor a member's is a conflict: it is reported
+//! with the MAC and defended at most once per 10 s (RFC 5227 §2.4 (c)).
+
+use crate::buckets::{BUCKETS, BucketMap, HostId};
+use crate::config::{Config, InitialState, RuleMode, field_name};
+use crate::time::Instant;
+use nlb_wire::MacAddr;
+use nlb_wire::addressing::cluster_mac;
+use nlb_wire::arp::{ArpKind, ArpPacket, ArpRepr};
+use nlb_wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_NLB_HEARTBEAT, EthernetFrame};
+use nlb_wire::heartbeat::{
+    AntiReplay, BucketBitmap, FIELD_DIGESTS_LEN, HeartbeatKey, HeartbeatPacket, HeartbeatRepr,
+    HostState, MemberSet, RuleStatus,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Probes sent for each VIP before the first join (RFC 5227 PROBE_NUM).
+pub const PROBE_COUNT: u32 = 3;
+/// Time between probes. RFC 5227 §2.2 allows shorter values than its 1–2 s on fast
+/// links; a LAN answers within milliseconds.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// Wait after the last probe before the address counts as free.
+pub const PROBE_WAIT_AFTER: Duration = Duration::from_millis(200);
+/// When announcements go out, after a join or a takeover.
+pub const ANNOUNCE_OFFSETS: [Duration; 4] = [
+    Duration::ZERO,
+    Duration::from_millis(1100),
+    Duration::from_millis(2200),
+    Duration::from_millis(5000),
+];
+/// At most one defensive announcement per VIP in this time (RFC 5227 DEFEND_INTERVAL).
+pub const DEFEND_INTERVAL: Duration = Duration::from_secs(10);
+/// Periods a host that begins to take part waits, announcing itself, before it installs
+/// its first view.
+pub const JOIN_WAIT_PERIODS: u32 = 2;
+/// Weight that "equal" stands for.
+pub const EQUAL_WEIGHT: u32 = 100;
+
+/// An operator command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Join the cluster (from stopped or draining).
+    Start,
+    /// Leave at once; existing connections are dropped.
+    Stop,
+    /// No new connections; existing ones finish, then stop.
+    DrainStop,
+    /// Halt all cluster operations until resume.
+    Suspend,
+    /// Undo suspend.
+    Resume,
+    /// Handle a rule again.
+    EnableRule(RuleSelector),
+    /// Drop all traffic of a rule, existing connections included.
+    DisableRule(RuleSelector),
+    /// No new connections for a rule; existing ones finish.
+    DrainRule(RuleSelector),
+    /// The data plane's count of open connections (from conntrack).
+    SetConnections(u32),
+}
+
+/// Which rules a rule command applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleSelector {
+    /// Every configured rule.
+    All,
+    /// Configured rule `index` (0-based).
+    Index(usize),
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    /// The host is suspended; only `resume` is accepted.
+    Suspended,
+    /// `resume` on a host that is not suspended.
+    NotSuspended,
+    /// `drainstop` on a host that is already stopped.
+    AlreadyStopped,
+    /// The host is misconfigured and cannot join until that is fixed.
+    Misconfigured(String),
+    /// No such rule.
+    NoSuchRule(usize),
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::Suspended => f.write_str("the host is suspended; run `nlb resume` first"),
+            CommandError::NotSuspended => f.write_str("the host is not suspended"),
+            CommandError::AlreadyStopped => f.write_str("the host is already stopped"),
+            CommandError::Misconfigured(why) => {
+                write!(f, "the host is misconfigured ({why}); fix that first")
+            }
+            CommandError::NoSuchRule(index) => write!(f, "there is no rule {}", index + 1),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// A change for the kernel's data plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// What to accept for rule `rule` (the default rule comes after the configured ones).
+    SetRule {
+        /// Rule slot.
+        rule: usize,
+        /// Buckets to accept new connections for.
+        owned: BucketBitmap,
+        /// Whether packets of existing connections are still accepted. False after
+        /// `stop`, `suspend` or `disable`.
+        keep_established: bool,
+    },
+}
+
+/// Why a heartbeat was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// Not a valid heartbeat.
+    Malformed,
+    /// Authentication tag missing or wrong.
+    BadTag,
+    /// Not newer than the last one from that sender.
+    Replay,
+    /// From another cluster on the segment.
+    ForeignCluster,
+    /// From a host that uses this host's id.
+    DuplicateHostId,
+}
+
+/// Why a host stays out of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Misconfig {
+    /// Its cluster-wide configuration differs from the majority's.
+    ConfigMismatch {
+        /// A host whose configuration is taken as right.
+        peer: HostId,
+        /// The first field that differs.
+        field: String,
+    },
+    /// Another host with the same id was there first.
+    DuplicateHostId {
+        /// That host's MAC.
+        mac: MacAddr,
+    },
+    /// A VIP answered a probe from outside the cluster.
+    AddressInUse {
+        /// The VIP.
+        ip: Ipv4Addr,
+        /// Who has it.
+        mac: MacAddr,
+    },
+}
+
+impl std::fmt::Display for Misconfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Misconfig::ConfigMismatch { peer, field } => {
+                write!(f, "{field} differs from host {peer}'s")
+            }
+            Misconfig::DuplicateHostId { mac } => {
+                write!(f, "host {mac} already uses this host id")
+            }
+            Misconfig::AddressInUse { ip, mac } => write!(f, "{ip} is in use by {mac}"),
+        }
+    }
+}
+
+/// Something worth a log line or a counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// This host's state changed.
+    StateChanged {
+        /// Before.
+        from: HostState,
+        /// After.
+        to: HostState,
+    },
+    /// A new view was installed.
+    ViewInstalled {
+        /// Its epoch.
+        epoch: u32,
+        /// Its members.
+        members: MemberSet,
+        /// Buckets (over all rules) that changed owner.
+        moved: usize,
+    },
+    /// Every member owns its whole target in the current view.
+    Converged {
+        /// The view's epoch.
+        epoch: u32,
+        /// Time from the first change in membership or weights to now.
+        duration: Duration,
+    },
+    /// A peer was heard for the first time, or again after it was declared dead.
+    PeerUp {
+        /// Its id.
+        host: HostId,
+        /// Its MAC.
+        mac: MacAddr,
+    },
+    /// A peer fell silent for the failure window.
+    PeerDown {
+        /// Its id.
+        host: HostId,
+    },
+    /// This host stays out of the cluster.
+    Misconfigured(Misconfig),
+    /// A heartbeat was dropped.
+    HeartbeatDropped {
+        /// Why.
+        reason: DropReason,
+        /// Ethernet source.
+        from: MacAddr,
+    },
+    /// A MAC outside the cluster claims a VIP.
+    Conflict {
+        /// The VIP.
+        ip: Ipv4Addr,
+        /// The ARP sender MAC that claims it.
+        mac: MacAddr,
+        /// Whether a defensive announcement went out.
+        defended: bool,
+    },
+    /// Someone probes for a VIP (RFC 5227): about to use our address.
+    ProbeSeen {
+        /// The VIP.
+        ip: Ipv4Addr,
+        /// The prober's MAC.
+        mac: MacAddr,
+    },
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Heartbeats sent.
+    pub heartbeats_sent: u64,
+    /// Heartbeats accepted.
+    pub heartbeats_received: u64,
+    /// Heartbeats dropped, by reason.
+    pub heartbeats_dropped: BTreeMap<DropReason, u64>,
+    /// ARP frames that could not be parsed.
+    pub arp_malformed: u64,
+    /// ARP replies sent.
+    pub arp_replies_sent: u64,
+    /// ARP announcements sent (join, takeover and defence).
+    pub arp_announcements_sent: u64,
+    /// Conflicts seen.
+    pub conflicts: u64,
+    /// Probes for a VIP seen from outside the cluster.
+    pub probes_seen: u64,
+    /// Views installed.
+    pub views_installed: u64,
+    /// Times the maps were repaired to match what the members advertise.
+    pub map_repairs: u64,
+    /// Convergences completed.
+    pub convergences: u64,
+    /// Duration of the last convergence.
+    pub last_convergence: Option<Duration>,
+}
+
+/// A peer as `nlb query` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MemberInfo {
+    /// Host id.
+    pub id: HostId,
+    /// Its state.
+    pub state: HostState,
+    /// Its MAC.
+    pub mac: MacAddr,
+    /// Buckets it owns, over all rules.
+    pub buckets: usize,
+    /// Microseconds since it was last heard (0 for this host).
+    pub last_heard_us: u64,
+    /// Whether its cluster-wide configuration matches this host's.
+    pub config_matches: bool,
+}
+
+/// A conflict as `nlb query` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConflictInfo {
+    /// The VIP.
+    pub ip: Ipv4Addr,
+    /// The MAC that claimed it.
+    pub mac: MacAddr,
+    /// When, in the caller's clock.
+    pub at_us: u64,
+}
+
+/// How many recent conflicts and probes to remember for queries.
+const RECENT_LIMIT: usize = 16;
+
+/// What a host does with a rule locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RuleSwitch {
+    enabled: bool,
+    draining: bool,
+}
+
+/// The map input of one rule: what every member's heartbeat says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RuleInput {
+    /// Multiple-host rule: each member's effective weight.
+    Weights(Vec<(HostId, u32)>),
+    /// Single-host rule or the default rule: the one owner.
+    Single(Option<HostId>),
+    /// Disabled rule.
+    Nobody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct View {
+    epoch: u32,
+    members: MemberSet,
+    inputs: Vec<RuleInput>,
+    maps: Vec<BucketMap>,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    last_heard: Instant,
+    latest: HeartbeatRepr,
+    /// The targets of the last heartbeat sent under a different view than `latest`'s.
+    previous_targets: Option<Vec<BucketBitmap>>,
+}
+
+impl Peer {
+    fn participating(&self) -> bool {
+        participating_state(self.latest.state)
+    }
+    fn view(&self) -> (u32, MemberSet) {
+        (self.latest.view_epoch, self.latest.view_members)
+    }
+}
+
+fn participating_state(state: HostState) -> bool {
+    matches!(
+        state,
+        HostState::Converging | HostState::Converged | HostState::Draining
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admin {
+    Started,
+    Stopped,
+    Draining,
+}
+
+/// One host's cluster state machine.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    id: HostId,
+    mac: MacAddr,
+    key: Option<HeartbeatKey>,
+    cluster_id: u32,
+    fingerprint: u64,
+    field_digests: [u8; FIELD_DIGESTS_LEN],
+    /// Cluster MAC of each VIP, in config order.
+    cluster_macs: Vec<(Ipv4Addr, MacAddr)>,
+    heartbeat_dst: MacAddr,
+    period: Duration,
+    window: Duration,
+
+    incarnation: u32,
+    sequence: u64,
+    admin: Admin,
+    suspended: bool,
+    misconfig: Option<Misconfig>,
+    /// When probing started, while the first join waits on RFC 5227 probes.
+    probing_since: Option<Instant>,
+    /// Whether the host took part at the last update.
+    was_participating: bool,
+    /// Until when a host that just began to take part installs no first view:
+    /// [`JOIN_WAIT_PERIODS`] periods, so that hosts starting together hear each other
+    /// as members before any of them claims buckets.
+    join_wait_until: Option<Instant>,
+    probes_sent: u32,
+    probed: bool,
+    rule_switches: Vec<RuleSwitch>,
+    connections: u32,
+
+    view: View,
+    owned: Vec<BucketBitmap>,
+    keep_established: Vec<bool>,
+    converged: bool,
+    /// When the current change in membership or weights began.
+    change_started: Instant,
+    state: HostState,
+
+    peers: BTreeMap<(HostId, MacAddr), Peer>,
+    replay: BTreeMap<(HostId, MacAddr), AntiReplay>,
+    warned_duplicates: BTreeSet<MacAddr>,
+
+    next_heartbeat: Instant,
+    last_heartbeat: Option<Instant>,
+    announce_at: Vec<Instant>,
+    last_defence: BTreeMap<Ipv4Addr, Instant>,
+    conflicts: VecDeque<ConflictInfo>,
+
+    transmits: VecDeque<Vec<u8>>,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+impl Node {
+    /// A node for `config`, on a host whose interface has `mac`. `incarnation` must grow
+    /// with every start of the daemon (the daemon uses the wall-clock second); `key` is
+    /// the shared heartbeat key, if the cluster uses one.
+    pub fn new(
+        config: Config,
+        mac: MacAddr,
+        incarnation: u32,
+        key: Option<HeartbeatKey>,
+        now: Instant,
+    ) -> Node {
+        let slots = config.rules.len() + 1;
+        let cluster_macs: Vec<_> = config
+            .cluster
+            .vips
+            .iter()
+            .map(|&vip| (vip, cluster_mac(vip, config.cluster.mode)))
+            .collect();
+        let lowest_vip = *config.cluster.vips.iter().min().expect("at least one VIP");
+        let period = Duration::from_millis(u64::from(config.cluster.heartbeat_ms));
+        let window = period * u32::from(config.cluster.tolerance);
+        let (admin, suspended) = match config.host.initial_state {
+            InitialState::Started => (Admin::Started, false),
+            InitialState::Stopped => (Admin::Stopped, false),
+            InitialState::Suspended => (Admin::Stopped, true),
+        };
+        let mut node = Node {
+            id: config.host.id,
+            mac,
+            key,
+            cluster_id: nlb_wire::addressing::cluster_id(&config.cluster.vips),
+            fingerprint: config.fingerprint(),
+            field_digests: config.field_digests(),
+            heartbeat_dst: cluster_mac(lowest_vip, config.cluster.mode),
+            cluster_macs,
+            period,
+            window,
+            incarnation,
+            sequence: 0,
+            admin,
+            suspended,
+            misconfig: None,
+            probing_since: None,
+            was_participating: false,
+            join_wait_until: None,
+            probes_sent: 0,
+            probed: false,
+            rule_switches: vec![
+                RuleSwitch {
+                    enabled: true,
+                    draining: false,
+                };
+                slots
+            ],
+            connections: 0,
+            view: View {
+                epoch: 0,
+                members: MemberSet::EMPTY,
+                inputs: vec![RuleInput::Nobody; slots],
+                maps: vec![BucketMap::unowned(); slots],
+            },
+            owned: vec![BucketBitmap::new(BUCKETS); slots],
+            keep_established: vec![true; slots],
+            converged: false,
+            change_started: now,
+            state: HostState::Stopped,
+            peers: BTreeMap::new(),
+            replay: BTreeMap::new(),
+            warned_duplicates: BTreeSet::new(),
+            next_heartbeat: now,
+            last_heartbeat: None,
+            announce_at: Vec::new(),
+            last_defence: BTreeMap::new(),
+            conflicts: VecDeque::new(),
+            transmits: VecDeque::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            config,
+        };
+        if node.admin == Admin::Started && !node.suspended {
+            node.begin_probing(now);
+        }
+        node.state = node.compute_state();
+        node.update(now);
+        // Tell the data plane the initial (empty) ownership.
+        for slot in 0..slots {
+            node.actions.push_back(Action::SetRule {
+                rule: slot,
+                owned: node.owned[slot].clone(),
+                keep_established: node.keep_established[slot],
+            });
+        }
+        node
+    }
+
+    // ----- inputs -------------------------------------------------------------------
+
+    /// Handles one received Ethernet frame. Frames this host sent itself, and frames of
+    /// no interest, are ignored. Never panics, whatever the bytes.
+    pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) {
+        let Ok(frame) = EthernetFrame::parse(bytes) else {
+            return;
+        };
+        if frame.src == self.mac {
+            return;
+        }
+        match frame.ethertype {
+            ETHERTYPE_NLB_HEARTBEAT => self.handle_heartbeat(now, frame.src, frame.payload),
+            ETHERTYPE_ARP => self.handle_arp(now, frame.src, frame.payload),
+            _ => {}
+        }
+    }
+
+    /// Runs whatever is due at `now`: heartbeats, failure detection, probes and
+    /// announcements.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.update(now);
+    }
+
+    /// Applies an operator command and returns the resulting state.
+    pub fn handle_command(
+        &mut self,
+        now: Instant,
+        command: Command,
+    ) -> Result<HostState, CommandError> {
+        if self.suspended && !matches!(command, Command::Resume | Command::SetConnections(_)) {
+            return Err(CommandError::Suspended);
+        }
+        match command {
+            Command::Start => {
+                if let Some(misconfig) = &self.misconfig {
+                    if matches!(misconfig, Misconfig::AddressInUse { .. }) {
+                        // Probing again is the way to find out whether it is fixed.
+                        self.misconfig = None;
+                        self.probed = false;
+                    } else {
+                        return Err(CommandError::Misconfigured(misconfig.to_string()));
+                    }
+                }
+                if self.admin != Admin::Started {
+                    self.admin = Admin::Started;
+                    if !self.probed {
+                        self.begin_probing(now);
+                    }
+                }
+            }
+            Command::Stop => self.admin = Admin::Stopped,
+            Command::DrainStop => match self.admin {
+                Admin::Stopped => return Err(CommandError::AlreadyStopped),
+                _ => self.admin = Admin::Draining,
+            },
+            Command::Suspend => self.suspended = true,
+            Command::Resume => {
+                if !self.suspended {
+                    return Err(CommandError::NotSuspended);
+                }
+                self.suspended = false;
+                if self.admin == Admin::Started && !self.probed {
+                    self.begin_probing(now);
+                }
+            }
+            Command::EnableRule(selector) => self.switch_rules(selector, true, false)?,
+            Command::DisableRule(selector) => self.switch_rules(selector, false, false)?,
+            Command::DrainRule(selector) => self.switch_rules(selector, true, true)?,
+            Command::SetConnections(count) => self.connections = count,
+        }
+        self.update(now);
+        Ok(self.state)
+    }
+
+    fn switch_rules(
+        &mut self,
+        selector: RuleSelector,
+        enabled: bool,
+        draining: bool,
+    ) -> Result<(), CommandError> {
+        let configured = self.config.rules.len();
+        let range = match selector {
+            RuleSelector::All => 0..configured,
+            RuleSelector::Index(index) if index < configured => index..index + 1,
+            RuleSelector::Index(index) => return Err(CommandError::NoSuchRule(index)),
+        };
+        for switch in &mut self.rule_switches[range] {
+            *switch = RuleSwitch { enabled, draining };
+        }
+        Ok(())
+    }
+
+    // ----- outputs ------------------------------------------------------------------
+
+    /// The next frame to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmits.pop_front()
+    }
+
+    /// The next data-plane change, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should run next.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut next = self.next_heartbeat;
+        for peer in self.peers.values() {
+            next = next.min(peer.last_heard + self.window + Duration::from_micros(1));
+        }
+        for &at in &self.announce_at {
+            next = next.min(at);
+        }
+        if let Some(since) = self.probing_since {
+            next = next.min(self.next_probe_at(since));
+        }
+        if let Some(until) = self.join_wait_until {
+            next = next.min(until);
+        }
+        next
+    }
+
+    // ----- queries ------------------------------------------------------------------
+
+    /// This host's id.
+    pub fn id(&self) -> HostId {
+        self.id
+    }
+
+    /// This host's state.
+    pub fn state(&self) -> HostState {
+        self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Why the host is misconfigured, if it is.
+    pub fn misconfig(&self) -> Option<&Misconfig> {
+        self.misconfig.as_ref()
+    }
+
+    /// The installed view: epoch and members.
+    pub fn view(&self) -> (u32, MemberSet) {
+        (self.view.epoch, self.view.members)
+    }
+
+    /// What the host accepts new connections for, per rule slot (default rule last).
+    pub fn owned(&self) -> &[BucketBitmap] {
+        &self.owned
+    }
+
+    /// What the view assigns this host, per rule slot.
+    pub fn targets(&self) -> Vec<BucketBitmap> {
+        self.view
+            .maps
+            .iter()
+            .map(|m| m.buckets_of(self.id))
+            .collect()
+    }
+
+    /// The installed map of a rule slot.
+    pub fn map(&self, slot: usize) -> Option<&BucketMap> {
+        self.view.maps.get(slot)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Recent conflicts, oldest first.
+    pub fn recent_conflicts(&self) -> impl Iterator<Item = &ConflictInfo> {
+        self.conflicts.iter()
+    }
+
+    /// This host and every peer heard within the failure window, by id.
+    pub fn members(&self, now: Instant) -> Vec<MemberInfo> {
+        let mut members = vec![MemberInfo {
+            id: self.id,
+            state: self.state,
+            mac: self.mac,
+            buckets: self.owned.iter().map(BucketBitmap::len).sum(),
+            last_heard_us: 0,
+            config_matches: true,
+        }];
+        for (&(id, mac), peer) in &self.peers {
+            members.push(MemberInfo {
+                id,
+                state: peer.latest.state,
+                mac,
+                buckets: peer.latest.rules.iter().map(|r| r.owned.len()).sum(),
+                last_heard_us: now.saturating_since(peer.last_heard).as_micros() as u64,
+                config_matches: peer.latest.config_fingerprint == self.fingerprint,
+            });
+        }
+        members.sort_by_key(|m| (m.id, m.mac));
+        members
+    }
+
+    /// Whether this host takes part in the cluster now.
+    pub fn participating(&self) -> bool {
+        self.admin != Admin::Stopped
+            && !self.suspended
+            && self.misconfig.is_none()
+            && self.probing_since.is_none()
+            && self.probed
+    }
+
+    // ----- heartbeats in ------------------------------------------------------------
+
+    fn drop_heartbeat(&mut self, reason: DropReason, from: MacAddr) {
+        *self.stats.heartbeats_dropped.entry(reason).or_default() += 1;
+        self.events
+            .push_back(Event::HeartbeatDropped { reason, from });
+    }
+
+    fn handle_heartbeat(&mut self, now: Instant, src: MacAddr, payload: &[u8]) {
+        let parsed = HeartbeatPacket::new_checked(payload)
+            .and_then(|packet| HeartbeatRepr::parse(&packet, self.key.as_ref()));
+        let heartbeat = match parsed {
+            Ok(heartbeat) => heartbeat,
+            Err(nlb_wire::Error::BadTag) => return self.drop_heartbeat(DropReason::BadTag, src),
+            Err(_) => return self.drop_heartbeat(DropReason::Malformed, src),
+        };
+        if heartbeat.cluster_id != self.cluster_id {
+            return self.drop_heartbeat(DropReason::ForeignCluster, src);
+        }
+        if heartbeat.rules.len() != self.owned.len()
+            && heartbeat.config_fingerprint == self.fingerprint
+        {
+            return self.drop_heartbeat(DropReason::Malformed, src);
+        }
+        let key = (heartbeat.host_id, src);
+        if self
+            .replay
+            .entry(key)
+            .or_default()
+            .check(heartbeat.incarnation, heartbeat.sequence)
+            .is_err()
+        {
+            return self.drop_heartbeat(DropReason::Replay, src);
+        }
+        if heartbeat.host_id == self.id {
+            let earlier = (heartbeat.incarnation, src) < (self.incarnation, self.mac);
+            if !earlier {
+                if self.warned_duplicates.insert(src) {
+                    self.drop_heartbeat(DropReason::DuplicateHostId, src);
+                } else {
+                    *self
+                        .stats
+                        .heartbeats_dropped
+                        .entry(DropReason::DuplicateHostId)
+                        .or_default() += 1;
+                }
+                return;
+            }
+        }
+        self.stats.heartbeats_received += 1;
+        match self.peers.get_mut(&key) {
+            Some(peer) => {
+                if peer.view() != (heartbeat.view_epoch, heartbeat.view_members) {
+                    peer.previous_targets =
+                        Some(peer.latest.rules.iter().map(|r| r.target.clone()).collect());
+                }
+                peer.latest = heartbeat;
+                peer.last_heard = now;
+            }
+            None => {
+                if heartbeat.host_id != self.id {
+                    self.events.push_back(Event::PeerUp {
+                        host: heartbeat.host_id,
+                        mac: src,
+                    });
+                }
+                self.peers.insert(
+                    key,
+                    Peer {
+                        last_heard: now,
+                        latest: heartbeat,
+                        previous_targets: None,
+                    },
+                );
+            }
+        }
+        self.update(now);
+    }
+
+    // ----- the state machine --------------------------------------------------------
+
+    /// Re-derives everything from the inputs. Called after every input.
+    fn update(&mut self, now: Instant) {
+        self.expire_peers(now);
+        self.run_probing(now);
+        self.check_misconfig();
+        let live = self.live_set();
+        self.maybe_install_view(now, live);
+        self.repair_maps(now);
+        self.update_ownership(now);
+        self.update_state(now);
+        self.run_announcements(now);
+        if now >= self.next_heartbeat {
+            self.send_heartbeat(now, live);
+        }
+    }
+
+    fn expire_peers(&mut self, now: Instant) {
+        let window = self.window;
+        let expired: Vec<_> = self
+            .peers
+            .iter()
+            .filter(|(_, peer)| now > peer.last_heard + window)
+            .map(|(&key, _)| key)
+            .collect();
+        for key in expired {
+            self.peers.remove(&key);
+            if key.0 != self.id {
+                self.events.push_back(Event::PeerDown { host: key.0 });
+            }
+        }
+    }
+
+    fn begin_probing(&mut self, now: Instant) {
+        self.probing_since = Some(now);
+        self.probes_sent = 0;
+        self.next_heartbeat = now;
+    }
+
+    /// Probe `n` (0-based) goes out `(n + 1)` intervals after probing starts, so that a
+    /// heartbeat announces this host's MAC to the members before its first probe (a
+    /// member that knows the MAC does not mistake the probe for a stranger's).
+    fn next_probe_at(&self, since: Instant) -> Instant {
+        if self.probes_sent < PROBE_COUNT {
+            since + PROBE_INTERVAL * (self.probes_sent + 1)
+        } else {
+            since + PROBE_INTERVAL * PROBE_COUNT + PROBE_WAIT_AFTER
+        }
+    }
+
+    fn run_probing(&mut self, now: Instant) {
+        let Some(since) = self.probing_since else {
+            return;
+        };
+        while self.probes_sent < PROBE_COUNT && now >= self.next_probe_at(since) {
+            for vip in self.config.cluster.vips.clone() {
+                let probe = ArpRepr::probe(self.mac, vip);
+                self.transmits.push_back(probe.to_frame(self.mac, None));
+            }
+            self.probes_sent += 1;
+        }
+        if self.probes_sent >= PROBE_COUNT && now >= self.next_probe_at(since) {
+            self.probing_since = None;
+            self.probed = true;
+            self.schedule_announcements(now);
+            // Join with a heartbeat at once, rather than a period later.
+            self.next_heartbeat = now;
+        }
+    }
+
+    fn check_misconfig(&mut self) {
+        let before = self.misconfig.clone();
+        if matches!(
+            self.misconfig,
+            None | Some(Misconfig::ConfigMismatch { .. }) | Some(Misconfig::DuplicateHostId { .. })
+        ) {
+            self.misconfig = self
+                .duplicate_of_me()
+                .map(|mac| Misconfig::DuplicateHostId { mac })
+                .or_else(|| self.config_mismatch());
+        }
+        if self.misconfig != before
+            && let Some(misconfig) = &self.misconfig
+        {
+            self.events
+                .push_back(Event::Misconfigured(misconfig.clone()));
+        }
+    }
+
+    /// A host that uses this host's id and started earlier.
+    fn duplicate_of_me(&self) -> Option<MacAddr> {
+        self.peers
+            .keys()
+            .find(|&&(id, mac)| id == self.id && mac != self.mac)
+            .map(|&(_, mac)| mac)
+    }
+
+    /// If this host's cluster-wide configuration is not the one the cluster runs, which
+    /// peer's is, and the first field that differs. The cluster runs the configuration
+    /// of the largest group of hosts that share one; ties go to the group that has
+    /// installed the newest view, then to the group with the lowest host id.
+    fn config_mismatch(&self) -> Option<Misconfig> {
+        #[derive(Default)]
+        struct Group {
+            size: usize,
+            newest_epoch: u32,
+            lowest_id: u8,
+            sample: Option<(HostId, [u8; FIELD_DIGESTS_LEN])>,
+        }
+        let mut groups: BTreeMap<u64, Group> = BTreeMap::new();
+        let mut add =
+            |fingerprint: u64, id: HostId, epoch: u32, digests: [u8; FIELD_DIGESTS_LEN]| {
+                let group = groups.entry(fingerprint).or_insert(Group {
+                    lowest_id: u8::MAX,
+                    ..Group::default()
+                });
+                group.size += 1;
+                group.newest_epoch = group.newest_epoch.max(epoch);
+                group.lowest_id = group.lowest_id.min(id);
+                group.sample.get_or_insert((id, digests));
+            };
+        add(
+            self.fingerprint,
+            self.id,
+            self.view.epoch,
+            self.field_digests,
+        );
+        for (&(id, _), peer) in &self.peers {
+            if id != self.id {
+                let hb = &peer.latest;
+                add(hb.config_fingerprint, id, hb.view_epoch, hb.field_digests);
+            }
+        }
+        let (&winner, group) = groups.iter().max_by(|a, b| {
+            (a.1.size, a.1.newest_epoch, std::cmp::Reverse(a.1.lowest_id)).cmp(&(
+                b.1.size,
+                b.1.newest_epoch,
+                std::cmp::Reverse(b.1.lowest_id),
+            ))
+        })?;
+        if winner == self.fingerprint {
+            return None;
+        }
+        let (peer, digests) = group.sample?;
+        let field = (0..FIELD_DIGESTS_LEN)
+            .find(|&i| digests[i] != self.field_digests[i])
+            .map_or_else(|| "the configuration".to_owned(), field_name);
+        Some(Misconfig::ConfigMismatch { peer, field })
+    }
+
+    /// The participating hosts this host hears with its own configuration, itself
+    /// included if it participates.
+    fn live_set(&self) -> MemberSet {
+        let mut live = MemberSet::EMPTY;
+        if self.participating() {
+            live.insert(self.id);
+            for (&(id, _), peer) in &self.peers {
+                if id != self.id
+                    && peer.participating()
+                    && peer.latest.config_fingerprint == self.fingerprint
+                {
+                    live.insert(id);
+                }
+            }
+        }
+        live
+    }
+
+    /// The participating peer record of `host`, if it is heard.
+    fn peer(&self, host: HostId) -> Option<&Peer> {
+        self.peers
+            .range((host, MacAddr::ZERO)..=(host, MacAddr::BROADCAST))
+            .map(|(_, peer)| peer)
+            .find(|peer| peer.participating() && peer.latest.config_fingerprint == self.fingerprint)
+    }
+
+    /// What every member of `members` says about each rule.
+    fn rule_inputs(&self, members: MemberSet) -> Vec<RuleInput> {
+        let configured = self.config.rules.len();
+        (0..=configured)
+            .map(|slot| {
+                let mode = self
+                    .config
+                    .rules
+                    .get(slot)
+                    .map_or(RuleMode::Single, |rule| rule.mode);
+                // (host, effective weight, priority) of each member for this rule.
+                let facts: Vec<(HostId, u32, Option<u8>)> = members
+                    .iter()
+                    .filter_map(|host| {
+                        let (state, status) = if host == self.id {
+                            (self.state_for_wire(), self.rule_status(slot))
+                        } else {
+                            let peer = self.peer(host)?;
+                            (peer.latest.state, peer.latest.rules.get(slot)?.clone())
+                        };
+                        let eligible =
+                            state != HostState::Draining && status.enabled && !status.draining;
+                        let weight = if eligible {
+                            status.weight.map_or(EQUAL_WEIGHT, u32::from)
+                        } else {
+                            0
+                        };
+                        Some((host, weight, status.priority))
+                    })
+                    .collect();
+                match mode {
+                    RuleMode::Disabled => RuleInput::Nobody,
+                    RuleMode::Multiple => {
+                        RuleInput::Weights(facts.iter().map(|&(h, w, _)| (h, w)).collect())
+                    }
+                    RuleMode::Single => RuleInput::Single(
+                        facts
+                            .iter()
+                            .filter(|&&(_, weight, _)| weight > 0)
+                            .min_by_key(|&&(host, _, priority)| (priority.unwrap_or(host), host))
+                            .map(|&(host, _, _)| host),
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    fn maybe_install_view(&mut self, now: Instant, live: MemberSet) {
+        let participating = self.participating();
+        if participating && !self.was_participating {
+            self.join_wait_until = Some(now + self.period * JOIN_WAIT_PERIODS);
+        }
+        self.was_participating = participating;
+        if self.join_wait_until.is_some_and(|until| now >= until) {
+            self.join_wait_until = None;
+        }
+        if !participating {
+            self.join_wait_until = None;
+            if !self.view.members.is_empty() {
+                self.view.members = MemberSet::EMPTY;
+                self.view.maps = vec![BucketMap::unowned(); self.owned.len()];
+                self.view.inputs = vec![RuleInput::Nobody; self.owned.len()];
+            }
+            return;
+        }
+        let agreed = live.iter().filter(|&h| h != self.id).all(|host| {
+            self.peer(host)
+                .is_some_and(|peer| peer.latest.live_members == live)
+        });
+        if live != self.view.members && self.converged {
+            // A change in membership begins now, even before everyone agrees on it.
+            self.change_started = now;
+            self.converged = false;
+        }
+        if !agreed || (self.view.members.is_empty() && self.join_wait_until.is_some()) {
+            return;
+        }
+        let inputs = self.rule_inputs(live);
+        let ahead = live
+            .iter()
+            .filter_map(|h| self.peer(h))
+            .filter(|peer| peer.latest.view_members == live)
+            .map(|peer| peer.latest.view_epoch)
+            .max()
+            .unwrap_or(0);
+        if live == self.view.members && inputs == self.view.inputs && ahead <= self.view.epoch {
+            return;
+        }
+        let epoch = (self.view.epoch + 1).max(ahead);
+        let bases = self.base_maps(live);
+        let mut moved = 0;
+        let maps: Vec<BucketMap> = inputs
+            .iter()
+            .zip(bases)
+            .enumerate()
+            .map(|(slot, (input, base))| {
+                let next = match input {
+                    RuleInput::Nobody => BucketMap::unowned(),
+                    RuleInput::Single(owner) => BucketMap::all_to(*owner),
+                    RuleInput::Weights(weights) => base.rebalance(weights),
+                };
+                moved += self.view.maps[slot].moved_to(&next);
+                next
+            })
+            .collect();
+        let departed: Vec<HostId> = self
+            .view
+            .members
+            .iter()
+            .filter(|h| !live.contains(*h))
+            .collect();
+        let gained_from_departed = maps.iter().zip(&self.view.maps).any(|(next, before)| {
+            (0..BUCKETS).any(|b| {
+                next.owner(b) == Some(self.id)
+                    && before
+                        .owner(b)
+                        .is_some_and(|owner| departed.contains(&owner))
+            })
+        });
+        if self.converged {
+            self.change_started = now;
+        }
+        self.view = View {
+            epoch,
+            members: live,
+            inputs,
+            maps,
+        };
+        self.converged = false;
+        self.stats.views_installed += 1;
+        self.events.push_back(Event::ViewInstalled {
+            epoch,
+            members: live,
+            moved,
+        });
+        if gained_from_departed {
+            self.schedule_announcements(now);
+        }
+        self.hurry_heartbeat(now);
+    }
+
+    /// The maps a new view starts from. A host with a view starts from its own maps:
+    /// every member of one view has the same ones, so they all compute the same next
+    /// maps. A joining host has none, so it rebuilds them from what each member of `live`
+    /// was assigned before it joined: the targets in its latest heartbeat, or, if that
+    /// member already installed a view that includes the joiner, the targets it had
+    /// before.
+    fn base_maps(&self, live: MemberSet) -> Vec<BucketMap> {
+        if !self.view.members.is_empty() {
+            return self.view.maps.clone();
+        }
+        let previous: Vec<(HostId, Vec<BucketBitmap>)> = live
+            .iter()
+            .filter(|&host| host != self.id)
+            .filter_map(|host| {
+                let peer = self.peer(host)?;
+                let targets = if peer.latest.view_members.contains(self.id) {
+                    peer.previous_targets.clone()?
+                } else {
+                    peer.latest.rules.iter().map(|r| r.target.clone()).collect()
+                };
+                Some((host, targets))
+            })
+            .collect();
+        (0..self.owned.len())
+            .map(|slot| {
+                BucketMap::from_targets(
+                    previous
+                        .iter()
+                        .filter_map(|(host, targets)| Some((*host, targets.get(slot)?))),
+                )
+            })
+            .collect()
+    }
+
+    /// Makes the maps agree with what the members advertise, once every member has
+    /// installed this view. Maps can disagree after a partition heals (each side kept
+    /// its own) or after a race between changes; then some bucket is in two targets,
+    /// which stalls it (both hosts yield it), or in none. Every member sees the same
+    /// advertised targets, so every member repairs to the same maps: overlaps go to the
+    /// lowest id, and the result is rebalanced to the view's weights.
+    fn repair_maps(&mut self, now: Instant) {
+        if !self.participating() || self.view.members.len() < 2 {
+            return;
+        }
+        let view = (self.view.epoch, self.view.members);
+        let mut advertised: Vec<(HostId, Vec<BucketBitmap>)> = vec![(self.id, self.targets())];
+        for host in self.view.members.iter().filter(|&h| h != self.id) {
+            match self.peer(host) {
+                Some(peer) if peer.view() == view => advertised.push((
+                    host,
+                    peer.latest.rules.iter().map(|r| r.target.clone()).collect(),
+                )),
+                _ => return,
+            }
+        }
+        let mut repaired = false;
+        for slot in 0..self.owned.len() {
+            let RuleInput::Weights(weights) = &self.view.inputs[slot] else {
+                continue;
+            };
+            let seen = BucketMap::from_targets(
+                advertised
+                    .iter()
+                    .filter_map(|(host, targets)| Some((*host, targets.get(slot)?))),
+            );
+            if seen == self.view.maps[slot] {
+                continue;
+            }
+            let next = seen.rebalance(weights);
+            if next != self.view.maps[slot] {
+                self.view.maps[slot] = next;
+                repaired = true;
+            }
+        }
+        if repaired {
+            self.stats.map_repairs += 1;
+            self.hurry_heartbeat(now);
+        }
+    }
+
+    fn update_ownership(&mut self, now: Instant) {
+        let participating = self.participating();
+        let accepting_new = participating && self.admin == Admin::Started;
+        // A misconfigured host takes no new connections but keeps the ones it has.
+        let keep_established = self.admin != Admin::Stopped && !self.suspended;
+        let acked = self
+            .view
+            .members
+            .iter()
+            .filter(|&h| h != self.id)
+            .all(|host| {
+                self.peer(host)
+                    .is_some_and(|peer| peer.view() == (self.view.epoch, self.view.members))
+            });
+        let mut changed = false;
+        for (slot, target) in self.targets().into_iter().enumerate() {
+            let switch = self.rule_switches[slot];
+            let mut next = BucketBitmap::new(BUCKETS);
+            if accepting_new && switch.enabled && !switch.draining {
+                for bucket in target.iter() {
+                    let listed_elsewhere = self.peers.iter().any(|(&(id, mac), peer)| {
+                        (id, mac) != (self.id, self.mac)
+                            && peer
+                                .latest
+                                .rules
+                                .get(slot)
+                                .is_some_and(|rule| rule.target.contains(bucket))
+                    });
+                    if listed_elsewhere {
+                        continue;
+                    }
+                    if acked || self.owned[slot].contains(bucket) {
+                        next.insert(bucket);
+                    }
+                }
+            }
+            let keep = keep_established && switch.enabled;
+            if next != self.owned[slot] || keep != self.keep_established[slot] {
+                self.owned[slot] = next.clone();
+                self.keep_established[slot] = keep;
+                self.actions.push_back(Action::SetRule {
+                    rule: slot,
+                    owned: next,
+                    keep_established: keep,
+                });
+                changed = true;
+            }
+        }
+        if changed {
+            self.hurry_heartbeat(now);
+        }
+    }
+
+    fn compute_state(&self) -> HostState {
+        if self.suspended {
+            HostState::Suspended
+        } else if self.misconfig.is_some() {
+            HostState::Misconfigured
+        } else {
+            match self.admin {
+                Admin::Stopped => HostState::Stopped,
+                Admin::Draining => HostState::Draining,
+                Admin::Started if self.converged => HostState::Converged,
+                Admin::Started => HostState::Converging,
+            }
+        }
+    }
+
+    /// The state as peers should see it. A host that is still probing says `stopped`:
+    /// peers learn its MAC but do not count it as a member yet.
+    fn state_for_wire(&self) -> HostState {
+        if self.probing_since.is_some() {
+            HostState::Stopped
+        } else {
+            self.state
+        }
+    }
+
+    fn update_state(&mut self, now: Instant) {
+        if self.admin == Admin::Draining && self.connections == 0 && !self.suspended {
+            self.admin = Admin::Stopped;
+        }
+        let participating = self.participating();
+        let all_settled = participating
+            && self.view.members.contains(self.id)
+            && self.view.members.iter().all(|host| {
+                if host == self.id {
+                    return self.targets().iter().zip(&self.owned).enumerate().all(
+                        |(slot, (target, owned))| {
+                            let switch = self.rule_switches[slot];
+                            !(self.admin == Admin::Started && switch.enabled && !switch.draining)
+                                || target == owned
+                        },
+                    );
+                }
+                self.peer(host).is_some_and(|peer| {
+                    peer.view() == (self.view.epoch, self.view.members)
+                        && peer
+                            .latest
+                            .rules
+                            .iter()
+                            .all(|rule| rule.owned == rule.target || !rule.enabled || rule.draining)
+                })
+            });
+        if all_settled && !self.converged {
+            self.converged = true;
+            let duration = now.saturating_since(self.change_started);
+            self.stats.convergences += 1;
+            self.stats.last_convergence = Some(duration);
+            self.events.push_back(Event::Converged {
+                epoch: self.view.epoch,
+                duration,
+            });
+        } else if !all_settled && self.converged {
+            self.converged = false;
+            self.change_started = now;
+        }
+        let state = self.compute_state();
+        if state != self.state {
+            self.events.push_back(Event::StateChanged {
+                from: self.state,
+                to: state,
+            });
+            self.state = state;
+            self.hurry_heartbeat(now);
+        }
+    }
+
+    // ----- heartbeats out -----------------------------------------------------------
+
+    /// Sends the next heartbeat soon: now, unless one went out less than a quarter
+    /// period ago, which bounds the rate when things change quickly.
+    fn hurry_heartbeat(&mut self, now: Instant) {
+        let soonest = self
+            .last_heartbeat
+            .map_or(now, |last| last + self.period / 4)
+            .max(now);
+        self.next_heartbeat = self.next_heartbeat.min(soonest);
+    }
+
+    fn rule_status(&self, slot: usize) -> RuleStatus {
+        let rule = self.config.rules.get(slot);
+        let switch = self.rule_switches[slot];
+        RuleStatus {
+            weight: rule.and_then(|r| r.weight),
+            priority: rule.and_then(|r| r.priority),
+            enabled: switch.enabled,
+            draining: switch.draining,
+            owned: self.owned[slot].clone(),
+            target: self.view.maps[slot].buckets_of(self.id),
+        }
+    }
+
+    fn send_heartbeat(&mut self, now: Instant, live: MemberSet) {
+        self.next_heartbeat = now + self.period;
+        self.last_heartbeat = Some(now);
+        self.sequence += 1;
+        let heartbeat = HeartbeatRepr {
+            cluster_id: self.cluster_id,
+            host_id: self.id,
+            state: self.state_for_wire(),
+            incarnation: self.incarnation,
+            sequence: self.sequence,
+            config_fingerprint: self.fingerprint,
+            view_epoch: self.view.epoch,
+            heartbeat_ms: self.config.cluster.heartbeat_ms,
+            view_members: self.view.members,
+            live_members: live,
+            connections: self.connections,
+            field_digests: self.field_digests,
+            rules: (0..self.owned.len())
+                .map(|slot| self.rule_status(slot))
+                .collect(),
+        };
+        self.transmits.push_back(heartbeat.to_frame(
+            self.mac,
+            self.heartbeat_dst,
+            ETHERTYPE_NLB_HEARTBEAT,
+            self.key.as_ref(),
+        ));
+        self.stats.heartbeats_sent += 1;
+    }
+
+    // ----- ARP ----------------------------------------------------------------------
+
+    fn cluster_mac_of(&self, vip: Ipv4Addr) -> Option<MacAddr> {
+        self.cluster_macs
+            .iter()
+            .find(|(v, _)| *v == vip)
+            .map(|&(_, mac)| mac)
+    }
+
+    fn is_cluster_mac(&self, mac: MacAddr) -> bool {
+        self.cluster_macs.iter().any(|&(_, m)| m == mac)
+    }
+
+    fn is_member_mac(&self, mac: MacAddr) -> bool {
+        mac == self.mac || self.peers.keys().any(|&(_, m)| m == mac)
+    }
+
+    fn schedule_announcements(&mut self, now: Instant) {
+        self.announce_at = ANNOUNCE_OFFSETS
+            .iter()
+            .map(|&offset| now + offset)
+            .collect();
+    }
+
+    fn announce(&mut self, vip: Ipv4Addr) {
+        if let Some(cluster_mac) = self.cluster_mac_of(vip) {
+            let frame = ArpRepr::announcement(cluster_mac, vip).to_frame(self.mac, None);
+            self.transmits.push_back(frame);
+            self.stats.arp_announcements_sent += 1;
+        }
+    }
+
+    fn run_announcements(&mut self, now: Instant) {
+        let due = self.announce_at.iter().filter(|&&at| at <= now).count();
+        if due == 0 {
+            return;
+        }
+        self.announce_at.retain(|&at| at > now);
+        if self.participating() {
+            for vip in self.config.cluster.vips.clone() {
+                self.announce(vip);
+            }
+        }
+    }
+
+    fn answers_arp(&self) -> bool {
+        self.participating()
+    }
+
+    fn handle_arp(&mut self, now: Instant, eth_src: MacAddr, payload: &[u8]) {
+        let Ok(arp) = ArpPacket::new_checked(payload).and_then(|p| ArpRepr::parse(&p)) else {
+            self.stats.arp_malformed += 1;
+            return;
+        };
+        if self.is_member_mac(eth_src) || self.is_cluster_mac(arp.sender_mac) {
+            return;
+        }
+        let kind = arp.kind();
+        let vips = &self.config.cluster.vips;
+        if kind != ArpKind::Probe && vips.contains(&arp.sender_ip) {
+            self.handle_conflict(now, arp.sender_ip, arp.sender_mac);
+            return;
+        }
+        if !vips.contains(&arp.target_ip) {
+            return;
+        }
+        match kind {
+            ArpKind::Probe => {
+                self.stats.probes_seen += 1;
+                self.events.push_back(Event::ProbeSeen {
+                    ip: arp.target_ip,
+                    mac: arp.sender_mac,
+                });
+                self.reply(&arp);
+            }
+            ArpKind::Request => self.reply(&arp),
+            _ => {}
+        }
+    }
+
+    fn reply(&mut self, request: &ArpRepr) {
+        if !self.answers_arp() {
+            return;
+        }
+        let Some(cluster_mac) = self.cluster_mac_of(request.target_ip) else {
+            return;
+        };
+        let reply = ArpRepr::reply_to(request, cluster_mac, request.target_ip);
+        self.transmits.push_back(reply.to_frame(self.mac, None));
+        self.stats.arp_replies_sent += 1;
+    }
+
+    fn handle_conflict(&mut self, now: Instant, ip: Ipv4Addr, mac: MacAddr) {
+        self.stats.conflicts += 1;
+        if self.probing_since.is_some() {
+            // RFC 5227 §2.1.1: someone answered or uses the address we are probing for.
+            self.probing_since = None;
+            self.misconfig = Some(Misconfig::AddressInUse { ip, mac });
+            self.events
+                .push_back(Event::Misconfigured(Misconfig::AddressInUse { ip, mac }));
+            self.update(now);
+            return;
+        }
+        let defended = self.participating()
+            && self
+                .last_defence
+                .get(&ip)
+                .is_none_or(|&at| now.saturating_since(at) >= DEFEND_INTERVAL);
+        if defended {
+            self.last_defence.insert(ip, now);
+            self.announce(ip);
+        }
+        if self.conflicts.len() == RECENT_LIMIT {
+            self.conflicts.pop_front();
+        }
+        self.conflicts.push_back(ConflictInfo {
+            ip,
+            mac,
+            at_us: now.micros(),
+        });
+        self.events.push_back(Event::Conflict { ip, mac, defended });
+    }
+}

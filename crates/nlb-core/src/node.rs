@@ -444,6 +444,9 @@ pub struct Node {
     state: HostState,
 
     peers: BTreeMap<(HostId, MacAddr), Peer>,
+    /// Whether any advertised target or the set of peers changed since the maps were
+    /// last checked against them ([`Node::repair_maps`]).
+    targets_changed: bool,
     replay: BTreeMap<(HostId, MacAddr), AntiReplay>,
     warned_duplicates: BTreeSet<MacAddr>,
 
@@ -526,6 +529,7 @@ impl Node {
             change_started: now,
             state: HostState::Stopped,
             peers: BTreeMap::new(),
+            targets_changed: false,
             replay: BTreeMap::new(),
             warned_duplicates: BTreeSet::new(),
             next_heartbeat: now,
@@ -828,10 +832,20 @@ impl Node {
                     peer.previous_targets =
                         Some(peer.latest.rules.iter().map(|r| r.target.clone()).collect());
                 }
+                let same_targets = peer.latest.rules.len() == heartbeat.rules.len()
+                    && peer
+                        .latest
+                        .rules
+                        .iter()
+                        .zip(&heartbeat.rules)
+                        .all(|(a, b)| a.target == b.target);
+                self.targets_changed |=
+                    !same_targets || peer.view() != (heartbeat.view_epoch, heartbeat.view_members);
                 peer.latest = heartbeat;
                 peer.last_heard = now;
             }
             None => {
+                self.targets_changed = true;
                 if heartbeat.host_id != self.id {
                     self.events.push_back(Event::PeerUp {
                         host: heartbeat.host_id,
@@ -878,6 +892,7 @@ impl Node {
             .map(|(&key, _)| key)
             .collect();
         for key in expired {
+            self.targets_changed = true;
             self.peers.remove(&key);
             if key.0 != self.id {
                 self.events.push_back(Event::PeerDown { host: key.0 });
@@ -1042,20 +1057,34 @@ impl Node {
                 let facts: Vec<(HostId, u32, Option<u8>)> = members
                     .iter()
                     .filter_map(|host| {
-                        let (state, status) = if host == self.id {
-                            (self.state_for_wire(), self.rule_status(slot))
+                        let (state, weight, priority, enabled, draining) = if host == self.id {
+                            let rule = self.config.rules.get(slot);
+                            let switch = self.rule_switches[slot];
+                            (
+                                self.state_for_wire(),
+                                rule.and_then(|r| r.weight),
+                                rule.and_then(|r| r.priority),
+                                switch.enabled,
+                                switch.draining,
+                            )
                         } else {
                             let peer = self.peer(host)?;
-                            (peer.latest.state, peer.latest.rules.get(slot)?.clone())
+                            let rule = peer.latest.rules.get(slot)?;
+                            (
+                                peer.latest.state,
+                                rule.weight,
+                                rule.priority,
+                                rule.enabled,
+                                rule.draining,
+                            )
                         };
-                        let eligible =
-                            state != HostState::Draining && status.enabled && !status.draining;
+                        let eligible = state != HostState::Draining && enabled && !draining;
                         let weight = if eligible {
-                            status.weight.map_or(EQUAL_WEIGHT, u32::from)
+                            weight.map_or(EQUAL_WEIGHT, u32::from)
                         } else {
                             0
                         };
-                        Some((host, weight, status.priority))
+                        Some((host, weight, priority))
                     })
                     .collect();
                 match mode {
@@ -1156,6 +1185,7 @@ impl Node {
             inputs,
             maps,
         };
+        self.targets_changed = true;
         self.converged = false;
         self.stats.views_installed += 1;
         self.events.push_back(Event::ViewInstalled {
@@ -1210,7 +1240,10 @@ impl Node {
     /// advertised targets, so every member repairs to the same maps: overlaps go to the
     /// lowest id, and the result is rebalanced to the view's weights.
     fn repair_maps(&mut self, now: Instant) {
-        if !self.participating() || self.view.members.len() < 2 {
+        if !std::mem::take(&mut self.targets_changed)
+            || !self.participating()
+            || self.view.members.len() < 2
+        {
             return;
         }
         let view = (self.view.epoch, self.view.members);
@@ -1221,7 +1254,11 @@ impl Node {
                     host,
                     peer.latest.rules.iter().map(|r| r.target.clone()).collect(),
                 )),
-                _ => return,
+                _ => {
+                    // Not every member has this view yet: look again when one changes.
+                    self.targets_changed = true;
+                    return;
+                }
             }
         }
         let mut repaired = false;

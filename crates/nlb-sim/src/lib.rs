@@ -185,8 +185,8 @@ pub struct SimHost {
 pub struct SimFlow {
     /// The flow's addresses.
     pub flow: Flow,
-    /// When it ends.
-    pub ends: Instant,
+    /// How long it lasts once a host accepts it.
+    pub duration: Duration,
     /// The host that accepted it, if any did yet.
     pub host: Option<usize>,
     /// SYNs sent.
@@ -244,6 +244,8 @@ pub struct Sim {
     client_port: Port,
     bystander_ports: BTreeSet<Port>,
     next_flow: u64,
+    /// Whether some data plane changed since the last safety check.
+    dataplane_dirty: bool,
 }
 
 impl Sim {
@@ -274,6 +276,7 @@ impl Sim {
             client_port: host_count,
             bystander_ports: (host_count + 1..ports).collect(),
             next_flow: 0,
+            dataplane_dirty: false,
         };
         for (index, host_config) in hosts.into_iter().enumerate() {
             let mac = MacAddr([0x52, 0x54, 0, 0, 0, host_config.host.id]);
@@ -490,6 +493,7 @@ impl Sim {
                 keep_established,
             }) = node.poll_action()
             {
+                self.dataplane_dirty = true;
                 let host = &mut self.hosts[index];
                 host.dataplane.owned[rule] = owned;
                 host.dataplane.keep_established[rule] = keep_established;
@@ -557,7 +561,7 @@ impl Sim {
                     dst_port,
                     protocol: Protocol::Tcp,
                 },
-                ends: self.now + duration,
+                duration,
                 host: None,
                 syns: 0,
                 broken: false,
@@ -598,7 +602,7 @@ impl Sim {
                         dst_port,
                         protocol: Protocol::Tcp,
                     },
-                    ends: start + offset + duration,
+                    duration,
                     host: None,
                     syns: 0,
                     broken: false,
@@ -613,9 +617,6 @@ impl Sim {
         let Some(flow) = self.flows.get(&id).cloned() else {
             return;
         };
-        if flow.ends <= now {
-            return;
-        }
         // The SYN goes to the cluster MAC: the switch decides who sees it.
         let dst_mac = cluster_mac(flow.flow.dst, self.hosts[0].config.cluster.mode);
         let ports = self.switch.forward(now, self.client_port, dst_mac);
@@ -649,7 +650,7 @@ impl Sim {
             }
             [host] => {
                 entry.host = Some(*host);
-                let ends = entry.ends;
+                let ends = now + entry.duration;
                 let host = *host;
                 self.hosts[host].conntrack.insert(id);
                 self.push(ends, Pending::FlowEnd { flow: id });
@@ -755,6 +756,7 @@ impl Sim {
         }
         for host in &mut self.hosts {
             if host.dataplane.lease_until.is_some_and(|until| until <= now) {
+                self.dataplane_dirty = true;
                 for owned in &mut host.dataplane.owned {
                     *owned = BucketBitmap::new(BUCKETS);
                 }
@@ -764,6 +766,9 @@ impl Sim {
     }
 
     fn check_safety(&mut self) {
+        if !std::mem::take(&mut self.dataplane_dirty) {
+            return;
+        }
         let now = self.now;
         let slots = self.hosts.first().map_or(0, |h| h.dataplane.owned.len());
         for slot in 0..slots {

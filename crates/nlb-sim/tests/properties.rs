@@ -1,0 +1,407 @@
+//! The cluster's promises, checked in the simulator over many seeds.
+//!
+//! Every test asserts the safety property the simulator checks after each step (no two
+//! running hosts accept new connections for one bucket), plus the promise it is about.
+
+use nlb_core::node::{Command, Event, Misconfig};
+use nlb_core::time::Instant;
+use nlb_sim::{Sim, SimConfig, test_config};
+use nlb_wire::addressing::{ClusterMode, cluster_mac};
+use nlb_wire::heartbeat::HostState;
+use rand::{Rng, SeedableRng};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+/// The default failure window (tolerance 15 × 10 ms) plus 2 periods: the failover bound.
+const FAILOVER_BOUND: Duration = Duration::from_millis(170);
+
+fn cluster(n: u8, mode: ClusterMode, config: SimConfig) -> Sim {
+    let configs = (1..=n).map(|id| test_config(id, mode, "", "")).collect();
+    Sim::new(config, configs, 1)
+}
+
+/// Every host in `hosts` is converged, in one view whose members are exactly them.
+fn all_converged(sim: &Sim, hosts: &[usize]) -> bool {
+    let members: nlb_wire::heartbeat::MemberSet =
+        hosts.iter().map(|&i| sim.hosts[i].config.host.id).collect();
+    let views: std::collections::BTreeSet<_> = hosts
+        .iter()
+        .filter_map(|&i| sim.hosts[i].node.as_ref().map(|n| n.view()))
+        .collect();
+    views.len() == 1
+        && views.iter().all(|&(_, m)| m == members)
+        && hosts.iter().all(|&i| {
+            sim.hosts[i]
+                .node
+                .as_ref()
+                .is_some_and(|n| n.state() == HostState::Converged)
+        })
+}
+
+fn converge(sim: &mut Sim, hosts: &[usize]) -> Instant {
+    let at = sim.run_until_true(Duration::from_secs(5), |sim| all_converged(sim, hosts));
+    at.unwrap_or_else(|| {
+        let states: Vec<_> = hosts
+            .iter()
+            .map(|&i| sim.hosts[i].node.as_ref().map(|n| n.state()))
+            .collect();
+        panic!("hosts {hosts:?} did not converge: {states:?}")
+    })
+}
+
+fn assert_safe(sim: &Sim) {
+    assert!(
+        sim.violations.is_empty(),
+        "{} double-ownership moments, first: {:?}",
+        sim.violations.len(),
+        sim.violations.first()
+    );
+}
+
+fn every_bucket_owned(sim: &Sim) -> bool {
+    (0..2).all(|slot| sim.unowned_buckets(slot) == 0)
+}
+
+/// Crash a random host at a random moment: the survivors own every bucket within the
+/// bound, and nobody ever shares a bucket.
+#[test]
+fn failover_after_a_crash_is_within_the_bound() {
+    let mut worst = Duration::ZERO;
+    for seed in 0..20 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let n = rng.random_range(2..=4u8);
+        let mut sim = cluster(
+            n,
+            ClusterMode::Multicast,
+            SimConfig {
+                seed,
+                ..SimConfig::default()
+            },
+        );
+        let hosts: Vec<usize> = (0..usize::from(n)).collect();
+        converge(&mut sim, &hosts);
+        sim.run_for(Duration::from_micros(rng.random_range(0..50_000)));
+        let victim = rng.random_range(0..usize::from(n));
+        let crashed_at = sim.now;
+        sim.crash(victim);
+        let done = sim
+            .run_until_true(Duration::from_secs(2), every_bucket_owned)
+            .expect("survivors take over");
+        let took = done.saturating_since(crashed_at);
+        worst = worst.max(took);
+        assert!(took <= FAILOVER_BOUND, "seed {seed}: took {took:?}");
+        let survivors: Vec<usize> = hosts.iter().copied().filter(|&h| h != victim).collect();
+        converge(&mut sim, &survivors);
+        assert_safe(&sim);
+    }
+    eprintln!("worst takeover after a crash: {worst:?} (bound {FAILOVER_BOUND:?})");
+}
+
+/// Kill a daemon (its kernel lives on): its kernel stops taking new connections when
+/// the lease runs out, before the survivors take over, so no bucket is ever shared.
+#[test]
+fn killed_daemon_hands_over_through_the_lease() {
+    for seed in 0..10 {
+        let mut sim = cluster(
+            3,
+            ClusterMode::Unicast,
+            SimConfig {
+                seed,
+                ..SimConfig::default()
+            },
+        );
+        converge(&mut sim, &[0, 1, 2]);
+        let victim = (seed % 3) as usize;
+        let killed_at = sim.now;
+        sim.kill_daemon(victim);
+        let done = sim
+            .run_until_true(Duration::from_secs(2), |sim| {
+                every_bucket_owned(sim) && sim.hosts[victim].dataplane.lease_until.is_none()
+            })
+            .expect("survivors take over");
+        assert!(done.saturating_since(killed_at) <= FAILOVER_BOUND);
+        assert_safe(&sim);
+        // The daemon comes back and rejoins.
+        sim.start_daemon(victim);
+        converge(&mut sim, &[0, 1, 2]);
+        assert_safe(&sim);
+    }
+}
+
+/// Connections keep flowing while a host joins, another drains and stops, and rejoins:
+/// not one connection breaks, and every new one finds exactly one host.
+#[test]
+fn joins_leaves_and_drains_break_no_connection() {
+    for seed in 0..4 {
+        let mut configs: Vec<_> = (1..=3)
+            .map(|id| test_config(id, ClusterMode::Multicast, "", "affinity = \"none\""))
+            .collect();
+        // Host 4 starts stopped and joins later.
+        let mut joiner = test_config(4, ClusterMode::Multicast, "", "affinity = \"none\"");
+        joiner.host.initial_state = nlb_core::config::InitialState::Stopped;
+        configs.push(joiner);
+        let mut sim = Sim::new(
+            SimConfig {
+                seed,
+                ..SimConfig::default()
+            },
+            configs,
+            1,
+        );
+        converge(&mut sim, &[0, 1, 2]);
+        sim.open_random_flows(
+            3000,
+            Duration::from_secs(10),
+            VIP,
+            80,
+            Duration::from_secs(3),
+        );
+        sim.run_for(Duration::from_secs(2));
+        sim.command(3, Command::Start).unwrap();
+        sim.run_for(Duration::from_secs(2));
+        assert!(all_converged(&sim, &[0, 1, 2, 3]));
+        assert_eq!(
+            sim.command(1, Command::DrainStop).unwrap(),
+            HostState::Draining
+        );
+        let stopped = sim.run_until_true(Duration::from_secs(5), |sim| {
+            sim.node(1).state() == HostState::Stopped
+        });
+        assert!(stopped.is_some(), "drainstop never finished");
+        sim.command(1, Command::Start).unwrap();
+        sim.run_for(Duration::from_secs(8));
+        assert_safe(&sim);
+        let broken = sim.flows.values().filter(|f| f.broken).count();
+        assert_eq!(broken, 0, "seed {seed}: {broken} connections broke");
+        let unserved = sim.flows.values().filter(|f| f.host.is_none()).count();
+        assert_eq!(
+            unserved, 0,
+            "seed {seed}: {unserved} connections never found a host"
+        );
+        let retried = sim.flows.values().filter(|f| f.syns > 1).count();
+        eprintln!("seed {seed}: 3000 connections, none broken, {retried} needed a SYN retry");
+        // Host 2 served nothing new while draining: everything after it was accepted elsewhere.
+        assert!(sim.hosts.iter().all(|h| h.conntrack.is_empty()));
+    }
+}
+
+/// 20% of heartbeats lost at random for 10 simulated minutes: nobody is declared dead,
+/// and the view never changes.
+#[test]
+fn no_false_failover_at_20_percent_heartbeat_loss() {
+    let minutes: u64 = std::env::var("NLB_SIM_MINUTES")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(10);
+    for seed in [1, 2] {
+        let mut sim = cluster(
+            3,
+            ClusterMode::Multicast,
+            SimConfig {
+                seed,
+                heartbeat_loss: 0.2,
+                ..SimConfig::default()
+            },
+        );
+        let converged_at = converge(&mut sim, &[0, 1, 2]);
+        sim.run_for(Duration::from_secs(60 * minutes));
+        let downs = sim.events_matching(|e| matches!(e, Event::PeerDown { .. }));
+        let views = sim
+            .events_matching(|e| matches!(e, Event::ViewInstalled { .. }))
+            .into_iter()
+            .filter(|&(at, _)| at > converged_at)
+            .count();
+        assert!(
+            downs.is_empty(),
+            "seed {seed}: false failovers at {downs:?}"
+        );
+        assert_eq!(views, 0, "seed {seed}: the view changed");
+        assert!(all_converged(&sim, &[0, 1, 2]));
+        assert_safe(&sim);
+    }
+}
+
+/// A partition splits host 1 from hosts 2 and 3, then heals. Each side serves on its
+/// own (double ownership across the split is unavoidable without a quorum), and after
+/// the heal the cluster converges back with no bucket shared.
+#[test]
+fn partitions_heal_without_lasting_double_ownership() {
+    for seed in 0..6 {
+        let mut sim = cluster(
+            3,
+            ClusterMode::Multicast,
+            SimConfig {
+                seed,
+                ..SimConfig::default()
+            },
+        );
+        converge(&mut sim, &[0, 1, 2]);
+        if seed % 2 == 0 {
+            sim.partition(&[&[0], &[1, 2]]);
+        } else {
+            // Asymmetric: host 1 cannot hear hosts 2 and 3, but they hear it.
+            sim.block(&[1, 2], &[0]);
+        }
+        sim.run_for(Duration::from_secs(2));
+        sim.heal();
+        let healed_at = sim.now;
+        converge(&mut sim, &[0, 1, 2]);
+        let settled = sim.now;
+        sim.run_for(Duration::from_secs(2));
+        let lasting: Vec<_> = sim
+            .violations
+            .iter()
+            .filter(|v| {
+                v.at > settled || (!v.partitioned && v.at > healed_at + Duration::from_millis(50))
+            })
+            .collect();
+        assert!(lasting.is_empty(), "seed {seed}: {:?}", lasting.first());
+        assert!(every_bucket_owned(&sim));
+        let owned: usize = (0..3).map(|i| sim.node(i).owned()[0].len()).sum();
+        assert_eq!(owned, 256, "seed {seed}");
+        eprintln!(
+            "seed {seed}: converged {:?} after the heal",
+            settled.saturating_since(healed_at)
+        );
+    }
+}
+
+/// A host that starts with an id already in use stays out and says why; the others keep
+/// serving.
+#[test]
+fn duplicate_host_id_stays_out() {
+    let configs = vec![
+        test_config(1, ClusterMode::Multicast, "", ""),
+        test_config(2, ClusterMode::Multicast, "", ""),
+        test_config(2, ClusterMode::Multicast, "", ""),
+    ];
+    let mut sim = Sim::new(SimConfig::default(), configs, 0);
+    // The third host's NIC differs from the second's.
+    sim.hosts[2].mac = nlb_wire::MacAddr([0x52, 0x54, 0, 0, 1, 2]);
+    sim.hosts[2].node = None;
+    converge(&mut sim, &[0, 1]);
+    sim.start_daemon(2);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.node(2).state(), HostState::Misconfigured);
+    assert_eq!(
+        sim.node(2).misconfig(),
+        Some(&Misconfig::DuplicateHostId {
+            mac: sim.hosts[1].mac
+        })
+    );
+    assert!(all_converged(&sim, &[0, 1]));
+    assert!(every_bucket_owned(&sim));
+    assert!(sim.node(2).owned().iter().all(|b| b.is_empty()));
+    assert_safe(&sim);
+}
+
+/// A host whose rules differ from the cluster's goes misconfigured and names the field;
+/// the consistent hosts keep serving.
+#[test]
+fn misconfigured_host_names_the_differing_field() {
+    let configs = vec![
+        test_config(1, ClusterMode::Multicast, "", ""),
+        test_config(2, ClusterMode::Multicast, "", ""),
+        test_config(3, ClusterMode::Multicast, "", "affinity = \"network\""),
+    ];
+    let mut sim = Sim::new(SimConfig::default(), configs, 0);
+    sim.hosts[2].node = None;
+    converge(&mut sim, &[0, 1]);
+    sim.start_daemon(2);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.node(2).state(), HostState::Misconfigured);
+    match sim.node(2).misconfig() {
+        Some(Misconfig::ConfigMismatch { field, .. }) => {
+            assert_eq!(field, "[[rule]] number 1")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(all_converged(&sim, &[0, 1]));
+    assert!(every_bucket_owned(&sim));
+    assert_safe(&sim);
+}
+
+/// A live migration moves a host to another switch port: nobody fails over, and the
+/// switch learns the new port from the host's next frame.
+#[test]
+fn port_move_keeps_the_cluster_whole() {
+    let mut sim = cluster(3, ClusterMode::Unicast, SimConfig::default());
+    converge(&mut sim, &[0, 1, 2]);
+    let moved_at = sim.now;
+    let new_port = sim.move_port(1);
+    sim.run_for(Duration::from_secs(1));
+    let downs = sim
+        .events_matching(|e| matches!(e, Event::PeerDown { .. }))
+        .into_iter()
+        .filter(|&(at, _)| at > moved_at)
+        .count();
+    assert_eq!(downs, 0);
+    assert_eq!(sim.switch.learned_port(sim.hosts[1].mac), Some(new_port));
+    assert!(all_converged(&sim, &[0, 1, 2]));
+    assert_safe(&sim);
+}
+
+/// In IGMP mode behind a snooping switch, frames to the cluster MAC reach only the
+/// hosts; in multicast mode they reach a bystander too. No host ever sends from a
+/// cluster MAC, so the switch never learns one.
+#[test]
+fn igmp_snooping_spares_bystanders_and_no_cluster_mac_is_learned() {
+    for (mode, snooping) in [(ClusterMode::Igmp, true), (ClusterMode::Multicast, true)] {
+        let mut sim = cluster(
+            3,
+            mode,
+            SimConfig {
+                igmp_snooping: snooping,
+                ..SimConfig::default()
+            },
+        );
+        converge(&mut sim, &[0, 1, 2]);
+        sim.open_random_flows(
+            200,
+            Duration::from_secs(1),
+            VIP,
+            80,
+            Duration::from_millis(500),
+        );
+        sim.run_for(Duration::from_secs(2));
+        match mode {
+            ClusterMode::Igmp => assert_eq!(sim.bystander_cluster_frames, 0),
+            _ => assert!(sim.bystander_cluster_frames > 0),
+        }
+        let cluster_macs: Vec<_> = ClusterMode::ALL
+            .iter()
+            .map(|&m| cluster_mac(VIP, m))
+            .collect();
+        assert!(!sim.switch.learned_any(&cluster_macs));
+        assert!(sim.flows.values().all(|f| f.host.is_some()));
+        assert_safe(&sim);
+    }
+}
+
+/// 64 hosts: a crash is absorbed within the same bound. Also reports the heartbeat
+/// traffic of the whole cluster.
+#[test]
+fn sixty_four_hosts_fail_over_within_the_bound() {
+    let mut sim = cluster(64, ClusterMode::Multicast, SimConfig::default());
+    let hosts: Vec<usize> = (0..64).collect();
+    converge(&mut sim, &hosts);
+    let (bytes_before, at_before) = (sim.heartbeat_wire_bytes, sim.now);
+    sim.run_for(Duration::from_secs(1));
+    let per_second = (sim.heartbeat_wire_bytes - bytes_before) as f64
+        / sim.now.saturating_since(at_before).as_secs_f64();
+    eprintln!(
+        "64 hosts send {:.0} bytes/s of heartbeats ({:.1} Mbit/s)",
+        per_second,
+        per_second * 8.0 / 1e6
+    );
+    let crashed_at = sim.now;
+    sim.crash(17);
+    let done = sim
+        .run_until_true(Duration::from_secs(2), every_bucket_owned)
+        .expect("survivors take over");
+    let took = done.saturating_since(crashed_at);
+    eprintln!("64 hosts: takeover after a crash in {took:?}");
+    assert!(took <= FAILOVER_BOUND, "took {took:?}");
+    assert_safe(&sim);
+}

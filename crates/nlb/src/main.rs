@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Show the cluster MACs a VIP gets in each mode, and what each mode needs from the switch.
     Ip2mac(cmd::ip2mac::Args),
+    /// Show each host's share of the buckets before and after a host joins or leaves.
+    Plan(cmd::plan::Args),
 }
 
 /// A failure to report to the user: one line on stderr, and the exit code.
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ip2mac(args) => cmd::ip2mac::run(&args),
+        Command::Plan(args) => cmd::plan::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,3 +1,20 @@
 //! One module per subcommand. Each has an `Args` (its clap definition) and a `run`.
 
 pub(crate) mod ip2mac;
+pub(crate) mod plan;
+
+use crate::CliError;
+use nlb_core::config::Config;
+use std::path::Path;
+
+/// Reads and validates a configuration file, with errors that name the file and line.
+pub(crate) fn load_config(path: &Path) -> Result<Config, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        CliError::bad_input(format!(
+            "cannot read the configuration {}: {err}. Check the path given with --config",
+            path.display()
+        ))
+    })?;
+    Config::parse(&text, &path.display().to_string())
+        .map_err(|err| CliError::bad_input(err.to_string()))
+}

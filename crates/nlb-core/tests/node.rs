@@ -1,0 +1,377 @@
+//! One node driven by hand: ARP answers, conflicts, probes, announcements, commands and
+//! hostile heartbeats. The simulator covers clusters; this covers the edges.
+
+use nlb_core::config::Config;
+use nlb_core::node::{Command, CommandError, DropReason, Event, Misconfig, Node};
+use nlb_core::time::Instant;
+use nlb_wire::MacAddr;
+use nlb_wire::arp::{ArpKind, ArpOperation, ArpPacket, ArpRepr};
+use nlb_wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_NLB_HEARTBEAT, EthernetFrame};
+use nlb_wire::heartbeat::{
+    BucketBitmap, HeartbeatKey, HeartbeatRepr, HostState, MemberSet, RuleStatus,
+};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+const MY_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+const CLUSTER_MAC: MacAddr = MacAddr([0x03, 0xbf, 198, 18, 0, 10]);
+const STRANGER: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0x99, 0x99]);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+
+fn config(extra_cluster: &str) -> Config {
+    Config::parse(
+        &format!(
+            "[cluster]\ninterface = \"eth0\"\nvips = [\"198.18.0.10\"]\n{extra_cluster}\n[host]\nid = 1\n"
+        ),
+        "t.toml",
+    )
+    .unwrap()
+}
+
+fn ms(ms: u64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+/// Drains a node's frames and returns the ARP ones, with their Ethernet header.
+fn arp_out(node: &mut Node) -> Vec<(EthernetFrame<'static>, ArpRepr)> {
+    let mut out = Vec::new();
+    while let Some(frame) = node.poll_transmit() {
+        let frame: &'static [u8] = Box::leak(frame.into_boxed_slice());
+        let eth = EthernetFrame::parse(frame).unwrap();
+        if eth.ethertype == ETHERTYPE_ARP {
+            let arp = ArpRepr::parse(&ArpPacket::new_checked(eth.payload).unwrap()).unwrap();
+            out.push((eth, arp));
+        }
+    }
+    out
+}
+
+fn events(node: &mut Node) -> Vec<Event> {
+    std::iter::from_fn(|| node.poll_event()).collect()
+}
+
+/// A node alone on its segment, past probing and converged.
+fn running_node() -> Node {
+    let mut node = Node::new(config(""), MY_MAC, 1, None, ms(0));
+    let mut now = ms(0);
+    while node.state() != HostState::Converged {
+        now = node.poll_timeout().max(now);
+        node.handle_timeout(now);
+        assert!(now < ms(2000), "never converged");
+    }
+    arp_out(&mut node);
+    events(&mut node);
+    node
+}
+
+fn arp_frame(eth_src: MacAddr, repr: ArpRepr) -> Vec<u8> {
+    repr.to_frame(eth_src, None)
+}
+
+#[test]
+fn probes_each_vip_before_joining_then_announces() {
+    let mut node = Node::new(config(""), MY_MAC, 1, None, ms(0));
+    let mut frames = Vec::new();
+    let mut now = ms(0);
+    while now < ms(1000) {
+        node.handle_timeout(now);
+        for (eth, arp) in arp_out(&mut node) {
+            frames.push((now, eth.src, arp.kind(), arp.sender_mac));
+        }
+        now = node.poll_timeout().max(now + Duration::from_micros(1));
+    }
+    let probes: Vec<_> = frames.iter().filter(|f| f.2 == ArpKind::Probe).collect();
+    assert_eq!(probes.len(), 3);
+    assert!(probes.iter().all(|f| f.1 == MY_MAC && f.3 == MY_MAC));
+    let announcements: Vec<_> = frames
+        .iter()
+        .filter(|f| f.2 == ArpKind::Announcement)
+        .collect();
+    assert!(!announcements.is_empty());
+    // Announcements carry the cluster MAC in the ARP sender field, the host's own MAC
+    // as Ethernet source, and come after the last probe.
+    assert!(
+        announcements
+            .iter()
+            .all(|f| f.1 == MY_MAC && f.3 == CLUSTER_MAC)
+    );
+    assert!(announcements[0].0 > probes[2].0);
+    // Copies more than 1 s apart (Linux locktime).
+    let later: Vec<_> = {
+        let mut node = node;
+        let mut now = now;
+        let mut times = vec![announcements[0].0];
+        while now < ms(8000) {
+            node.handle_timeout(now);
+            for (_, arp) in arp_out(&mut node) {
+                if arp.kind() == ArpKind::Announcement {
+                    times.push(now);
+                }
+            }
+            now = node.poll_timeout().max(now + Duration::from_micros(1));
+        }
+        times
+    };
+    assert_eq!(later.len(), 4, "{later:?}");
+    for pair in later.windows(2) {
+        assert!(
+            pair[1].saturating_since(pair[0]) > Duration::from_secs(1),
+            "{later:?}"
+        );
+    }
+}
+
+#[test]
+fn a_stranger_answering_a_probe_keeps_the_host_out() {
+    let mut node = Node::new(config(""), MY_MAC, 1, None, ms(0));
+    node.handle_timeout(ms(100));
+    let reply = ArpRepr {
+        operation: ArpOperation::Reply,
+        sender_mac: STRANGER,
+        sender_ip: VIP,
+        target_mac: MY_MAC,
+        target_ip: Ipv4Addr::UNSPECIFIED,
+    };
+    node.handle_frame(ms(101), &arp_frame(STRANGER, reply));
+    node.handle_timeout(ms(2000));
+    assert_eq!(node.state(), HostState::Misconfigured);
+    assert_eq!(
+        node.misconfig(),
+        Some(&Misconfig::AddressInUse {
+            ip: VIP,
+            mac: STRANGER
+        })
+    );
+    assert!(node.owned().iter().all(BucketBitmap::is_empty));
+}
+
+#[test]
+fn requests_are_answered_to_the_arp_sender_with_the_cluster_mac() {
+    let mut node = running_node();
+    // The Ethernet source differs from the ARP sender (seed 000's masked NLB host).
+    let masked = MacAddr([0x02, 0x01, 198, 18, 1, 1]);
+    let asker = MacAddr([0x02, 0xbf, 198, 18, 1, 1]);
+    let request = ArpRepr::request(asker, CLIENT, VIP);
+    node.handle_frame(ms(3000), &arp_frame(masked, request));
+    let out = arp_out(&mut node);
+    assert_eq!(out.len(), 1);
+    let (eth, reply) = &out[0];
+    assert_eq!((eth.src, eth.dst), (MY_MAC, asker));
+    assert_eq!(reply.kind(), ArpKind::Reply);
+    assert_eq!((reply.sender_mac, reply.sender_ip), (CLUSTER_MAC, VIP));
+    assert_eq!((reply.target_mac, reply.target_ip), (asker, CLIENT));
+    assert_eq!(node.stats().arp_replies_sent, 1);
+}
+
+#[test]
+fn probes_for_a_vip_are_answered_and_reported() {
+    let mut node = running_node();
+    node.handle_frame(
+        ms(3000),
+        &arp_frame(STRANGER, ArpRepr::probe(STRANGER, VIP)),
+    );
+    let out = arp_out(&mut node);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1.target_ip, Ipv4Addr::UNSPECIFIED);
+    assert_eq!(out[0].0.dst, STRANGER);
+    assert!(events(&mut node).contains(&Event::ProbeSeen {
+        ip: VIP,
+        mac: STRANGER
+    }));
+}
+
+#[test]
+fn conflicts_are_reported_and_defended_once_per_ten_seconds() {
+    let mut node = running_node();
+    let claim = arp_frame(STRANGER, ArpRepr::announcement(STRANGER, VIP));
+    let mut defended = Vec::new();
+    for second in 0..25 {
+        let now = ms(3000 + second * 1000);
+        node.handle_frame(now, &claim);
+        for event in events(&mut node) {
+            if let Event::Conflict {
+                ip,
+                mac,
+                defended: d,
+            } = event
+            {
+                assert_eq!((ip, mac), (VIP, STRANGER));
+                defended.push((second, d));
+            }
+        }
+        arp_out(&mut node);
+    }
+    assert_eq!(defended.len(), 25);
+    let defences: Vec<_> = defended
+        .iter()
+        .filter(|(_, d)| *d)
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(defences, vec![0, 10, 20]);
+    assert_eq!(node.recent_conflicts().count(), 16);
+    assert_eq!(node.stats().conflicts, 25);
+}
+
+#[test]
+fn frames_from_the_cluster_itself_are_not_conflicts() {
+    let mut node = running_node();
+    // A member's kernel ARPing from the VIP, sender rewritten to the cluster MAC.
+    let member_mac = MacAddr([0x52, 0x54, 0, 0, 0, 2]);
+    let from_vip = ArpRepr::request(CLUSTER_MAC, VIP, CLIENT);
+    node.handle_frame(ms(3000), &arp_frame(member_mac, from_vip));
+    assert!(events(&mut node).is_empty());
+    assert!(arp_out(&mut node).is_empty());
+}
+
+#[test]
+fn commands_answer_with_the_state_or_a_reason() {
+    let mut node = running_node();
+    let now = ms(3000);
+    assert_eq!(
+        node.handle_command(now, Command::Resume),
+        Err(CommandError::NotSuspended)
+    );
+    assert_eq!(
+        node.handle_command(now, Command::Suspend),
+        Ok(HostState::Suspended)
+    );
+    assert_eq!(
+        node.handle_command(now, Command::Stop),
+        Err(CommandError::Suspended)
+    );
+    assert!(node.owned().iter().all(BucketBitmap::is_empty));
+    assert_eq!(
+        node.handle_command(now, Command::Resume),
+        Ok(HostState::Converging)
+    );
+    assert_eq!(
+        node.handle_command(now, Command::Stop),
+        Ok(HostState::Stopped)
+    );
+    assert_eq!(
+        node.handle_command(now, Command::DrainStop),
+        Err(CommandError::AlreadyStopped)
+    );
+    assert_eq!(
+        node.handle_command(now, Command::Start),
+        Ok(HostState::Converging)
+    );
+    node.handle_command(now, Command::SetConnections(3))
+        .unwrap();
+    assert_eq!(
+        node.handle_command(now, Command::DrainStop),
+        Ok(HostState::Draining)
+    );
+    assert!(node.owned().iter().all(BucketBitmap::is_empty));
+    assert_eq!(
+        node.handle_command(now, Command::SetConnections(0)),
+        Ok(HostState::Stopped)
+    );
+    assert_eq!(
+        node.handle_command(
+            now,
+            Command::DrainRule(nlb_core::node::RuleSelector::Index(5))
+        ),
+        Err(CommandError::NoSuchRule(5))
+    );
+}
+
+fn peer_heartbeat(config: &Config, sequence: u64) -> HeartbeatRepr {
+    HeartbeatRepr {
+        cluster_id: nlb_wire::addressing::cluster_id(&config.cluster.vips),
+        host_id: 2,
+        state: HostState::Converging,
+        incarnation: 1,
+        sequence,
+        config_fingerprint: config.fingerprint(),
+        view_epoch: 0,
+        heartbeat_ms: 10,
+        view_members: MemberSet::EMPTY,
+        live_members: [1, 2].into_iter().collect(),
+        connections: 0,
+        field_digests: config.field_digests(),
+        rules: (0..2)
+            .map(|_| RuleStatus {
+                weight: None,
+                priority: None,
+                enabled: true,
+                draining: false,
+                owned: BucketBitmap::new(256),
+                target: BucketBitmap::new(256),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn hostile_heartbeats_are_counted_and_ignored() {
+    let key = HeartbeatKey::derive(b"cluster secret");
+    let config = config("key_file = \"/etc/nlb/key\"");
+    let mut node = Node::new(config.clone(), MY_MAC, 1, Some(key.clone()), ms(0));
+    let peer_mac = MacAddr([0x52, 0x54, 0, 0, 0, 2]);
+    let send = |node: &mut Node, at: u64, repr: &HeartbeatRepr, key: Option<&HeartbeatKey>| {
+        let frame = repr.to_frame(peer_mac, CLUSTER_MAC, ETHERTYPE_NLB_HEARTBEAT, key);
+        node.handle_frame(ms(at), &frame);
+    };
+    // Good, then replayed, then forged with another key, then unauthenticated.
+    send(&mut node, 1, &peer_heartbeat(&config, 10), Some(&key));
+    send(&mut node, 2, &peer_heartbeat(&config, 10), Some(&key));
+    send(
+        &mut node,
+        3,
+        &peer_heartbeat(&config, 11),
+        Some(&HeartbeatKey::derive(b"guess")),
+    );
+    send(&mut node, 4, &peer_heartbeat(&config, 12), None);
+    // Another cluster's heartbeat, and garbage.
+    let mut foreign = peer_heartbeat(&config, 13);
+    foreign.cluster_id ^= 1;
+    send(&mut node, 5, &foreign, Some(&key));
+    let mut garbage = peer_heartbeat(&config, 14).to_frame(
+        peer_mac,
+        CLUSTER_MAC,
+        ETHERTYPE_NLB_HEARTBEAT,
+        Some(&key),
+    );
+    garbage.truncate(40);
+    node.handle_frame(ms(6), &garbage);
+
+    let stats = node.stats();
+    assert_eq!(stats.heartbeats_received, 1);
+    let dropped = |reason| stats.heartbeats_dropped.get(&reason).copied().unwrap_or(0);
+    assert_eq!(dropped(DropReason::Replay), 1);
+    assert_eq!(dropped(DropReason::BadTag), 2);
+    assert_eq!(dropped(DropReason::ForeignCluster), 1);
+    assert_eq!(dropped(DropReason::Malformed), 1);
+    // The forged ones were not acted on: the peer's last heard time is the good frame's.
+    let members = node.members(ms(6));
+    let peer = members.iter().find(|m| m.id == 2).unwrap();
+    assert_eq!(peer.last_heard_us, 5000);
+}
+
+#[test]
+fn arbitrary_frames_never_panic() {
+    let mut node = running_node();
+    let mut seed = 0x1234_5678u64;
+    for i in 0..20_000u64 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let len = (seed % 200) as usize;
+        let mut frame: Vec<u8> = (0..len).map(|j| (seed >> (j % 56)) as u8).collect();
+        if frame.len() > 14 {
+            let ethertype: [u8; 2] = match i % 3 {
+                0 => [0x88, 0xb5],
+                1 => [0x08, 0x06],
+                _ => [0x08, 0x00],
+            };
+            frame[12..14].copy_from_slice(&ethertype);
+            if i % 3 == 0 && frame.len() > 17 {
+                frame[14..17].copy_from_slice(b"NL\x01");
+            }
+        }
+        node.handle_frame(ms(3000 + i), &frame);
+    }
+    node.handle_timeout(ms(30_000));
+}

@@ -181,7 +181,7 @@ pub enum DropReason {
 }
 
 /// Why a host stays out of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Hash, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Misconfig {
     /// Its cluster-wide configuration differs from the majority's.
@@ -345,14 +345,14 @@ pub struct ConflictInfo {
 const RECENT_LIMIT: usize = 16;
 
 /// What a host does with a rule locally.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Hash, Eq)]
 struct RuleSwitch {
     enabled: bool,
     draining: bool,
 }
 
 /// The map input of one rule: what every member's heartbeat says about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Hash, Eq)]
 enum RuleInput {
     /// Multiple-host rule: each member's effective weight.
     Weights(Vec<(HostId, u32)>),
@@ -362,7 +362,7 @@ enum RuleInput {
     Nobody,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Hash, Eq)]
 struct View {
     epoch: u32,
     members: MemberSet,
@@ -394,7 +394,7 @@ fn participating_state(state: HostState) -> bool {
     )
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Hash, Eq)]
 enum Admin {
     Started,
     Stopped,
@@ -402,7 +402,7 @@ enum Admin {
 }
 
 /// One host's cluster state machine.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Node {
     config: Config,
     id: HostId,
@@ -765,6 +765,44 @@ impl Node {
         }
         members.sort_by_key(|m| (m.id, m.mac));
         members
+    }
+
+    /// A hash of the state that decides the node's future behaviour, with times taken
+    /// relative to `now` and statistics, events and logs left out. Two nodes with equal
+    /// digests act alike from here on; a model checker uses it to merge equal states.
+    pub fn protocol_digest(&self, now: Instant) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let ago = |at: Instant| now.micros() as i128 - at.micros() as i128;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (self.admin, self.suspended, &self.misconfig, self.probed).hash(&mut hasher);
+        self.probing_since.map(ago).hash(&mut hasher);
+        (self.was_participating, self.join_wait_until.map(ago)).hash(&mut hasher);
+        (&self.rule_switches, self.connections, &self.view).hash(&mut hasher);
+        (
+            &self.owned,
+            &self.keep_established,
+            self.converged,
+            self.state,
+        )
+            .hash(&mut hasher);
+        (ago(self.next_heartbeat), self.last_heartbeat.map(ago)).hash(&mut hasher);
+        self.announce_at
+            .iter()
+            .map(|&at| ago(at))
+            .for_each(|a| a.hash(&mut hasher));
+        for (key, peer) in &self.peers {
+            (
+                key,
+                &peer.latest,
+                ago(peer.last_heard),
+                &peer.previous_targets,
+            )
+                .hash(&mut hasher);
+        }
+        // Sequence numbers decide which late frames replay protection drops.
+        (self.sequence, &self.replay).hash(&mut hasher);
+        (self.targets_changed, self.probes_sent).hash(&mut hasher);
+        hasher.finish()
     }
 
     /// Whether this host takes part in the cluster now.

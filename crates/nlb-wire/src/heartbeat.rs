@@ -739,7 +739,7 @@ pub struct Replayed {
 /// Replay protection for one sender: accepts only (incarnation, sequence) pairs that are
 /// strictly newer, in lexicographic order, than the newest accepted so far. A restarted
 /// daemon starts a higher incarnation, so its sequence may start again from zero.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct AntiReplay {
     newest: Option<(u32, u64)>,
 }

@@ -125,6 +125,14 @@ impl Switch {
         self.table.get(&mac).map(|&(port, _)| port)
     }
 
+    /// Whether the entry for `mac` is missing or older than the ageing time, so that
+    /// frames to it are flooded.
+    pub fn is_stale(&self, now: Instant, mac: MacAddr) -> bool {
+        self.table
+            .get(&mac)
+            .is_none_or(|&(_, at)| now.saturating_since(at) >= self.ageing)
+    }
+
     /// Whether the switch ever learned one of these MACs as a source.
     pub fn learned_any(&self, macs: &[MacAddr]) -> bool {
         macs.iter().any(|mac| self.table.contains_key(mac))

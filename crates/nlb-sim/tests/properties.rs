@@ -405,3 +405,115 @@ fn sixty_four_hosts_fail_over_within_the_bound() {
     assert!(took <= FAILOVER_BOUND, "took {took:?}");
     assert_safe(&sim);
 }
+
+/// A single-host rule goes whole to the live host with the lowest handling priority, and
+/// to the next one when that host fails. Traffic no rule covers goes to the lowest id.
+#[test]
+fn single_host_rules_follow_handling_priority() {
+    // Priorities are the reverse of the ids: host 3 serves first.
+    let configs = (1..=3u8)
+        .map(|id| {
+            test_config(
+                id,
+                ClusterMode::Multicast,
+                "",
+                &format!("mode = \"single\"\npriority = {}", 4 - id),
+            )
+        })
+        .collect();
+    let mut sim = Sim::new(SimConfig::default(), configs, 0);
+    converge(&mut sim, &[0, 1, 2]);
+    let owned = |sim: &Sim, host: usize, slot: usize| sim.node(host).owned()[slot].len();
+    assert_eq!(
+        (owned(&sim, 2, 0), owned(&sim, 1, 0), owned(&sim, 0, 0)),
+        (256, 0, 0)
+    );
+    // The default rule (slot 1) belongs to the lowest host id.
+    assert_eq!(
+        (owned(&sim, 0, 1), owned(&sim, 1, 1), owned(&sim, 2, 1)),
+        (256, 0, 0)
+    );
+    sim.crash(2);
+    sim.run_until_true(Duration::from_secs(1), every_bucket_owned)
+        .expect("the next priority takes over");
+    assert_eq!(owned(&sim, 1, 0), 256);
+    sim.crash(0);
+    sim.run_until_true(Duration::from_secs(1), every_bucket_owned)
+        .expect("the last host takes everything");
+    assert_eq!((owned(&sim, 1, 0), owned(&sim, 1, 1)), (256, 256));
+    assert_safe(&sim);
+}
+
+/// Draining a rule on one host moves its buckets to the others without breaking its
+/// connections; disabling a rule drops that rule's connections on that host only.
+#[test]
+fn rule_drain_and_disable() {
+    use nlb_core::node::RuleSelector;
+    let configs = (1..=3)
+        .map(|id| test_config(id, ClusterMode::Multicast, "", "affinity = \"none\""))
+        .collect();
+    let mut sim = Sim::new(SimConfig::default(), configs, 0);
+    converge(&mut sim, &[0, 1, 2]);
+    sim.open_random_flows(600, Duration::from_secs(2), VIP, 80, Duration::from_secs(4));
+    sim.run_for(Duration::from_secs(1));
+    sim.command(1, Command::DrainRule(RuleSelector::Index(0)))
+        .unwrap();
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(sim.node(1).owned()[0].len(), 0);
+    assert_eq!(
+        sim.node(0).owned()[0].len() + sim.node(2).owned()[0].len(),
+        256
+    );
+    assert!(
+        !sim.hosts[1].conntrack.is_empty(),
+        "host 2 keeps its connections"
+    );
+    sim.run_for(Duration::from_secs(6));
+    assert_eq!(sim.flows.values().filter(|f| f.broken).count(), 0);
+    // Enable again: host 2 gets a share back.
+    sim.command(1, Command::EnableRule(RuleSelector::All))
+        .unwrap();
+    converge(&mut sim, &[0, 1, 2]);
+    assert!((85..=86).contains(&sim.node(1).owned()[0].len()));
+    // Disable: host 2 drops that rule's connections, the others keep theirs.
+    sim.open_random_flows(300, Duration::from_secs(1), VIP, 80, Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(2));
+    let on_host_2 = sim.hosts[1].conntrack.len();
+    assert!(on_host_2 > 0);
+    sim.command(1, Command::DisableRule(RuleSelector::Index(0)))
+        .unwrap();
+    sim.run_for(Duration::from_millis(200));
+    let broken: Vec<usize> = sim
+        .flows
+        .values()
+        .filter(|f| f.broken)
+        .filter_map(|f| f.host)
+        .collect();
+    assert_eq!(broken.len(), on_host_2);
+    assert!(broken.iter().all(|&h| h == 1));
+    assert_eq!(
+        sim.node(0).owned()[0].len() + sim.node(2).owned()[0].len(),
+        256
+    );
+    assert_safe(&sim);
+}
+
+/// The switch forgets a MAC after its ageing time and floods frames to it again.
+#[test]
+fn switch_ages_out_learned_macs() {
+    let mut sim = cluster(
+        2,
+        ClusterMode::Multicast,
+        SimConfig {
+            mac_ageing: Duration::from_secs(1),
+            ..SimConfig::default()
+        },
+    );
+    converge(&mut sim, &[0, 1]);
+    assert_eq!(sim.switch.learned_port(sim.hosts[0].mac), Some(0));
+    // While the host talks, the entry stays fresh; once it crashes, it ages out.
+    sim.crash(0);
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.switch.is_stale(sim.now, sim.hosts[0].mac));
+    assert!(!sim.switch.is_stale(sim.now, sim.hosts[1].mac));
+}

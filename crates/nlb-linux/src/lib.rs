@@ -4,7 +4,9 @@
 //! - [`netns`]: network namespaces for tests and the lab, removed when dropped.
 //! - [`packet`]: AF_PACKET sockets that send and receive whole Ethernet frames.
 //! - [`command`]: running `ip` and `nft` with errors that say what failed.
+//! - [`ruleset`]: the nft ruleset, a pure function of the configuration and ownership.
 
 pub mod command;
 pub mod netns;
 pub mod packet;
+pub mod ruleset;

@@ -1,0 +1,354 @@
+//! The nft ruleset of one host, as a pure function of its configuration and what it owns.
+//!
+//! Three tables, each named `nlb_<interface>` so that clusters on different interfaces
+//! do not collide:
+//!
+//! - **`arp`**: the kernel must never answer ARP for a VIP (the daemon answers, with the
+//!   cluster MAC), and any ARP packet the kernel sends *from* a VIP (an outbound
+//!   connection sourced from it) gets the cluster MAC as its sender hardware address, so
+//!   no peer ever caches a VIP at one host's own MAC.
+//! - **`netdev`** (unicast mode only): frames to the unicast cluster MAC are marked as
+//!   addressed to this host before the IP layer would drop them as `otherhost`.
+//! - **`inet`**: per packet to a VIP, in order:
+//!   1. rules this host disabled (or all rules, when it is stopped) drop everything;
+//!   2. packets of connections conntrack already knows are accepted (this host has them);
+//!   3. a new TCP packet that is not a SYN is dropped, so conntrack's loose pickup cannot
+//!      adopt another host's connection mid-stream;
+//!   4. for each rule, then the default rule: if the flow's bucket
+//!      (`jhash <affinity key> mod 256 seed <cluster seed>`, exactly as
+//!      [`nlb_core::filter::decide`] computes it) is owned, accept; otherwise drop.
+//!
+//! **Leases.** The accept rules of step 4 also require `ip daddr @lease`, a set holding
+//! the VIPs with an element timeout. The daemon re-adds them every few heartbeats. If it
+//! is killed, the elements expire and the host stops taking new connections on its own,
+//! before its peers (who wait for the failure window) take its buckets over.
+//!
+//! Why the owned buckets are anonymous sets in the rules and not named sets with
+//! timeouts: nft 1.0.6 cannot type a named set for a `jhash` key except with
+//! `typeof jhash ...`, and then `nft list ruleset` crashes (checked in a namespace); a
+//! set of `meta mark` would need the packet mark, which other software uses. Ownership
+//! changes only when the view changes, so rewriting the table atomically then is cheap,
+//! and the lease set carries the per-heartbeat refresh.
+//!
+//! nft 1.0.6 refuses an `arp` table and an `inet` table that matches `ip daddr` in one
+//! batch ("conflicting protocols"), so [`Ruleset::batches`] returns them separately.
+
+use nlb_core::buckets::BUCKETS;
+use nlb_core::config::{Affinity, Config, Protocol, RuleMode};
+use nlb_core::filter::cluster_seed;
+use nlb_wire::addressing::{ClusterMode, cluster_mac};
+use nlb_wire::heartbeat::BucketBitmap;
+use std::fmt::Write;
+use std::time::Duration;
+
+/// What the kernel should do for one rule slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleState {
+    /// Buckets to accept new connections for.
+    pub owned: BucketBitmap,
+    /// Whether packets of existing connections are accepted.
+    pub keep_established: bool,
+}
+
+/// The inputs of the ruleset.
+#[derive(Debug, Clone)]
+pub struct Ruleset<'a> {
+    /// The host's configuration.
+    pub config: &'a Config,
+    /// Per rule slot, the default rule last.
+    pub rules: &'a [RuleState],
+    /// How long a lease lasts without a refresh.
+    pub lease: Duration,
+}
+
+/// The nft table name for an interface: `nlb_` and the name with anything but letters,
+/// digits and `_` replaced by `_`.
+pub fn table_name(interface: &str) -> String {
+    let cleaned: String = interface
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("nlb_{cleaned}")
+}
+
+/// Owned buckets as an nft set body: `0-85, 100, 200-210`.
+fn bucket_ranges(owned: &BucketBitmap) -> String {
+    let mut ranges = Vec::new();
+    let mut start: Option<u16> = None;
+    for bucket in 0..=BUCKETS {
+        let inside = bucket < BUCKETS && owned.contains(bucket);
+        match (inside, start) {
+            (true, None) => start = Some(bucket),
+            (false, Some(first)) => {
+                let last = bucket - 1;
+                ranges.push(if first == last {
+                    first.to_string()
+                } else {
+                    format!("{first}-{last}")
+                });
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    ranges.join(", ")
+}
+
+fn vip_set(config: &Config) -> String {
+    let vips: Vec<String> = config.cluster.vips.iter().map(|v| v.to_string()).collect();
+    format!("{{ {} }}", vips.join(", "))
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis().max(1))
+}
+
+impl Ruleset<'_> {
+    /// The table name.
+    pub fn table(&self) -> String {
+        table_name(&self.config.cluster.interface)
+    }
+
+    /// The `arp` table.
+    pub fn arp_table(&self) -> String {
+        let table = self.table();
+        let mut out = String::new();
+        let _ = writeln!(out, "table arp {table} {{");
+        let _ = writeln!(
+            out,
+            "\tchain in {{\n\t\ttype filter hook input priority 0; policy accept;\n\t\tarp operation request arp daddr ip {} drop\n\t}}",
+            vip_set(self.config)
+        );
+        let _ = writeln!(
+            out,
+            "\tchain out {{\n\t\ttype filter hook output priority 0; policy accept;"
+        );
+        for &vip in &self.config.cluster.vips {
+            let mac = cluster_mac(vip, self.config.cluster.mode);
+            let _ = writeln!(out, "\t\tarp saddr ip {vip} arp saddr ether set {mac}");
+        }
+        out.push_str("\t}\n}\n");
+        out
+    }
+
+    /// The `netdev` table, in unicast mode only.
+    pub fn netdev_table(&self) -> Option<String> {
+        if self.config.cluster.mode != ClusterMode::Unicast {
+            return None;
+        }
+        let macs: Vec<String> = self
+            .config
+            .cluster
+            .vips
+            .iter()
+            .map(|&vip| cluster_mac(vip, ClusterMode::Unicast).to_string())
+            .collect();
+        Some(format!(
+            "table netdev {table} {{\n\tchain ingress {{\n\t\ttype filter hook ingress device \"{dev}\" priority -500; policy accept;\n\t\tether daddr {{ {macs} }} meta pkttype set host\n\t}}\n}}\n",
+            table = self.table(),
+            dev = self.config.cluster.interface,
+            macs = macs.join(", ")
+        ))
+    }
+
+    /// The match of a configured rule: VIP, protocol and ports.
+    fn rule_match(&self, slot: usize) -> String {
+        let rule = &self.config.rules[slot];
+        let vip = rule
+            .vip
+            .map_or_else(|| format!("ip daddr {}", vip_set(self.config)), |v| format!("ip daddr {v}"));
+        let proto = match rule.protocol {
+            Protocol::Tcp => "meta l4proto tcp",
+            Protocol::Udp => "meta l4proto udp",
+            Protocol::Both => "meta l4proto { tcp, udp }",
+        };
+        let ports = if rule.ports.start() == rule.ports.end() {
+            rule.ports.start().to_string()
+        } else {
+            format!("{}-{}", rule.ports.start(), rule.ports.end())
+        };
+        if *rule.ports.start() == 0 && *rule.ports.end() == 65535 {
+            format!("{vip} {proto}")
+        } else {
+            format!("{vip} {proto} th dport {ports}")
+        }
+    }
+
+    fn hash(&self, affinity: Affinity) -> String {
+        let key = match affinity {
+            Affinity::None => "ip saddr . th sport",
+            Affinity::Single => "ip saddr",
+            Affinity::Network => "ip saddr & 255.255.255.0",
+        };
+        format!("jhash {key} mod {BUCKETS} seed {:#x}", cluster_seed(self.config))
+    }
+
+    /// The `inet` table, with the lease set filled.
+    pub fn inet_table(&self) -> String {
+        let table = self.table();
+        let vips = vip_set(self.config);
+        let configured = self.config.rules.len();
+        let mut out = String::new();
+        let _ = writeln!(out, "table inet {table} {{");
+        let _ = writeln!(
+            out,
+            "\tset lease {{\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t\telements = {{ {} }}\n\t}}",
+            self.lease_elements()
+        );
+        let _ = writeln!(
+            out,
+            "\tchain pre {{\n\t\ttype filter hook prerouting priority -150; policy accept;"
+        );
+        // 1. Disabled rules (or a stopped host): drop everything, connections included.
+        for slot in 0..configured {
+            let dropped = !self.rules[slot].keep_established
+                || self.config.rules[slot].mode == RuleMode::Disabled;
+            if dropped {
+                let _ = writeln!(out, "\t\t{} drop", self.rule_match(slot));
+            }
+        }
+        if !self.rules[configured].keep_established {
+            let _ = writeln!(out, "\t\tip daddr {vips} drop");
+        }
+        // 2. Connections this host has.
+        let _ = writeln!(
+            out,
+            "\t\tip daddr {vips} ct state established,related meta pkttype set host accept"
+        );
+        // 3. Someone else's mid-stream TCP packet.
+        let _ = writeln!(
+            out,
+            "\t\tip daddr {vips} ct state new tcp flags & (fin | syn | rst | ack) != syn drop"
+        );
+        // 4. New flows by rule, then the default rule.
+        for slot in 0..=configured {
+            let (matched, affinity) = if slot < configured {
+                let rule = &self.config.rules[slot];
+                if rule.mode == RuleMode::Disabled {
+                    continue;
+                }
+                (self.rule_match(slot), rule.affinity)
+            } else {
+                (format!("ip daddr {vips}"), Affinity::Single)
+            };
+            let owned = &self.rules[slot].owned;
+            if !owned.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\t\t{matched} ip daddr @lease {} {{ {} }} meta pkttype set host accept",
+                    self.hash(affinity),
+                    bucket_ranges(owned)
+                );
+            }
+            let _ = writeln!(out, "\t\t{matched} drop");
+        }
+        out.push_str("\t}\n}\n");
+        out
+    }
+
+    fn lease_elements(&self) -> String {
+        let lease = millis(self.lease);
+        self.config
+            .cluster
+            .vips
+            .iter()
+            .map(|vip| format!("{vip} timeout {lease} expires {lease}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The command that refreshes the leases, for `nft -f` or an `nft -i` session.
+    pub fn lease_refresh(&self) -> String {
+        format!(
+            "add element inet {} lease {{ {} }}\n",
+            self.table(),
+            self.lease_elements()
+        )
+    }
+
+    /// Batches for `nft -f`, each atomic, that replace whatever tables of this name
+    /// exist (a stale run's included) with these: the `arp` table first, then the
+    /// `netdev` (unicast) and `inet` tables.
+    pub fn batches(&self) -> Vec<String> {
+        let table = self.table();
+        let replace = |family: &str, body: String| {
+            format!("table {family} {table} {{}}\ndelete table {family} {table}\n{body}")
+        };
+        let mut second = String::new();
+        if let Some(netdev) = self.netdev_table() {
+            second.push_str(&replace("netdev", netdev));
+        }
+        second.push_str(&replace("inet", self.inet_table()));
+        vec![replace("arp", self.arp_table()), second]
+    }
+
+    /// A batch that removes every table of this name.
+    pub fn teardown(interface: &str) -> String {
+        let table = table_name(interface);
+        ["arp", "netdev", "inet"]
+            .iter()
+            .map(|family| format!("table {family} {table} {{}}\ndelete table {family} {table}\n"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(mode: &str, rules: &str) -> Config {
+        Config::parse(
+            &format!(
+                "[cluster]\ninterface = \"veth-h1\"\nvips = [\"198.18.0.10\", \"198.18.0.11\"]\nmode = \"{mode}\"\n[host]\nid = 1\n{rules}"
+            ),
+            "t.toml",
+        )
+        .unwrap()
+    }
+
+    fn owning(buckets: &[std::ops::Range<u16>]) -> BucketBitmap {
+        let mut bitmap = BucketBitmap::new(BUCKETS);
+        for range in buckets {
+            range.clone().for_each(|b| bitmap.insert(b));
+        }
+        bitmap
+    }
+
+    #[test]
+    fn ranges_compress() {
+        assert_eq!(bucket_ranges(&owning(&[0..86, 100..101, 200..211])), "0-85, 100, 200-210");
+        assert_eq!(bucket_ranges(&owning(&[255..256])), "255");
+        assert_eq!(bucket_ranges(&owning(&[])), "");
+    }
+
+    #[test]
+    fn multicast_ruleset_snapshot() {
+        let config = config(
+            "multicast",
+            "[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"none\"\n[[rule]]\nvip = \"198.18.0.11\"\nports = \"5000-5100\"\nprotocol = \"both\"\naffinity = \"network\"\n[[rule]]\nports = \"25\"\nprotocol = \"tcp\"\nmode = \"disabled\"\n",
+        );
+        let rules = vec![
+            RuleState { owned: owning(&[0..86]), keep_established: true },
+            RuleState { owned: owning(&[]), keep_established: true },
+            RuleState { owned: owning(&[]), keep_established: true },
+            RuleState { owned: owning(&[0..256]), keep_established: true },
+        ];
+        let ruleset = Ruleset { config: &config, rules: &rules, lease: Duration::from_millis(100) };
+        insta::assert_snapshot!(ruleset.batches().join("\n# ---- next batch ----\n"));
+    }
+
+    #[test]
+    fn unicast_stopped_ruleset_snapshot() {
+        let config = config("unicast", "");
+        let rules = vec![
+            RuleState { owned: owning(&[]), keep_established: false },
+            RuleState { owned: owning(&[]), keep_established: false },
+        ];
+        let ruleset = Ruleset { config: &config, rules: &rules, lease: Duration::from_millis(100) };
+        insta::assert_snapshot!(ruleset.batches().join("\n# ---- next batch ----\n"));
+        assert_eq!(
+            ruleset.lease_refresh(),
+            "add element inet nlb_veth_h1 lease { 198.18.0.10 timeout 100ms expires 100ms, 198.18.0.11 timeout 100ms expires 100ms }\n"
+        );
+    }
+}

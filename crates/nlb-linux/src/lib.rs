@@ -4,9 +4,13 @@
 //! - [`netns`]: network namespaces for tests and the lab, removed when dropped.
 //! - [`packet`]: AF_PACKET sockets that send and receive whole Ethernet frames.
 //! - [`command`]: running `ip` and `nft` with errors that say what failed.
+//! - [`host`]: the interface's MAC, VIP addresses, IGMP membership, the daemon lock.
+//! - [`nft`]: applying rulesets, and an `nft -i` session for lease refreshes.
 //! - [`ruleset`]: the nft ruleset, a pure function of the configuration and ownership.
 
 pub mod command;
+pub mod host;
 pub mod netns;
+pub mod nft;
 pub mod packet;
 pub mod ruleset;

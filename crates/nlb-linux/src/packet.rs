@@ -65,6 +65,49 @@ impl PacketSocket {
         Ok(())
     }
 
+    /// Puts the socket in non-blocking mode, for an event loop.
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        self.socket.set_nonblocking(true)
+    }
+
+    /// Adds `mac` to the interface's receive filter for as long as the socket lives:
+    /// `PACKET_MR_MULTICAST` for a group address, `PACKET_MR_UNICAST` for a secondary
+    /// unicast address (packet(7)). The kernel drops the membership when the socket
+    /// closes, so a crashed daemon leaves nothing behind.
+    pub fn add_membership(&self, mac: nlb_wire::MacAddr) -> io::Result<()> {
+        // SAFETY: `packet_mreq` is plain old data; all-zero is a valid value.
+        let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
+        mreq.mr_ifindex = self.ifindex as i32;
+        mreq.mr_type = if mac.is_multicast() {
+            libc::PACKET_MR_MULTICAST
+        } else {
+            libc::PACKET_MR_UNICAST
+        } as u16;
+        mreq.mr_alen = 6;
+        mreq.mr_address[..6].copy_from_slice(&mac.octets());
+        // SAFETY: the option value is a live `packet_mreq` and its size is passed with it.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&raw const mreq).cast(),
+                size_of::<libc::packet_mreq>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Receives one frame without waiting; `WouldBlock` when none is queued.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: as in `recv`.
+        let uninit = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
+        self.socket.recv(uninit)
+    }
+
     /// Receives one frame into `buf` and returns its length, waiting at most `timeout`.
     pub fn recv(&self, buf: &mut [u8], timeout: std::time::Duration) -> io::Result<usize> {
         self.socket.set_read_timeout(Some(timeout))?;
@@ -86,4 +129,24 @@ fn link_address(ifindex: u32, protocol: u16) -> SockAddr {
     ll.sll_ifindex = ifindex as i32;
     // SAFETY: the storage holds an initialised `sockaddr_ll` and the length says so.
     unsafe { SockAddr::new(storage, size_of::<libc::sockaddr_ll>() as libc::socklen_t) }
+}
+
+impl AsRawFd for PacketSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+/// A [`PacketSocket`] registered with the tokio reactor.
+pub type AsyncPacketSocket = tokio::io::unix::AsyncFd<PacketSocket>;
+
+impl PacketSocket {
+    /// Registers the socket (made non-blocking) with the current tokio runtime, for
+    /// `readable().await`. Must be called inside a runtime.
+    pub fn into_async(self) -> io::Result<AsyncPacketSocket> {
+        self.set_nonblocking()?;
+        // SAFETY: the `AsyncFd` owns the `PacketSocket`, whose descriptor stays open and
+        // unchanged until the `AsyncFd` drops it; `as_raw_fd` always returns it.
+        unsafe { tokio::io::unix::AsyncFd::register(self) }.map_err(|err| err.into_parts().1)
+    }
 }

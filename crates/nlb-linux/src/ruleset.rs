@@ -154,9 +154,10 @@ impl Ruleset<'_> {
     /// The match of a configured rule: VIP, protocol and ports.
     fn rule_match(&self, slot: usize) -> String {
         let rule = &self.config.rules[slot];
-        let vip = rule
-            .vip
-            .map_or_else(|| format!("ip daddr {}", vip_set(self.config)), |v| format!("ip daddr {v}"));
+        let vip = rule.vip.map_or_else(
+            || format!("ip daddr {}", vip_set(self.config)),
+            |v| format!("ip daddr {v}"),
+        );
         let proto = match rule.protocol {
             Protocol::Tcp => "meta l4proto tcp",
             Protocol::Udp => "meta l4proto udp",
@@ -180,7 +181,10 @@ impl Ruleset<'_> {
             Affinity::Single => "ip saddr",
             Affinity::Network => "ip saddr & 255.255.255.0",
         };
-        format!("jhash {key} mod {BUCKETS} seed {:#x}", cluster_seed(self.config))
+        format!(
+            "jhash {key} mod {BUCKETS} seed {:#x}",
+            cluster_seed(self.config)
+        )
     }
 
     /// The `inet` table, with the lease set filled.
@@ -306,18 +310,22 @@ mod tests {
         .unwrap()
     }
 
-    fn owning(buckets: &[std::ops::Range<u16>]) -> BucketBitmap {
+    /// A bitmap of the buckets in `[start, end)` pairs.
+    fn owning(ranges: &[(u16, u16)]) -> BucketBitmap {
         let mut bitmap = BucketBitmap::new(BUCKETS);
-        for range in buckets {
-            range.clone().for_each(|b| bitmap.insert(b));
+        for &(start, end) in ranges {
+            (start..end).for_each(|b| bitmap.insert(b));
         }
         bitmap
     }
 
     #[test]
     fn ranges_compress() {
-        assert_eq!(bucket_ranges(&owning(&[0..86, 100..101, 200..211])), "0-85, 100, 200-210");
-        assert_eq!(bucket_ranges(&owning(&[255..256])), "255");
+        assert_eq!(
+            bucket_ranges(&owning(&[(0, 86), (100, 101), (200, 211)])),
+            "0-85, 100, 200-210"
+        );
+        assert_eq!(bucket_ranges(&owning(&[(255, 256)])), "255");
         assert_eq!(bucket_ranges(&owning(&[])), "");
     }
 
@@ -328,12 +336,28 @@ mod tests {
             "[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"none\"\n[[rule]]\nvip = \"198.18.0.11\"\nports = \"5000-5100\"\nprotocol = \"both\"\naffinity = \"network\"\n[[rule]]\nports = \"25\"\nprotocol = \"tcp\"\nmode = \"disabled\"\n",
         );
         let rules = vec![
-            RuleState { owned: owning(&[0..86]), keep_established: true },
-            RuleState { owned: owning(&[]), keep_established: true },
-            RuleState { owned: owning(&[]), keep_established: true },
-            RuleState { owned: owning(&[0..256]), keep_established: true },
+            RuleState {
+                owned: owning(&[(0, 86)]),
+                keep_established: true,
+            },
+            RuleState {
+                owned: owning(&[]),
+                keep_established: true,
+            },
+            RuleState {
+                owned: owning(&[]),
+                keep_established: true,
+            },
+            RuleState {
+                owned: owning(&[(0, 256)]),
+                keep_established: true,
+            },
         ];
-        let ruleset = Ruleset { config: &config, rules: &rules, lease: Duration::from_millis(100) };
+        let ruleset = Ruleset {
+            config: &config,
+            rules: &rules,
+            lease: Duration::from_millis(100),
+        };
         insta::assert_snapshot!(ruleset.batches().join("\n# ---- next batch ----\n"));
     }
 
@@ -341,10 +365,20 @@ mod tests {
     fn unicast_stopped_ruleset_snapshot() {
         let config = config("unicast", "");
         let rules = vec![
-            RuleState { owned: owning(&[]), keep_established: false },
-            RuleState { owned: owning(&[]), keep_established: false },
+            RuleState {
+                owned: owning(&[]),
+                keep_established: false,
+            },
+            RuleState {
+                owned: owning(&[]),
+                keep_established: false,
+            },
         ];
-        let ruleset = Ruleset { config: &config, rules: &rules, lease: Duration::from_millis(100) };
+        let ruleset = Ruleset {
+            config: &config,
+            rules: &rules,
+            lease: Duration::from_millis(100),
+        };
         insta::assert_snapshot!(ruleset.batches().join("\n# ---- next batch ----\n"));
         assert_eq!(
             ruleset.lease_refresh(),

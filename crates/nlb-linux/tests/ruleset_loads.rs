@@ -27,30 +27,53 @@ fn generated_ruleset_loads_lists_and_refreshes() {
     }
     let ns = NetNs::create(&common::unique_name("nlbt-rs")).unwrap();
     let interface = "rs0";
-    ns.ip(&["link", "add", interface, "type", "veth", "peer", "name", "rs1"]).unwrap();
+    ns.ip(&[
+        "link", "add", interface, "type", "veth", "peer", "name", "rs1",
+    ])
+    .unwrap();
     for mode in ["unicast", "multicast", "igmp"] {
         let config = config(mode, interface);
         let mut half = BucketBitmap::new(BUCKETS);
         (0..128).for_each(|b| half.insert(b));
         let rules = vec![
-            RuleState { owned: half.clone(), keep_established: true },
-            RuleState { owned: BucketBitmap::new(BUCKETS), keep_established: true },
-            RuleState { owned: half, keep_established: false },
+            RuleState {
+                owned: half.clone(),
+                keep_established: true,
+            },
+            RuleState {
+                owned: BucketBitmap::new(BUCKETS),
+                keep_established: true,
+            },
+            RuleState {
+                owned: half,
+                keep_established: false,
+            },
         ];
-        let ruleset = Ruleset { config: &config, rules: &rules, lease: Duration::from_millis(300) };
+        let ruleset = Ruleset {
+            config: &config,
+            rules: &rules,
+            lease: Duration::from_millis(300),
+        };
         // Twice: the second load replaces the first atomically.
         for _ in 0..2 {
             for batch in ruleset.batches() {
-                ns.nft(&batch).unwrap_or_else(|e| panic!("{mode}: {e}\n{batch}"));
+                ns.nft(&batch)
+                    .unwrap_or_else(|e| panic!("{mode}: {e}\n{batch}"));
             }
         }
         let listed = ns.exec("nft", &["list", "ruleset"], None).unwrap();
         assert!(listed.contains("table inet nlb_rs0"), "{listed}");
         assert!(listed.contains("table arp nlb_rs0"), "{listed}");
-        assert_eq!(listed.contains("table netdev nlb_rs0"), mode == "unicast", "{listed}");
+        assert_eq!(
+            listed.contains("table netdev nlb_rs0"),
+            mode == "unicast",
+            "{listed}"
+        );
         assert!(listed.contains("seed 0x"), "{listed}");
         ns.nft(&ruleset.lease_refresh()).unwrap();
-        let lease = ns.exec("nft", &["list", "set", "inet", "nlb_rs0", "lease"], None).unwrap();
+        let lease = ns
+            .exec("nft", &["list", "set", "inet", "nlb_rs0", "lease"], None)
+            .unwrap();
         assert!(lease.contains("198.18.0.10 timeout 300ms"), "{lease}");
         ns.nft(&Ruleset::teardown(interface)).unwrap();
         let listed = ns.exec("nft", &["list", "ruleset"], None).unwrap();

@@ -2,6 +2,7 @@
 //! operator command.
 
 mod cmd;
+mod control;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,6 +21,23 @@ enum Command {
     Ip2mac(cmd::ip2mac::Args),
     /// Show each host's share of the buckets before and after a host joins or leaves.
     Plan(cmd::plan::Args),
+    /// Run the daemon in the foreground.
+    Run(cmd::run::Args),
+    /// Show this host's state, the members and what each owns.
+    Query(cmd::ctl::Target),
+    /// Join the cluster.
+    Start(cmd::ctl::Target),
+    /// Leave the cluster at once; existing connections are dropped.
+    Stop(cmd::ctl::Target),
+    /// Take no new connections, let existing ones finish, then stop.
+    Drainstop(cmd::ctl::Target),
+    /// Halt all cluster operations until resume.
+    Suspend(cmd::ctl::Target),
+    /// Undo suspend.
+    Resume(cmd::ctl::Target),
+    /// A tiny HTTP server that answers with its name (for tests and the lab).
+    #[command(hide = true)]
+    ServeHttp(cmd::serve::Args),
 }
 
 /// A failure to report to the user: one line on stderr, and the exit code.
@@ -37,6 +55,14 @@ impl CliError {
             code: 2,
         }
     }
+
+    /// The command could not do its job (exit code 1).
+    pub(crate) fn failed(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            code: 1,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -44,6 +70,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ip2mac(args) => cmd::ip2mac::run(&args),
         Command::Plan(args) => cmd::plan::run(&args),
+        Command::Run(args) => cmd::run::run(&args),
+        Command::Query(target) => cmd::ctl::query(&target),
+        Command::Start(target) => cmd::ctl::command(&target, "start"),
+        Command::Stop(target) => cmd::ctl::command(&target, "stop"),
+        Command::Drainstop(target) => cmd::ctl::command(&target, "drainstop"),
+        Command::Suspend(target) => cmd::ctl::command(&target, "suspend"),
+        Command::Resume(target) => cmd::ctl::command(&target, "resume"),
+        Command::ServeHttp(args) => cmd::serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,10 @@
 //! One module per subcommand. Each has an `Args` (its clap definition) and a `run`.
 
+pub(crate) mod ctl;
 pub(crate) mod ip2mac;
 pub(crate) mod plan;
+pub(crate) mod run;
+pub(crate) mod serve;
 
 use crate::CliError;
 use nlb_core::config::Config;

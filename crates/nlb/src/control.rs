@@ -1,0 +1,92 @@
+//! The control socket: one request line in, one JSON line out.
+//!
+//! Requests are a verb: `query`, `start`, `stop`, `drainstop`, `suspend`, `resume`.
+//! Every answer is a JSON object with `ok`; a query answers with the [`Status`], a
+//! command with the resulting `state` or an `error`.
+
+use nlb_core::node::Node;
+use nlb_core::time::Instant;
+use nlb_wire::addressing::cluster_mac;
+use std::net::Ipv4Addr;
+
+/// A member as `nlb query` shows it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct MemberStatus {
+    pub(crate) id: u8,
+    pub(crate) state: String,
+    pub(crate) mac: String,
+    pub(crate) buckets: usize,
+    pub(crate) last_heard_ms: f64,
+    pub(crate) config_matches: bool,
+}
+
+/// A conflict as `nlb query` shows it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ConflictStatus {
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) mac: String,
+    /// Unix time in seconds.
+    pub(crate) at: f64,
+}
+
+/// The answer to `query`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Status {
+    pub(crate) ok: bool,
+    pub(crate) host_id: u8,
+    pub(crate) state: String,
+    pub(crate) mode: String,
+    pub(crate) cluster_mac: String,
+    pub(crate) vips: Vec<Ipv4Addr>,
+    pub(crate) view_epoch: u32,
+    pub(crate) view_members: Vec<u8>,
+    pub(crate) members: Vec<MemberStatus>,
+    /// Buckets this host accepts new connections for, per rule (default rule last).
+    pub(crate) owned_buckets: Vec<usize>,
+    pub(crate) connections: u32,
+    pub(crate) conflicts: Vec<ConflictStatus>,
+    pub(crate) misconfigured: Option<String>,
+    pub(crate) stats: serde_json::Value,
+}
+
+impl Status {
+    /// The status of `node` at `now`; `epoch_unix` is the Unix time of `Instant::ZERO`.
+    pub(crate) fn of(node: &Node, now: Instant, epoch_unix: f64, connections: u32) -> Status {
+        let config = node.config();
+        let (view_epoch, view_members) = node.view();
+        Status {
+            ok: true,
+            host_id: node.id(),
+            state: node.state().to_string(),
+            mode: config.cluster.mode.to_string(),
+            cluster_mac: cluster_mac(config.cluster.vips[0], config.cluster.mode).to_string(),
+            vips: config.cluster.vips.clone(),
+            view_epoch,
+            view_members: view_members.iter().collect(),
+            members: node
+                .members(now)
+                .into_iter()
+                .map(|m| MemberStatus {
+                    id: m.id,
+                    state: m.state.to_string(),
+                    mac: m.mac.to_string(),
+                    buckets: m.buckets,
+                    last_heard_ms: m.last_heard_us as f64 / 1000.0,
+                    config_matches: m.config_matches,
+                })
+                .collect(),
+            owned_buckets: node.owned().iter().map(|b| b.len()).collect(),
+            connections,
+            conflicts: node
+                .recent_conflicts()
+                .map(|c| ConflictStatus {
+                    ip: c.ip,
+                    mac: c.mac.to_string(),
+                    at: epoch_unix + c.at_us as f64 / 1e6,
+                })
+                .collect(),
+            misconfigured: node.misconfig().map(|m| m.to_string()),
+            stats: serde_json::to_value(node.stats()).unwrap_or_default(),
+        }
+    }
+}

@@ -8,6 +8,31 @@
 
 use crate::command::{CommandError, run};
 use std::fs::File;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A name no other test run on this machine uses: prefix, process id and a counter.
+/// Kept short, because interface names have at most 15 bytes.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}{n}", std::process::id() % 100_000)
+}
+
+/// For tests that build namespaces: true if they can run. They need root; without it
+/// they fail with a clear message, unless `NLB_SKIP_NETNS=1` asks to skip them (CI runs
+/// them as root).
+pub fn require_root(test: &str) -> bool {
+    if std::env::var_os("NLB_SKIP_NETNS").is_some_and(|v| v == "1") {
+        eprintln!("{test}: skipped because NLB_SKIP_NETNS=1");
+        return false;
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "{test} builds network namespaces and needs root: run `sudo cargo test`, or set \
+         NLB_SKIP_NETNS=1 to skip it"
+    );
+    true
+}
 
 /// A named network namespace, deleted on drop.
 #[derive(Debug)]

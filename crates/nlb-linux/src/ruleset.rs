@@ -12,8 +12,9 @@
 //! - **`inet`**: per packet to a VIP, in order:
 //!   1. rules this host disabled (or all rules, when it is stopped) drop everything;
 //!   2. packets of connections conntrack already knows are accepted (this host has them);
-//!   3. a new TCP packet that is not a SYN is dropped, so conntrack's loose pickup cannot
-//!      adopt another host's connection mid-stream;
+//!   3. packets conntrack finds invalid (such as the SYN-ACK answering another host's
+//!      outbound connection) and new TCP packets that are not a SYN are dropped, so this
+//!      host neither resets nor adopts another host's connection;
 //!   4. for each rule, then the default rule: if the flow's bucket
 //!      (`jhash <affinity key> mod 256 seed <cluster seed>`, exactly as
 //!      [`nlb_core::filter::decide`] computes it) is owned, accept; otherwise drop.
@@ -69,29 +70,6 @@ pub fn table_name(interface: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
     format!("nlb_{cleaned}")
-}
-
-/// Owned buckets as an nft set body: `0-85, 100, 200-210`.
-fn bucket_ranges(owned: &BucketBitmap) -> String {
-    let mut ranges = Vec::new();
-    let mut start: Option<u16> = None;
-    for bucket in 0..=BUCKETS {
-        let inside = bucket < BUCKETS && owned.contains(bucket);
-        match (inside, start) {
-            (true, None) => start = Some(bucket),
-            (false, Some(first)) => {
-                let last = bucket - 1;
-                ranges.push(if first == last {
-                    first.to_string()
-                } else {
-                    format!("{first}-{last}")
-                });
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    ranges.join(", ")
 }
 
 fn vip_set(config: &Config) -> String {
@@ -219,7 +197,11 @@ impl Ruleset<'_> {
             out,
             "\t\tip daddr {vips} ct state established,related meta pkttype set host accept"
         );
-        // 3. Someone else's mid-stream TCP packet.
+        // 3. Someone else's connection: conntrack calls a SYN-ACK it has no SYN for
+        //    (the reply to another host's outbound connection) invalid, and would pick up
+        //    a mid-stream packet as new. Neither may reach this host's TCP stack, which
+        //    would answer with a reset.
+        let _ = writeln!(out, "\t\tip daddr {vips} ct state invalid drop");
         let _ = writeln!(
             out,
             "\t\tip daddr {vips} ct state new tcp flags & (fin | syn | rst | ack) != syn drop"
@@ -241,7 +223,7 @@ impl Ruleset<'_> {
                     out,
                     "\t\t{matched} ip daddr @lease {} {{ {} }} meta pkttype set host accept",
                     self.hash(affinity),
-                    bucket_ranges(owned)
+                    owned.ranges_text()
                 );
             }
             let _ = writeln!(out, "\t\t{matched} drop");
@@ -317,16 +299,6 @@ mod tests {
             (start..end).for_each(|b| bitmap.insert(b));
         }
         bitmap
-    }
-
-    #[test]
-    fn ranges_compress() {
-        assert_eq!(
-            bucket_ranges(&owning(&[(0, 86), (100, 101), (200, 211)])),
-            "0-85, 100, 200-210"
-        );
-        assert_eq!(bucket_ranges(&owning(&[(255, 256)])), "255");
-        assert_eq!(bucket_ranges(&owning(&[])), "");
     }
 
     #[test]

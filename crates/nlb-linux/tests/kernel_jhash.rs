@@ -6,8 +6,6 @@
 //! AF_PACKET socket on the other end, reads the sets back, and compares every mark with
 //! `FlowKey::nft_jhash`.
 
-mod common;
-
 use etherparse::PacketBuilder;
 use nlb_core::jhash::FlowKey;
 use nlb_linux::netns::NetNs;
@@ -189,10 +187,10 @@ fn frame(src: Ipv4Addr, sport: u16) -> Vec<u8> {
 
 #[test]
 fn rust_jhash_matches_kernel_for_every_flow() {
-    if !common::require_root("rust_jhash_matches_kernel_for_every_flow") {
+    if !nlb_linux::netns::require_root("rust_jhash_matches_kernel_for_every_flow") {
         return;
     }
-    let ns = NetNs::create(&common::unique_name("nlbt-jh")).expect("create namespace");
+    let ns = NetNs::create(&nlb_linux::netns::unique_name("nlbt-jh")).expect("create namespace");
     let sender = "jhs0";
     let receiver = "jhr0";
     ns.ip(&[

@@ -1,8 +1,6 @@
 //! The generated ruleset loads into the running kernel's nftables, in every mode, lists
 //! back, takes lease refreshes, and replaces itself atomically.
 
-mod common;
-
 use nlb_core::buckets::BUCKETS;
 use nlb_core::config::Config;
 use nlb_linux::netns::NetNs;
@@ -22,10 +20,10 @@ fn config(mode: &str, interface: &str) -> Config {
 
 #[test]
 fn generated_ruleset_loads_lists_and_refreshes() {
-    if !common::require_root("generated_ruleset_loads_lists_and_refreshes") {
+    if !nlb_linux::netns::require_root("generated_ruleset_loads_lists_and_refreshes") {
         return;
     }
-    let ns = NetNs::create(&common::unique_name("nlbt-rs")).unwrap();
+    let ns = NetNs::create(&nlb_linux::netns::unique_name("nlbt-rs")).unwrap();
     let interface = "rs0";
     ns.ip(&[
         "link", "add", interface, "type", "veth", "peer", "name", "rs1",

@@ -264,6 +264,33 @@ impl BucketBitmap {
         (0..self.count).filter(|&bucket| self.contains(bucket))
     }
 
+    /// The set as runs of consecutive buckets, `(first, last)` inclusive, in order.
+    pub fn ranges(&self) -> Vec<(u16, u16)> {
+        let mut ranges: Vec<(u16, u16)> = Vec::new();
+        for bucket in self.iter() {
+            match ranges.last_mut() {
+                Some((_, last)) if *last + 1 == bucket => *last = bucket,
+                _ => ranges.push((bucket, bucket)),
+            }
+        }
+        ranges
+    }
+
+    /// The set as text, as nft writes it: `0-85, 100, 200-210`.
+    pub fn ranges_text(&self) -> String {
+        self.ranges()
+            .iter()
+            .map(|&(first, last)| {
+                if first == last {
+                    first.to_string()
+                } else {
+                    format!("{first}-{last}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Number of buckets in the set.
     pub fn len(&self) -> usize {
         self.bytes
@@ -952,6 +979,20 @@ mod tests {
             HeartbeatRepr::parse(&packet, None),
             Err(Error::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn bucket_ranges_compress() {
+        let mut bitmap = BucketBitmap::new(256);
+        for bucket in (0..86).chain([100]).chain(200..211).chain([255]) {
+            bitmap.insert(bucket);
+        }
+        assert_eq!(
+            bitmap.ranges(),
+            vec![(0, 85), (100, 100), (200, 210), (255, 255)]
+        );
+        assert_eq!(bitmap.ranges_text(), "0-85, 100, 200-210, 255");
+        assert_eq!(BucketBitmap::new(256).ranges_text(), "");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub(crate) struct Status {
     pub(crate) members: Vec<MemberStatus>,
     /// Buckets this host accepts new connections for, per rule (default rule last).
     pub(crate) owned_buckets: Vec<usize>,
+    /// The same buckets as ranges, per rule: `0-85, 100`.
+    pub(crate) owned_ranges: Vec<String>,
     pub(crate) connections: u32,
     pub(crate) conflicts: Vec<ConflictStatus>,
     pub(crate) misconfigured: Option<String>,
@@ -76,6 +78,7 @@ impl Status {
                 })
                 .collect(),
             owned_buckets: node.owned().iter().map(|b| b.len()).collect(),
+            owned_ranges: node.owned().iter().map(|b| b.ranges_text()).collect(),
             connections,
             conflicts: node
                 .recent_conflicts()

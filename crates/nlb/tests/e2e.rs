@@ -1,0 +1,535 @@
+//! End to end: real `nlb run` daemons in network namespaces, joined by a Linux bridge,
+//! serving a real HTTP server on the VIP to a client with many source addresses.
+//!
+//! Each test builds its own world (switch, hosts, client), uses only 198.18.0.0/15, and
+//! tears everything down when it ends, failed or not: daemons and servers are stopped
+//! first, then the namespaces (and with them every interface) are deleted.
+
+use nlb_core::buckets::BucketMap;
+use nlb_core::config::{Affinity, Protocol};
+use nlb_core::filter::{Flow, bucket_of};
+use nlb_linux::netns::{NetNs, require_root, unique_name};
+use nlb_wire::addressing::{ClusterMode, cluster_mac};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const CLIENTS: u8 = 40;
+
+fn nlb() -> &'static str {
+    env!("CARGO_BIN_EXE_nlb")
+}
+
+fn host_addr(id: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, id)
+}
+
+fn client_addrs() -> impl Iterator<Item = Ipv4Addr> {
+    (1..=CLIENTS).map(|i| Ipv4Addr::new(198, 18, 0, 100 + i))
+}
+
+struct Host {
+    id: u8,
+    ns: NetNs,
+    config: PathBuf,
+    socket: PathBuf,
+    daemon: Option<Child>,
+}
+
+/// One test's world. Dropping it stops every process, then deletes the namespaces.
+struct World {
+    dir: tempfile::TempDir,
+    children: Vec<Child>,
+    hosts: Vec<Host>,
+    client: NetNs,
+    switch: NetNs,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for host in &mut self.hosts {
+            if let Some(mut daemon) = host.daemon.take() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(daemon.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                let _ = daemon.wait();
+            }
+        }
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl World {
+    /// A bridge, `hosts` cluster hosts (daemons started stopped, servers running) and a
+    /// client with [`CLIENTS`] extra addresses.
+    fn build(mode: ClusterMode, hosts: u8) -> World {
+        let tag = unique_name("");
+        let switch = NetNs::create(&format!("nlbt-sw{tag}")).unwrap();
+        switch
+            .ip(&["link", "add", "br0", "type", "bridge"])
+            .unwrap();
+        if mode == ClusterMode::Igmp {
+            switch
+                .ip(&[
+                    "link",
+                    "set",
+                    "br0",
+                    "type",
+                    "bridge",
+                    "mcast_snooping",
+                    "1",
+                    "mcast_querier",
+                    "1",
+                ])
+                .unwrap();
+        }
+        switch.ip(&["link", "set", "br0", "up"]).unwrap();
+        let attach = |ns: &NetNs, port: &str| {
+            let (outside, inside) = (format!("nlbt{tag}{port}"), format!("nlbi{tag}{port}"));
+            Command::new("ip")
+                .args([
+                    "link",
+                    "add",
+                    &outside[..outside.len().min(15)],
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                ])
+                .arg(&inside[..inside.len().min(15)])
+                .status()
+                .unwrap();
+            let outside = &outside[..outside.len().min(15)];
+            let inside = &inside[..inside.len().min(15)];
+            Command::new("ip")
+                .args(["link", "set", outside, "netns", switch.name()])
+                .status()
+                .unwrap();
+            Command::new("ip")
+                .args(["link", "set", inside, "netns", ns.name()])
+                .status()
+                .unwrap();
+            switch.ip(&["link", "set", outside, "name", port]).unwrap();
+            switch
+                .ip(&["link", "set", port, "master", "br0", "up"])
+                .unwrap();
+            ns.ip(&["link", "set", inside, "name", "eth0"]).unwrap();
+            ns.ip(&["link", "set", "eth0", "up"]).unwrap();
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut world_hosts = Vec::new();
+        let mut children = Vec::new();
+        for id in 1..=hosts {
+            let ns = NetNs::create(&format!("nlbt-h{id}{tag}")).unwrap();
+            attach(&ns, &format!("p{id}"));
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", host_addr(id)),
+                "dev",
+                "eth0",
+            ])
+            .unwrap();
+            let socket = dir.path().join(format!("h{id}.sock"));
+            let config = dir.path().join(format!("h{id}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"{mode}\"\n\n[host]\nid = {id}\ninitial_state = \"stopped\"\ncontrol_socket = \"{}\"\n\n[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n",
+                    socket.display()
+                ),
+            )
+            .unwrap();
+            children.push(
+                Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        ns.name(),
+                        nlb(),
+                        "serve-http",
+                        "--bind",
+                        &format!("{VIP}:80"),
+                        "--name",
+                        &format!("host{id}"),
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            world_hosts.push(Host {
+                id,
+                ns,
+                config,
+                socket,
+                daemon: None,
+            });
+        }
+        let client = NetNs::create(&format!("nlbt-c{tag}")).unwrap();
+        attach(&client, "pc");
+        client
+            .ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "eth0"])
+            .unwrap();
+        for addr in client_addrs() {
+            client
+                .ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])
+                .unwrap();
+        }
+        let mut world = World {
+            dir,
+            children,
+            hosts: world_hosts,
+            client,
+            switch,
+        };
+        for index in 0..world.hosts.len() {
+            world.start_daemon(index);
+        }
+        world
+    }
+
+    fn start_daemon(&mut self, index: usize) {
+        let host = &mut self.hosts[index];
+        let log = std::fs::File::create(self.dir.path().join(format!("h{}.log", host.id))).unwrap();
+        let run_dir = self.dir.path().join(format!("run{}", host.id));
+        host.daemon = Some(
+            Command::new("ip")
+                .args(["netns", "exec", host.ns.name(), nlb(), "run", "--config"])
+                .arg(&host.config)
+                .arg("--run-dir")
+                .arg(&run_dir)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join(format!("h{}.log", self.hosts[index].id)),
+        )
+        .unwrap_or_default()
+    }
+
+    /// `nlb <verb> --json` against host `index`'s daemon.
+    fn ctl(&self, index: usize, verb: &str) -> Option<Value> {
+        let out = Command::new(nlb())
+            .args([verb, "--json", "--socket"])
+            .arg(&self.hosts[index].socket)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    fn wait_for(&self, what: &str, limit: Duration, mut ready: impl FnMut(&World) -> bool) {
+        let deadline = Instant::now() + limit;
+        let mut pause = Duration::from_millis(20);
+        while !ready(self) {
+            if Instant::now() > deadline {
+                let logs: Vec<String> = (0..self.hosts.len()).map(|i| self.log(i)).collect();
+                panic!(
+                    "timed out waiting for {what}; daemon logs:\n{}",
+                    logs.join("\n----\n")
+                );
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Starts every host at once and waits until all are converged in one view.
+    fn start_all(&self) {
+        self.wait_for("the daemons to answer", Duration::from_secs(10), |w| {
+            (0..w.hosts.len()).all(|i| w.ctl(i, "query").is_some())
+        });
+        // All at once, so that they usually form one view in one step.
+        std::thread::scope(|scope| {
+            for index in 0..self.hosts.len() {
+                scope.spawn(move || assert_eq!(self.ctl(index, "start").unwrap()["ok"], true));
+            }
+        });
+        let members: Vec<u8> = self.hosts.iter().map(|h| h.id).collect();
+        self.wait_for("convergence", Duration::from_secs(10), |w| {
+            (0..w.hosts.len()).all(|i| {
+                w.ctl(i, "query").is_some_and(|q| {
+                    q["state"] == "converged" && q["view_members"] == serde_json::json!(members)
+                })
+            })
+        });
+    }
+
+    /// Runs `work` on a thread inside the client's namespace.
+    fn in_client<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    self.client.enter_current_thread().unwrap();
+                    work()
+                })
+                .join()
+                .unwrap()
+        })
+    }
+}
+
+/// One HTTP request from `src` to the VIP: the name of the host that answered.
+fn request(src: Ipv4Addr) -> Result<String, String> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(|e| e.to_string())?;
+    socket
+        .bind(&SocketAddr::from((src, 0)).into())
+        .map_err(|e| e.to_string())?;
+    socket
+        .connect_timeout(&SocketAddr::from((VIP, 80)).into(), Duration::from_secs(3))
+        .map_err(|e| format!("connect from {src}: {e}"))?;
+    let mut stream = std::net::TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read from {src}: {e}"))?;
+    response
+        .lines()
+        .last()
+        .map(str::to_owned)
+        .ok_or_else(|| "empty response".to_owned())
+}
+
+/// The bucket of a client's request under the test rule (affinity single).
+fn bucket_for(world: &World, src: Ipv4Addr) -> u16 {
+    let config = nlb_core::config::Config::parse(
+        &std::fs::read_to_string(&world.hosts[0].config).unwrap(),
+        "h1.toml",
+    )
+    .unwrap();
+    let flow = Flow {
+        src,
+        src_port: 40000,
+        dst: VIP,
+        dst_port: 80,
+        protocol: Protocol::Tcp,
+    };
+    bucket_of(
+        &flow,
+        Affinity::Single,
+        nlb_core::filter::cluster_seed(&config),
+    )
+}
+
+/// The host the map of a cluster formed in one step by all the hosts gives a client:
+/// the map `nlb plan` computes.
+fn predicted_host(world: &World, src: Ipv4Addr) -> u8 {
+    let weights: Vec<(u8, u32)> = world.hosts.iter().map(|h| (h.id, 100)).collect();
+    BucketMap::unowned()
+        .rebalance(&weights)
+        .owner(bucket_for(world, src))
+        .expect("every bucket has an owner")
+}
+
+/// Parses `0-85, 100` back into a bitmap.
+fn parse_ranges(text: &str) -> nlb_wire::heartbeat::BucketBitmap {
+    let mut bitmap = nlb_wire::heartbeat::BucketBitmap::new(nlb_core::buckets::BUCKETS);
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        for bucket in first.parse::<u16>().unwrap()..=last.parse::<u16>().unwrap() {
+            bitmap.insert(bucket);
+        }
+    }
+    bitmap
+}
+
+fn neighbour_mac(ns: &NetNs, ip: Ipv4Addr) -> Option<String> {
+    let out = ns.ip(&["-j", "neigh", "show", &ip.to_string()]).ok()?;
+    let entries: Value = serde_json::from_str(&out).ok()?;
+    entries.as_array()?.first()?["lladdr"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Tests 1 and 2 of the issue for one mode, plus the mode's own checks (3 or 4).
+fn serve_in_mode(mode: ClusterMode) {
+    let world = World::build(mode, 3);
+    world.start_all();
+    // Each host's share is the one `nlb plan` predicts.
+    let plan = Command::new(nlb())
+        .args(["plan", "--json", "--members", "1,2,3", "--config"])
+        .arg(&world.hosts[0].config)
+        .output()
+        .unwrap();
+    let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let mut owners: Vec<(u8, nlb_wire::heartbeat::BucketBitmap)> = Vec::new();
+    let mut formed_at_once = true;
+    for index in 0..3 {
+        let query = world.ctl(index, "query").unwrap();
+        let id = world.hosts[index].id;
+        assert_eq!(
+            query["owned_buckets"][0],
+            plan["rules"][0]["before"][&id.to_string()],
+            "host {id}"
+        );
+        formed_at_once &= query["view_epoch"] == 1;
+        owners.push((id, parse_ranges(query["owned_ranges"][0].as_str().unwrap())));
+    }
+
+    // 1. Every client address is answered by exactly one host: the one that owns its
+    //    bucket. When the three formed their view in one step (as they usually do), that
+    //    is also the host `nlb plan`'s map predicts for the address.
+    let answers: Vec<(Ipv4Addr, Result<String, String>)> =
+        world.in_client(|| client_addrs().map(|src| (src, request(src))).collect());
+    let mut served = std::collections::BTreeSet::new();
+    for (src, answer) in &answers {
+        let answer = answer.as_ref().unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let bucket = bucket_for(&world, *src);
+        let holders: Vec<u8> = owners
+            .iter()
+            .filter(|(_, b)| b.contains(bucket))
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(
+            holders.len(),
+            1,
+            "{mode}: bucket {bucket} held by {holders:?}"
+        );
+        assert_eq!(
+            answer,
+            &format!("host{}", holders[0]),
+            "{mode}: client {src}"
+        );
+        if formed_at_once {
+            assert_eq!(
+                answer,
+                &format!("host{}", predicted_host(&world, *src)),
+                "{mode}: client {src}"
+            );
+        }
+        served.insert(answer.clone());
+    }
+    assert_eq!(served.len(), 3, "{mode}: every host takes part: {served:?}");
+    eprintln!(
+        "{mode}: {} clients served; view formed in one step: {formed_at_once}",
+        answers.len()
+    );
+
+    // 2. The client caches the VIP at the cluster MAC ...
+    let cluster = cluster_mac(VIP, mode).to_string();
+    assert_eq!(
+        neighbour_mac(&world.client, VIP).as_deref(),
+        Some(cluster.as_str())
+    );
+    // ... and still does after every host opened connections from the VIP, which makes
+    // their kernels ARP from the VIP (the client forgets first, so it must relearn).
+    let listener = world.in_client(|| std::net::TcpListener::bind((CLIENT, 9000)).unwrap());
+    world.client.ip(&["neigh", "flush", "all"]).unwrap();
+    for host in &world.hosts {
+        host.ns.ip(&["neigh", "flush", "all"]).unwrap();
+        let ok = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    host.ns.enter_current_thread().unwrap();
+                    let socket =
+                        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                            .unwrap();
+                    socket.bind(&SocketAddr::from((VIP, 0)).into()).unwrap();
+                    socket.connect_timeout(
+                        &SocketAddr::from((CLIENT, 9000)).into(),
+                        Duration::from_secs(3),
+                    )
+                })
+                .join()
+                .unwrap()
+        });
+        ok.unwrap_or_else(|e| {
+            panic!(
+                "{mode}: host {} could not connect from the VIP: {e}",
+                host.id
+            )
+        });
+        let (accepted, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), VIP);
+        drop(accepted);
+    }
+    let cached = neighbour_mac(&world.client, VIP);
+    assert_eq!(
+        cached.as_deref(),
+        Some(cluster.as_str()),
+        "{mode}: after outbound connections"
+    );
+
+    match mode {
+        // 3. The hosts joined 239.255.0.10 with real IGMP reports: the bridge lists the
+        //    group on every host port.
+        ClusterMode::Igmp => world.wait_for(
+            "IGMP membership on every host port",
+            Duration::from_secs(10),
+            |w| {
+                let mdb = w
+                    .switch
+                    .exec("bridge", &["-j", "mdb", "show"], None)
+                    .unwrap_or_default();
+                (1..=3).all(|id| {
+                    mdb.contains(&format!("\"port\":\"p{id}\"")) && mdb.contains("239.255.0.10")
+                })
+            },
+        ),
+        // 4. The bridge never learned the cluster MAC, and the hosts reach each other on
+        //    their own addresses (Windows NLB unicast could not).
+        ClusterMode::Unicast => {
+            let fdb = world
+                .switch
+                .exec("bridge", &["-j", "fdb", "show", "br", "br0"], None)
+                .unwrap();
+            assert!(
+                !fdb.contains(&cluster),
+                "the bridge learned {cluster}: {fdb}"
+            );
+            world.hosts[0]
+                .ns
+                .exec(
+                    "ping",
+                    &["-c", "1", "-W", "2", &host_addr(2).to_string()],
+                    None,
+                )
+                .expect("host 1 reaches host 2");
+        }
+        ClusterMode::Multicast => {}
+    }
+}
+
+#[test]
+fn multicast_mode_serves_every_client_once() {
+    if require_root("multicast_mode_serves_every_client_once") {
+        serve_in_mode(ClusterMode::Multicast);
+    }
+}
+
+#[test]
+fn unicast_mode_serves_and_the_bridge_never_learns_the_cluster_mac() {
+    if require_root("unicast_mode_serves_and_the_bridge_never_learns_the_cluster_mac") {
+        serve_in_mode(ClusterMode::Unicast);
+    }
+}
+
+#[test]
+fn igmp_mode_serves_and_joins_the_group_on_the_bridge() {
+    if require_root("igmp_mode_serves_and_joins_the_group_on_the_bridge") {
+        serve_in_mode(ClusterMode::Igmp);
+    }
+}

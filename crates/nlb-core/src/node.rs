@@ -196,6 +196,13 @@ pub enum Misconfig {
         /// That host's MAC.
         mac: MacAddr,
     },
+    /// Heartbeats of this cluster arrive, but none passes authentication: the hosts do
+    /// not share this host's key. Checked only before the host first joins, so that
+    /// forged heartbeats cannot push a member out.
+    KeyMismatch {
+        /// The MAC of a host whose heartbeats fail.
+        mac: MacAddr,
+    },
     /// A VIP answered a probe from outside the cluster.
     AddressInUse {
         /// The VIP.
@@ -215,6 +222,10 @@ impl std::fmt::Display for Misconfig {
                 write!(f, "host {mac} already uses this host id")
             }
             Misconfig::AddressInUse { ip, mac } => write!(f, "{ip} is in use by {mac}"),
+            Misconfig::KeyMismatch { mac } => write!(
+                f,
+                "heartbeats from {mac} fail authentication: this host's cluster key differs"
+            ),
         }
     }
 }
@@ -449,6 +460,8 @@ pub struct Node {
     targets_changed: bool,
     replay: BTreeMap<(HostId, MacAddr), AntiReplay>,
     warned_duplicates: BTreeSet<MacAddr>,
+    /// The last heartbeat of this cluster that failed authentication: when, and from whom.
+    last_bad_tag: Option<(Instant, MacAddr)>,
 
     next_heartbeat: Instant,
     last_heartbeat: Option<Instant>,
@@ -532,6 +545,7 @@ impl Node {
             targets_changed: false,
             replay: BTreeMap::new(),
             warned_duplicates: BTreeSet::new(),
+            last_bad_tag: None,
             next_heartbeat: now,
             last_heartbeat: None,
             announce_at: Vec::new(),
@@ -827,7 +841,15 @@ impl Node {
             .and_then(|packet| HeartbeatRepr::parse(&packet, self.key.as_ref()));
         let heartbeat = match parsed {
             Ok(heartbeat) => heartbeat,
-            Err(nlb_wire::Error::BadTag) => return self.drop_heartbeat(DropReason::BadTag, src),
+            Err(nlb_wire::Error::BadTag) => {
+                let ours = HeartbeatPacket::new_checked(payload)
+                    .is_ok_and(|packet| packet.cluster_id() == self.cluster_id);
+                if ours {
+                    self.last_bad_tag = Some((now, src));
+                    self.update(now);
+                }
+                return self.drop_heartbeat(DropReason::BadTag, src);
+            }
             Err(_) => return self.drop_heartbeat(DropReason::Malformed, src),
         };
         if heartbeat.cluster_id != self.cluster_id {
@@ -909,7 +931,7 @@ impl Node {
     fn update(&mut self, now: Instant) {
         self.expire_peers(now);
         self.run_probing(now);
-        self.check_misconfig();
+        self.check_misconfig(now);
         let live = self.live_set();
         self.maybe_install_view(now, live);
         self.repair_maps(now);
@@ -975,7 +997,7 @@ impl Node {
         }
     }
 
-    fn check_misconfig(&mut self) {
+    fn check_misconfig(&mut self, now: Instant) {
         let before = self.misconfig.clone();
         if matches!(
             self.misconfig,
@@ -986,12 +1008,28 @@ impl Node {
                 .map(|mac| Misconfig::DuplicateHostId { mac })
                 .or_else(|| self.config_mismatch());
         }
+        if matches!(self.misconfig, None | Some(Misconfig::KeyMismatch { .. })) {
+            self.misconfig = self.key_mismatch(now);
+        }
         if self.misconfig != before
             && let Some(misconfig) = &self.misconfig
         {
             self.events
                 .push_back(Event::Misconfigured(misconfig.clone()));
         }
+    }
+
+    /// Before the first join: a heartbeat of this cluster failed authentication within
+    /// the failure window, and no peer with this host's configuration is heard.
+    fn key_mismatch(&self, now: Instant) -> Option<Misconfig> {
+        let (at, mac) = self.last_bad_tag?;
+        let fresh = now.saturating_since(at) <= self.window;
+        let never_joined = self.view.epoch == 0;
+        let no_good_peer = !self
+            .peers
+            .values()
+            .any(|peer| peer.latest.config_fingerprint == self.fingerprint);
+        (fresh && never_joined && no_good_peer).then_some(Misconfig::KeyMismatch { mac })
     }
 
     /// A host that uses this host's id and started earlier.

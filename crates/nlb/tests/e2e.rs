@@ -68,10 +68,26 @@ impl Drop for World {
     }
 }
 
+/// How one host differs from the default test host.
+#[derive(Default)]
+struct HostSetup {
+    /// The `[[rule]]` table; the default is TCP port 80, affinity single.
+    rule: Option<String>,
+    /// The contents of the cluster key file, if the host uses one.
+    key: Option<&'static [u8]>,
+}
+
+const DEFAULT_RULE: &str = "[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n";
+
 impl World {
     /// A bridge, `hosts` cluster hosts (daemons started stopped, servers running) and a
     /// client with [`CLIENTS`] extra addresses.
     fn build(mode: ClusterMode, hosts: u8) -> World {
+        Self::build_with(mode, hosts, |_| HostSetup::default())
+    }
+
+    /// As [`World::build`], with each host set up by `setup`.
+    fn build_with(mode: ClusterMode, hosts: u8, setup: impl Fn(u8) -> HostSetup) -> World {
         let tag = unique_name("");
         let switch = NetNs::create(&format!("nlbt-sw{tag}")).unwrap();
         switch
@@ -141,11 +157,21 @@ impl World {
             .unwrap();
             let socket = dir.path().join(format!("h{id}.sock"));
             let config = dir.path().join(format!("h{id}.toml"));
+            let HostSetup { rule, key } = setup(id);
+            let key_line = match key {
+                Some(secret) => {
+                    let path = dir.path().join(format!("h{id}.key"));
+                    std::fs::write(&path, secret).unwrap();
+                    format!("key_file = \"{}\"\n", path.display())
+                }
+                None => String::new(),
+            };
             std::fs::write(
                 &config,
                 format!(
-                    "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"{mode}\"\n\n[host]\nid = {id}\ninitial_state = \"stopped\"\ncontrol_socket = \"{}\"\n\n[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n",
-                    socket.display()
+                    "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"{mode}\"\n{key_line}\n[host]\nid = {id}\ninitial_state = \"stopped\"\ncontrol_socket = \"{}\"\n\n{}",
+                    socket.display(),
+                    rule.as_deref().unwrap_or(DEFAULT_RULE)
                 ),
             )
             .unwrap();
@@ -252,23 +278,38 @@ impl World {
 
     /// Starts every host at once and waits until all are converged in one view.
     fn start_all(&self) {
+        let all: Vec<usize> = (0..self.hosts.len()).collect();
+        self.start(&all);
+        self.wait_converged(&all);
+    }
+
+    /// Starts these hosts at once (so that they usually form one view in one step).
+    fn start(&self, indices: &[usize]) {
         self.wait_for("the daemons to answer", Duration::from_secs(10), |w| {
-            (0..w.hosts.len()).all(|i| w.ctl(i, "query").is_some())
+            indices.iter().all(|&i| w.ctl(i, "query").is_some())
         });
-        // All at once, so that they usually form one view in one step.
         std::thread::scope(|scope| {
-            for index in 0..self.hosts.len() {
+            for &index in indices {
                 scope.spawn(move || assert_eq!(self.ctl(index, "start").unwrap()["ok"], true));
             }
         });
-        let members: Vec<u8> = self.hosts.iter().map(|h| h.id).collect();
+    }
+
+    /// Waits until exactly these hosts are converged, in one view of just them.
+    fn wait_converged(&self, indices: &[usize]) {
+        let members: Vec<u8> = indices.iter().map(|&i| self.hosts[i].id).collect();
         self.wait_for("convergence", Duration::from_secs(10), |w| {
-            (0..w.hosts.len()).all(|i| {
+            indices.iter().all(|&i| {
                 w.ctl(i, "query").is_some_and(|q| {
                     q["state"] == "converged" && q["view_members"] == serde_json::json!(members)
                 })
             })
         });
+    }
+
+    /// Requests from every client address; the answering host of each.
+    fn serve_all(&self) -> Vec<(Ipv4Addr, Result<String, String>)> {
+        self.in_client(|| client_addrs().map(|src| (src, request(src))).collect())
     }
 
     /// Runs `work` on a thread inside the client's namespace.
@@ -532,4 +573,214 @@ fn igmp_mode_serves_and_joins_the_group_on_the_bridge() {
     if require_root("igmp_mode_serves_and_joins_the_group_on_the_bridge") {
         serve_in_mode(ClusterMode::Igmp);
     }
+}
+
+/// 7a. A host whose rules differ goes misconfigured, names the field, and the others keep
+///     serving every client.
+#[test]
+fn a_host_with_different_rules_stays_out() {
+    if !require_root("a_host_with_different_rules_stays_out") {
+        return;
+    }
+    let world = World::build_with(ClusterMode::Multicast, 3, |id| HostSetup {
+        rule: (id == 3).then(|| DEFAULT_RULE.replace("\"80\"", "\"81\"")),
+        ..HostSetup::default()
+    });
+    world.start(&[0, 1]);
+    world.wait_converged(&[0, 1]);
+    // Host 3 already heard the cluster while stopped: it refuses to start, and says why.
+    let refused = world.ctl(2, "start").unwrap();
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("misconfigured"),
+        "{refused}"
+    );
+    world.wait_for("host 3 to go misconfigured", Duration::from_secs(5), |w| {
+        w.ctl(2, "query")
+            .is_some_and(|q| q["state"] == "misconfigured")
+    });
+    let query = world.ctl(2, "query").unwrap();
+    let why = query["misconfigured"].as_str().unwrap();
+    assert!(why.contains("[[rule]] number 1"), "{why}");
+    assert_eq!(query["owned_buckets"], serde_json::json!([0, 0]));
+    world.wait_converged(&[0, 1]);
+    for (src, answer) in world.serve_all() {
+        let answer = answer.unwrap_or_else(|e| panic!("{src}: {e}"));
+        assert!(answer == "host1" || answer == "host2", "{src} got {answer}");
+    }
+    assert!(world.log(2).contains("nlb.misconfigured"));
+}
+
+/// 7b. A host with the wrong key never joins and never serves; 7c. forged and replayed
+///     heartbeats change nothing and are counted.
+#[test]
+fn wrong_keys_forgeries_and_replays_change_nothing() {
+    if !require_root("wrong_keys_forgeries_and_replays_change_nothing") {
+        return;
+    }
+    let world = World::build_with(ClusterMode::Multicast, 3, |id| HostSetup {
+        key: Some(if id == 3 {
+            b"not the cluster secret"
+        } else {
+            b"cluster secret"
+        }),
+        ..HostSetup::default()
+    });
+    world.start(&[0, 1]);
+    world.wait_converged(&[0, 1]);
+    let refused = world.ctl(2, "start").unwrap();
+    assert_eq!(refused["ok"], false, "{refused}");
+    world.wait_for("host 3 to refuse to join", Duration::from_secs(5), |w| {
+        w.ctl(2, "query")
+            .is_some_and(|q| q["state"] == "misconfigured")
+    });
+    let why = world.ctl(2, "query").unwrap()["misconfigured"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(why.contains("fail authentication"), "{why}");
+
+    // Capture a genuine heartbeat of host 2 from the client's port, then send it again,
+    // and send a forged one claiming to be host 1 with every bucket.
+    let before: Vec<Value> = (0..2).map(|i| world.ctl(i, "query").unwrap()).collect();
+    world.in_client(|| {
+        use nlb_wire::ethernet::{ETHERTYPE_NLB_HEARTBEAT, EthernetFrame};
+        use nlb_wire::heartbeat::{HeartbeatPacket, HeartbeatRepr};
+        let socket = nlb_linux::packet::PacketSocket::bind("eth0").unwrap();
+        let mut buf = vec![0u8; 2048];
+        let captured = loop {
+            let len = socket.recv(&mut buf, Duration::from_secs(2)).unwrap();
+            let Ok(frame) = EthernetFrame::parse(&buf[..len]) else {
+                continue;
+            };
+            if frame.ethertype == ETHERTYPE_NLB_HEARTBEAT
+                && HeartbeatPacket::new_checked(frame.payload).is_ok_and(|p| p.host_id() == 2)
+            {
+                break buf[..len].to_vec();
+            }
+        };
+        for _ in 0..3 {
+            socket.send(&captured).unwrap();
+        }
+        let eth = EthernetFrame::parse(&captured).unwrap();
+        let mut forged =
+            HeartbeatRepr::parse(&HeartbeatPacket::new_checked(eth.payload).unwrap(), None)
+                .unwrap();
+        forged.host_id = 1;
+        forged.sequence = u64::MAX;
+        for rule in &mut forged.rules {
+            for bucket in 0..nlb_core::buckets::BUCKETS {
+                rule.target.insert(bucket);
+                rule.owned.insert(bucket);
+            }
+        }
+        let guess = nlb_wire::heartbeat::HeartbeatKey::derive(b"a guess");
+        let frame = forged.to_frame(eth.src, eth.dst, ETHERTYPE_NLB_HEARTBEAT, Some(&guess));
+        for _ in 0..3 {
+            socket.send(&frame).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    for index in 0..2 {
+        let after = world.ctl(index, "query").unwrap();
+        assert_eq!(
+            after["view_epoch"],
+            before[index]["view_epoch"],
+            "host {}",
+            index + 1
+        );
+        assert_eq!(
+            after["owned_ranges"],
+            before[index]["owned_ranges"],
+            "host {}",
+            index + 1
+        );
+        assert_eq!(after["state"], "converged");
+    }
+    // Host 1 saw host 2's replays; host 2 saw the forgeries (and host 3's heartbeats).
+    let dropped = |index: usize, reason: &str| {
+        world.ctl(index, "query").unwrap()["stats"]["heartbeats_dropped"][reason]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(
+        dropped(0, "replay") >= 3,
+        "host 1 replays: {}",
+        dropped(0, "replay")
+    );
+    assert!(
+        dropped(1, "bad_tag") >= 3,
+        "host 2 bad tags: {}",
+        dropped(1, "bad_tag")
+    );
+    for (src, answer) in world.serve_all() {
+        let answer = answer.unwrap_or_else(|e| panic!("{src}: {e}"));
+        assert!(answer == "host1" || answer == "host2", "{src} got {answer}");
+    }
+}
+
+/// 8. A foreign namespace that claims the VIP is reported within 1 s with its MAC; an
+///    RFC 5227 probe (`arping -D`) gets an answer carrying the cluster MAC and raises the
+///    probe warning.
+#[test]
+fn conflicts_and_probes_are_reported() {
+    if !require_root("conflicts_and_probes_are_reported") {
+        return;
+    }
+    let world = World::build(ClusterMode::Multicast, 2);
+    world.start_all();
+    let client_mac = world
+        .client
+        .exec("cat", &["/sys/class/net/eth0/address"], None)
+        .unwrap();
+    let client_mac = client_mac.trim().to_owned();
+    // A gratuitous ARP from the client's own MAC claiming the VIP.
+    let claimed_at = Instant::now();
+    world.in_client(|| {
+        let socket = nlb_linux::packet::PacketSocket::bind("eth0").unwrap();
+        let mac: nlb_wire::MacAddr = client_mac.parse().unwrap();
+        let claim = nlb_wire::arp::ArpRepr::announcement(mac, VIP).to_frame(mac, None);
+        socket.send(&claim).unwrap();
+    });
+    world.wait_for("the conflict to be reported", Duration::from_secs(1), |w| {
+        (0..2).all(|i| {
+            w.ctl(i, "query").is_some_and(|q| {
+                q["conflicts"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["ip"] == VIP.to_string() && c["mac"] == client_mac.as_str())
+                })
+            })
+        })
+    });
+    assert!(claimed_at.elapsed() < Duration::from_secs(1));
+    assert!(world.log(0).contains("nlb.conflict"));
+
+    // arping -D exits 1 when someone answers (the address is in use): read its output.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            world.client.name(),
+            "arping",
+            "-D",
+            "-c",
+            "1",
+            "-w",
+            "2",
+            "-I",
+            "eth0",
+        ])
+        .arg(VIP.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        text.contains(&cluster_mac(VIP, ClusterMode::Multicast).to_string()),
+        "{text}"
+    );
+    world.wait_for("the probe warning", Duration::from_secs(2), |w| {
+        w.ctl(0, "query")
+            .is_some_and(|q| q["stats"]["probes_seen"].as_u64() >= Some(1))
+    });
+    assert!(world.log(0).contains("nlb.probe_seen"));
 }

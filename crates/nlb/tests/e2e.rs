@@ -779,3 +779,307 @@ fn conflicts_and_probes_are_reported() {
     });
     assert!(world.log(0).contains("nlb.probe_seen"));
 }
+
+/// One client request under load.
+#[derive(Debug, Clone)]
+struct Attempt {
+    started: Instant,
+    took: Duration,
+    answer: Result<String, String>,
+}
+
+/// Client load: a new connection every 10 ms (each from the next client address), and
+/// optionally keep-alive sessions that send a request every 20 ms. Runs in the client's
+/// namespace until stopped.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    attempts: std::sync::Arc<std::sync::Mutex<Vec<Attempt>>>,
+    keepalive: std::sync::Arc<std::sync::Mutex<Vec<Attempt>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// A keep-alive session: requests over one connection until `stop`.
+fn keepalive_session(
+    src: Ipv4Addr,
+    stop: &std::sync::atomic::AtomicBool,
+    log: &std::sync::Mutex<Vec<Attempt>>,
+) {
+    use std::io::BufRead;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((src, 0)).into()).unwrap();
+    socket
+        .connect_timeout(&SocketAddr::from((VIP, 80)).into(), Duration::from_secs(3))
+        .unwrap();
+    let stream = std::net::TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let started = Instant::now();
+        let answer = (|| {
+            writer
+                .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
+                .map_err(|e| e.to_string())?;
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                    return Err("connection closed".to_owned());
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).map_err(|e| e.to_string())?;
+            Ok(String::from_utf8_lossy(&body).trim().to_owned())
+        })();
+        log.lock().unwrap().push(Attempt {
+            started,
+            took: started.elapsed(),
+            answer,
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Load {
+    fn start(world: &World, keepalive_from: &[Ipv4Addr]) -> Load {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool};
+        let stop = Arc::new(AtomicBool::new(false));
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let keepalive = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        let client = world.client.name().to_owned();
+        let enter = move || {
+            let handle = std::fs::File::open(format!("/run/netns/{client}")).unwrap();
+            nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        };
+        for &src in keepalive_from {
+            let (stop, log, enter) = (stop.clone(), keepalive.clone(), enter.clone());
+            threads.push(std::thread::spawn(move || {
+                enter();
+                keepalive_session(src, &stop, &log);
+            }));
+        }
+        let (stop2, log) = (stop.clone(), attempts.clone());
+        threads.push(std::thread::spawn(move || {
+            enter();
+            let sources: Vec<Ipv4Addr> = client_addrs().collect();
+            let mut workers = Vec::new();
+            let mut next = 0;
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                let src = sources[next % sources.len()];
+                next += 1;
+                let log = log.clone();
+                // New threads start in this thread's namespace.
+                workers.push(std::thread::spawn(move || {
+                    let started = Instant::now();
+                    let answer = request(src);
+                    log.lock().unwrap().push(Attempt {
+                        started,
+                        took: started.elapsed(),
+                        answer,
+                    });
+                }));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            for worker in workers {
+                let _ = worker.join();
+            }
+        }));
+        Load {
+            stop,
+            attempts,
+            keepalive,
+            threads,
+        }
+    }
+
+    /// Stops the load and returns (new-connection attempts, keep-alive requests).
+    fn finish(self) -> (Vec<Attempt>, Vec<Attempt>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        let mut attempts = self.attempts.lock().unwrap().clone();
+        attempts.sort_by_key(|a| a.started);
+        let keepalive = self.keepalive.lock().unwrap().clone();
+        (attempts, keepalive)
+    }
+}
+
+/// The outage a failure at `at` caused: from `at` to the start of the last new
+/// connection before `until` that failed or needed a SYN retransmission (over 500 ms).
+fn outage(attempts: &[Attempt], at: Instant, until: Instant) -> Duration {
+    attempts
+        .iter()
+        .filter(|a| a.started >= at && a.started < until)
+        .filter(|a| a.answer.is_err() || a.took > Duration::from_millis(500))
+        .map(|a| a.started.saturating_duration_since(at))
+        .max()
+        .unwrap_or_default()
+}
+
+/// 5. Failover while a client opens a new connection every 10 ms: a host's link goes
+///    down, then a daemon is killed. Connections recover within a few hundred ms, and
+///    the killed daemon's host takes no new connection once its lease has ended.
+#[test]
+fn failover_on_link_down_and_daemon_kill() {
+    if !require_root("failover_on_link_down_and_daemon_kill") {
+        return;
+    }
+    let mut world = World::build(ClusterMode::Multicast, 3);
+    world.start_all();
+    let load = Load::start(&world, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Host 3's link goes down.
+    let link_down = Instant::now();
+    world.hosts[2]
+        .ns
+        .ip(&["link", "set", "eth0", "down"])
+        .unwrap();
+    world.wait_converged(&[0, 1]);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // Host 2's daemon is killed; its kernel keeps the last ruleset, lease included.
+    let killed = Instant::now();
+    let daemon = world.hosts[1].daemon.as_mut().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = daemon.wait();
+    world.hosts[1].daemon = None;
+    world.wait_converged(&[0]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (attempts, _) = load.finish();
+
+    let link_outage = outage(&attempts, link_down, killed);
+    let kill_outage = outage(&attempts, killed, Instant::now());
+    eprintln!(
+        "failover: {} connections; outage after link down {link_outage:?}, after SIGKILL {kill_outage:?}",
+        attempts.len()
+    );
+    // Every connection got an answer in the end (a dropped SYN is retried by TCP).
+    let failed: Vec<_> = attempts.iter().filter(|a| a.answer.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed, first {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(link_outage < Duration::from_millis(1500), "{link_outage:?}");
+    assert!(kill_outage < Duration::from_millis(1500), "{kill_outage:?}");
+    // Once the killed daemon's lease (75 ms) has run out, its host takes nothing new.
+    let lease_end = killed + Duration::from_millis(100);
+    let late: Vec<_> = attempts
+        .iter()
+        .filter(|a| a.started > lease_end && a.answer.as_deref() == Ok("host2"))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "host 2 answered after its lease: {:?}",
+        late.first()
+    );
+    // And after the link went down, host 3 answered nothing.
+    assert!(
+        attempts
+            .iter()
+            .filter(|a| a.started > link_down)
+            .all(|a| a.answer.as_deref() != Ok("host3"))
+    );
+}
+
+/// 6. Planned changes lose nothing: under keep-alive and new-connection load, host 2
+///    drains (its keep-alive sessions go on, new connections go elsewhere), stops, starts
+///    again, and a fourth host joins. Zero failed requests, zero resets.
+#[test]
+fn planned_changes_lose_nothing() {
+    if !require_root("planned_changes_lose_nothing") {
+        return;
+    }
+    let world = World::build(ClusterMode::Multicast, 4);
+    world.start(&[0, 1, 2]);
+    world.wait_converged(&[0, 1, 2]);
+    let keepalive_sources: Vec<Ipv4Addr> = client_addrs().take(8).collect();
+    let load = Load::start(&world, &keepalive_sources);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let drained = Instant::now();
+    let answer = world.ctl(1, "drainstop").unwrap();
+    assert_eq!(answer["state"], "draining", "{answer}");
+    world.wait_for("host 2's buckets to move", Duration::from_secs(5), |w| {
+        let owned = |i: usize| {
+            w.ctl(i, "query")
+                .map(|q| q["owned_buckets"][0].as_u64().unwrap_or(0))
+        };
+        owned(1) == Some(0) && owned(0).zip(owned(2)).is_some_and(|(a, b)| a + b == 256)
+    });
+    let handed_off = Instant::now();
+    std::thread::sleep(Duration::from_millis(1000));
+    // The keep-alive sessions end; the drain completes.
+    let (attempts_a, keepalive) = load.finish();
+    world.wait_for("host 2 to finish draining", Duration::from_secs(5), |w| {
+        w.ctl(1, "query").is_some_and(|q| q["state"] == "stopped")
+    });
+    let load = Load::start(&world, &[]);
+    assert_eq!(world.ctl(1, "stop").unwrap()["state"], "stopped");
+    world.start(&[1]);
+    world.wait_converged(&[0, 1, 2]);
+    world.start(&[3]);
+    world.wait_converged(&[0, 1, 2, 3]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (attempts_b, _) = load.finish();
+
+    let all: Vec<&Attempt> = attempts_a
+        .iter()
+        .chain(&attempts_b)
+        .chain(&keepalive)
+        .collect();
+    let failed: Vec<_> = all.iter().filter(|a| a.answer.is_err()).collect();
+    let retried = all
+        .iter()
+        .filter(|a| a.took > Duration::from_millis(500))
+        .count();
+    eprintln!(
+        "planned changes: {} requests ({} keep-alive), {} failed, {retried} needed a SYN retry",
+        all.len(),
+        keepalive.len(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} failed, first {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(
+        keepalive
+            .iter()
+            .any(|a| a.answer.as_deref() == Ok("host2") && a.started > handed_off),
+        "host 2 kept serving its keep-alive sessions while draining"
+    );
+    let new_to_host2 = attempts_a
+        .iter()
+        .filter(|a| a.started > handed_off && a.answer.as_deref() == Ok("host2"))
+        .count();
+    assert_eq!(
+        new_to_host2, 0,
+        "host 2 took new connections while draining"
+    );
+    assert!(
+        attempts_b
+            .iter()
+            .any(|a| a.answer.as_deref() == Ok("host4")),
+        "host 4 serves"
+    );
+    let _ = drained;
+}

@@ -1083,3 +1083,71 @@ fn planned_changes_lose_nothing() {
     );
     let _ = drained;
 }
+
+/// The daemon's life cycle: a second daemon on the same interface and cluster is refused
+/// with a clear message; a killed daemon's leftovers are replaced by the next start; a
+/// terminated daemon removes its tables and its VIP.
+#[test]
+fn one_daemon_per_interface_reconcile_and_clean_exit() {
+    if !require_root("one_daemon_per_interface_reconcile_and_clean_exit") {
+        return;
+    }
+    let mut world = World::build(ClusterMode::Multicast, 2);
+    world.start_all();
+    let host = &world.hosts[0];
+    let second = Command::new("ip")
+        .args(["netns", "exec", host.ns.name(), nlb(), "run", "--config"])
+        .arg(&host.config)
+        .arg("--run-dir")
+        .arg(world.dir.path().join("run1"))
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another nlb daemon"), "{stderr}");
+
+    // SIGKILL host 1's daemon, then start it again over its leftovers.
+    let daemon = world.hosts[0].daemon.as_mut().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = daemon.wait();
+    let leftovers = world.hosts[0]
+        .ns
+        .exec("nft", &["list", "tables"], None)
+        .unwrap();
+    assert!(leftovers.contains("nlb_eth0"), "{leftovers}");
+    world.start_daemon(0);
+    world.start(&[0]);
+    world.wait_converged(&[0, 1]);
+    let tables = world.hosts[0]
+        .ns
+        .exec("nft", &["list", "tables"], None)
+        .unwrap();
+    assert_eq!(tables.matches("table inet nlb_eth0").count(), 1, "{tables}");
+
+    // SIGTERM: host 2 learns at once that host 1 stopped, and host 1 cleans up.
+    let daemon = world.hosts[0].daemon.as_mut().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = daemon.wait().unwrap();
+    world.hosts[0].daemon = None;
+    assert!(status.success(), "{status}");
+    let tables = world.hosts[0]
+        .ns
+        .exec("nft", &["list", "tables"], None)
+        .unwrap();
+    assert!(!tables.contains("nlb_eth0"), "{tables}");
+    let addresses = world.hosts[0]
+        .ns
+        .ip(&["-4", "addr", "show", "dev", "eth0"])
+        .unwrap();
+    assert!(!addresses.contains(&VIP.to_string()), "{addresses}");
+    world.wait_converged(&[1]);
+    assert!(world.log(0).contains("nlb.stopped"));
+}

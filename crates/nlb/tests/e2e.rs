@@ -1151,3 +1151,77 @@ fn one_daemon_per_interface_reconcile_and_clean_exit() {
     world.wait_converged(&[1]);
     assert!(world.log(0).contains("nlb.stopped"));
 }
+
+/// Failover figures for BENCHMARKS.md, not a pass/fail test: `NLB_TRIALS` (default 20)
+/// link-down and SIGKILL failures of one host of three, each under a new connection
+/// every 10 ms, with the outage of each. Run by hand:
+///
+/// ```sh
+/// sudo cargo test --release -p nlb --test e2e -- --ignored --nocapture failover_trials
+/// ```
+#[test]
+#[ignore]
+fn failover_trials() {
+    if !require_root("failover_trials") {
+        return;
+    }
+    let trials: usize = std::env::var("NLB_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(20);
+    let mut results: Vec<(&str, Vec<Duration>)> =
+        vec![("link down", Vec::new()), ("SIGKILL", Vec::new())];
+    let mut world = World::build(ClusterMode::Multicast, 3);
+    world.start_all();
+    for trial in 0..trials {
+        for (kind, outages) in &mut results {
+            let victim = 2 - trial % 2; // alternate hosts 2 and 3
+            let load = Load::start(&world, &[]);
+            std::thread::sleep(Duration::from_millis(300));
+            let failed_at = Instant::now();
+            if *kind == "link down" {
+                world.hosts[victim]
+                    .ns
+                    .ip(&["link", "set", "eth0", "down"])
+                    .unwrap();
+            } else {
+                let daemon = world.hosts[victim].daemon.as_mut().unwrap();
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(daemon.id() as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .unwrap();
+                let _ = daemon.wait();
+                world.hosts[victim].daemon = None;
+            }
+            let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+            world.wait_converged(&survivors);
+            std::thread::sleep(Duration::from_millis(1200));
+            let (attempts, _) = load.finish();
+            outages.push(outage(&attempts, failed_at, Instant::now()));
+            // Restore the host and let the cluster settle.
+            if *kind == "link down" {
+                world.hosts[victim]
+                    .ns
+                    .ip(&["link", "set", "eth0", "up"])
+                    .unwrap();
+            } else {
+                world.start_daemon(victim);
+                world.start(&[victim]);
+            }
+            world.wait_converged(&[0, 1, 2]);
+        }
+    }
+    println!("| failure | trials | median | p99 | max |\n|---|---|---|---|---|");
+    for (kind, mut outages) in results {
+        outages.sort();
+        let pick = |q: f64| outages[((outages.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "| {kind} | {} | {:.0} ms | {:.0} ms | {:.0} ms |",
+            outages.len(),
+            pick(0.5).as_secs_f64() * 1e3,
+            pick(0.99).as_secs_f64() * 1e3,
+            outages.last().unwrap().as_secs_f64() * 1e3
+        );
+    }
+}

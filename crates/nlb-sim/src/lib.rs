@@ -548,7 +548,8 @@ impl Sim {
         }
     }
 
-    /// Opens a flow now from `src:src_port` to `dst:dst_port`, lasting `duration`.
+    /// Opens a flow now from `src:src_port` to `dst:dst_port`, lasting `duration` once a
+    /// host accepts it.
     pub fn open_flow(
         &mut self,
         src: Ipv4Addr,
@@ -557,26 +558,31 @@ impl Sim {
         dst_port: u16,
         duration: Duration,
     ) -> u64 {
+        let flow = Flow {
+            src,
+            src_port,
+            dst,
+            dst_port,
+            protocol: Protocol::Tcp,
+        };
+        self.open_flow_at(self.now, flow, duration)
+    }
+
+    /// Schedules the SYN of a new flow at `at`.
+    fn open_flow_at(&mut self, at: Instant, flow: Flow, duration: Duration) -> u64 {
         let id = self.next_flow;
         self.next_flow += 1;
         self.flows.insert(
             id,
             SimFlow {
-                flow: Flow {
-                    src,
-                    src_port,
-                    dst,
-                    dst_port,
-                    protocol: Protocol::Tcp,
-                },
+                flow,
                 duration,
                 host: None,
                 syns: 0,
                 broken: false,
             },
         );
-        let now = self.now;
-        self.push(now, Pending::Syn { flow: id });
+        self.push(at, Pending::Syn { flow: id });
         id
     }
 
@@ -596,27 +602,15 @@ impl Sim {
             let src = Ipv4Addr::from(
                 u32::from(Ipv4Addr::new(198, 18, 128, 0)) + self.rng.random_range(0..(1 << 15)),
             );
-            let src_port = self.rng.random_range(1024..=65535);
+            let flow = Flow {
+                src,
+                src_port: self.rng.random_range(1024..=65535),
+                dst,
+                dst_port,
+                protocol: Protocol::Tcp,
+            };
             let duration = max_duration.mul_f64(self.rng.random_range(0.1..1.0));
-            let id = self.next_flow;
-            self.next_flow += 1;
-            self.flows.insert(
-                id,
-                SimFlow {
-                    flow: Flow {
-                        src,
-                        src_port,
-                        dst,
-                        dst_port,
-                        protocol: Protocol::Tcp,
-                    },
-                    duration,
-                    host: None,
-                    syns: 0,
-                    broken: false,
-                },
-            );
-            self.push(start + offset, Pending::Syn { flow: id });
+            self.open_flow_at(start + offset, flow, duration);
         }
     }
 

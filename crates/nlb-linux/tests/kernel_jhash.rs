@@ -57,7 +57,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             set: "port_big",
-            key: "ip saddr . udp sport",
+            key: "ip saddr . th sport",
             modulus: BIG_MODULUS,
             seed: SEED_A,
             with_port: true,
@@ -65,7 +65,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             set: "port_buckets",
-            key: "ip saddr . udp sport",
+            key: "ip saddr . th sport",
             modulus: BUCKETS,
             seed: SEED_B,
             with_port: true,

@@ -105,14 +105,16 @@ impl World {
                     "1",
                     "mcast_querier",
                     "1",
-                    // Query every 2 s and forget members after 5 s without a report, so
-                    // that the test sees the hosts answer the querier.
+                    // Query every 2 s (every 1 s at start) and forget members after 5 s
+                    // without a report, so that the test sees the hosts answer.
                     "mcast_query_interval",
                     "200",
                     "mcast_query_response_interval",
                     "100",
                     "mcast_membership_interval",
                     "500",
+                    "mcast_startup_query_interval",
+                    "100",
                 ])
                 .unwrap();
         }

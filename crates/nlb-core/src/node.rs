@@ -757,6 +757,33 @@ impl Node {
         self.conflicts.iter()
     }
 
+    /// Who accepts new connections for `bucket` of rule `slot` now, as far as this host
+    /// knows: itself, or the peers whose latest heartbeat lists it as owned. More than one
+    /// only in a partition; none during a hand-off or a failover.
+    pub fn owners_of(&self, slot: usize, bucket: u16) -> Vec<HostId> {
+        let mut owners: Vec<HostId> = self
+            .peers
+            .iter()
+            .filter(|(_, peer)| {
+                peer.latest
+                    .rules
+                    .get(slot)
+                    .is_some_and(|rule| rule.owned.contains(bucket))
+            })
+            .map(|(&(id, _), _)| id)
+            .collect();
+        if self
+            .owned
+            .get(slot)
+            .is_some_and(|owned| owned.contains(bucket))
+        {
+            owners.push(self.id);
+        }
+        owners.sort_unstable();
+        owners.dedup();
+        owners
+    }
+
     /// This host and every peer heard within the failure window, by id.
     pub fn members(&self, now: Instant) -> Vec<MemberInfo> {
         let mut members = vec![MemberInfo {

@@ -1,8 +1,9 @@
 //! The control socket: one request line in, one JSON line out.
 //!
-//! Requests are a verb: `query`, `start`, `stop`, `drainstop`, `suspend`, `resume`.
-//! Every answer is a JSON object with `ok`; a query answers with the [`Status`], a
-//! command with the resulting `state` or an `error`.
+//! Requests are a verb: `query`, `start`, `stop`, `drainstop`, `suspend`, `resume`, or
+//! `filter SRC SRC_PORT VIP PORT tcp|udp`. Every answer is a JSON object with `ok`; a
+//! query answers with the [`Status`], a command with the resulting `state` or an
+//! `error`, a filter with the rule, bucket and owners of that flow.
 
 use nlb_core::node::Node;
 use nlb_core::time::Instant;
@@ -92,4 +93,68 @@ impl Status {
             stats: serde_json::to_value(node.stats()).unwrap_or_default(),
         }
     }
+}
+
+/// Which host handles a flow now, and why: the answer to `filter`.
+pub(crate) fn filter(node: &Node, request: &str) -> serde_json::Value {
+    use nlb_core::config::Protocol;
+    use nlb_core::filter::{Flow, RuleRef, cluster_seed, decide};
+    let parts: Vec<&str> = request.split_whitespace().collect();
+    let parsed = (|| {
+        let [src, src_port, dst, dst_port, protocol] = parts.as_slice() else {
+            return None;
+        };
+        let protocol = match *protocol {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            _ => return None,
+        };
+        Some(Flow {
+            src: src.parse().ok()?,
+            src_port: src_port.parse().ok()?,
+            dst: dst.parse().ok()?,
+            dst_port: dst_port.parse().ok()?,
+            protocol,
+        })
+    })();
+    let Some(flow) = parsed else {
+        return serde_json::json!({"ok": false, "error": "expected: filter SRC SRC_PORT VIP PORT tcp|udp"});
+    };
+    let config = node.config();
+    let decision = decide(config, node.owned(), cluster_seed(config), &flow);
+    let slot = decision.rule.slot(config.rules.len());
+    let (rule, affinity) = match decision.rule {
+        RuleRef::Configured(index) => {
+            let r = &config.rules[index];
+            (
+                format!(
+                    "rule {} (ports {}-{}, {:?}, {:?})",
+                    index + 1,
+                    r.ports.start(),
+                    r.ports.end(),
+                    r.protocol,
+                    r.mode
+                )
+                .to_lowercase(),
+                format!("{:?}", r.affinity).to_lowercase(),
+            )
+        }
+        RuleRef::Default => (
+            "the default rule (traffic no rule covers goes to the default host)".to_owned(),
+            "single".to_owned(),
+        ),
+    };
+    let owners = decision
+        .bucket
+        .map(|bucket| node.owners_of(slot, bucket))
+        .unwrap_or_default();
+    serde_json::json!({
+        "ok": true,
+        "rule": rule,
+        "affinity": affinity,
+        "bucket": decision.bucket,
+        "owners": owners,
+        "accepted_here": decision.accept,
+        "host_id": node.id(),
+    })
 }

@@ -35,6 +35,8 @@ enum Command {
     Suspend(cmd::ctl::Target),
     /// Undo suspend.
     Resume(cmd::ctl::Target),
+    /// Which host handles a client's flow now, and why (rule, bucket, owner).
+    Filter(cmd::ctl::FilterArgs),
     /// A tiny HTTP server that answers with its name (for tests and the lab).
     #[command(hide = true)]
     ServeHttp(cmd::serve::Args),
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
         Command::Drainstop(target) => cmd::ctl::command(&target, "drainstop"),
         Command::Suspend(target) => cmd::ctl::command(&target, "suspend"),
         Command::Resume(target) => cmd::ctl::command(&target, "resume"),
+        Command::Filter(args) => cmd::ctl::filter(&args),
         Command::ServeHttp(args) => cmd::serve::run(&args),
     };
     match result {

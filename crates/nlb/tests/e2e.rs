@@ -474,6 +474,33 @@ fn serve_in_mode(mode: ClusterMode) {
         served.insert(answer.clone());
     }
     assert_eq!(served.len(), 3, "{mode}: every host takes part: {served:?}");
+    // `nlb filter` on host 1 names the same host for each client.
+    for (src, answer) in answers.iter().take(8) {
+        let out = Command::new(nlb())
+            .args([
+                "filter",
+                &src.to_string(),
+                &format!("{VIP}:80"),
+                "--json",
+                "--socket",
+            ])
+            .arg(&world.hosts[0].socket)
+            .output()
+            .unwrap();
+        let filter: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let host = answer
+            .as_ref()
+            .unwrap()
+            .trim_start_matches("host")
+            .parse::<u8>()
+            .unwrap();
+        assert_eq!(
+            filter["owners"],
+            serde_json::json!([host]),
+            "{mode}: filter for {src}: {filter}"
+        );
+        assert_eq!(filter["accepted_here"], host == 1);
+    }
     eprintln!(
         "{mode}: {} clients served; view formed in one step: {formed_at_once}",
         answers.len()

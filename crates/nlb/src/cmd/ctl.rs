@@ -115,3 +115,80 @@ pub(crate) fn command(target: &Target, verb: &str) -> Result<(), CliError> {
         )))
     }
 }
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct FilterArgs {
+    /// The client, as IP or IP:PORT (the port matters for affinity none).
+    client: String,
+    /// The service, as VIP:PORT.
+    service: String,
+    /// The protocol.
+    #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp"])]
+    proto: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `nlb filter`: which host handles this flow now, and why.
+pub(crate) fn filter(args: &FilterArgs) -> Result<(), CliError> {
+    let (client_ip, client_port) = match args.client.split_once(':') {
+        Some((ip, port)) => (ip, port),
+        None => (args.client.as_str(), "40000"),
+    };
+    let (vip, port) = args.service.split_once(':').ok_or_else(|| {
+        CliError::bad_input(format!(
+            "'{}' is not VIP:PORT, such as 198.18.0.10:80",
+            args.service
+        ))
+    })?;
+    let bad = |what: &str, text: &str| CliError::bad_input(format!("'{text}' is not {what}"));
+    client_ip
+        .parse::<std::net::Ipv4Addr>()
+        .map_err(|_| bad("an IPv4 address", client_ip))?;
+    vip.parse::<std::net::Ipv4Addr>()
+        .map_err(|_| bad("an IPv4 address", vip))?;
+    client_port
+        .parse::<u16>()
+        .map_err(|_| bad("a port", client_port))?;
+    port.parse::<u16>().map_err(|_| bad("a port", port))?;
+    let request = format!(
+        "filter {client_ip} {client_port} {vip} {port} {}",
+        args.proto
+    );
+    let answer = self::request(&args.target.socket, &request)?;
+    if answer["ok"].as_bool() != Some(true) {
+        return Err(CliError::failed(
+            answer["error"]
+                .as_str()
+                .unwrap_or("the daemon refused")
+                .to_owned(),
+        ));
+    }
+    if args.target.json {
+        println!("{answer}");
+        return Ok(());
+    }
+    let owners: Vec<String> = answer["owners"]
+        .as_array()
+        .map(|o| o.iter().map(|h| format!("host {h}")).collect())
+        .unwrap_or_default();
+    let handled = match owners.len() {
+        0 => "nobody now (the bucket is in hand-off, or its owner failed); the client's SYN is retried".to_owned(),
+        _ => owners.join(" and "),
+    };
+    println!(
+        "{}:{client_port} -> {vip}:{port}/{}: {}, affinity {}, bucket {}: handled by {handled}; this host (host {}) {}",
+        client_ip,
+        args.proto,
+        answer["rule"].as_str().unwrap_or("?"),
+        answer["affinity"].as_str().unwrap_or("?"),
+        answer["bucket"],
+        answer["host_id"],
+        if answer["accepted_here"] == true {
+            "accepts it"
+        } else {
+            "drops it"
+        }
+    );
+    Ok(())
+}

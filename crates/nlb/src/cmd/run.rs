@@ -220,6 +220,9 @@ impl Daemon {
 
     fn answer(&mut self, request: &str) -> String {
         let now = self.clock.now();
+        if let Some(flow) = request.trim().strip_prefix("filter ") {
+            return crate::control::filter(&self.node, flow).to_string();
+        }
         let command = match request.trim() {
             "query" => {
                 let status = Status::of(&self.node, now, self.clock.start_unix, self.connections);

@@ -158,3 +158,26 @@ pub(crate) fn filter(node: &Node, request: &str) -> serde_json::Value {
         "host_id": node.id(),
     })
 }
+
+/// The rules a `VIP:PORT` or `all` names: the configured rule that covers that VIP and
+/// port (over TCP, else UDP), or every rule.
+pub(crate) fn rule_selector(
+    config: &nlb_core::config::Config,
+    target: &str,
+) -> Result<nlb_core::node::RuleSelector, String> {
+    use nlb_core::config::Protocol;
+    use nlb_core::node::RuleSelector;
+    if target.trim() == "all" {
+        return Ok(RuleSelector::All);
+    }
+    let (vip, port) = target
+        .trim()
+        .split_once(':')
+        .and_then(|(vip, port)| Some((vip.parse::<Ipv4Addr>().ok()?, port.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("'{target}' is not VIP:PORT or all"))?;
+    [Protocol::Tcp, Protocol::Udp]
+        .into_iter()
+        .find_map(|protocol| config.rule_for(vip, port, protocol))
+        .map(RuleSelector::Index)
+        .ok_or_else(|| format!("no rule covers {vip}:{port}; `nlb params` lists the rules"))
+}

@@ -30,11 +30,19 @@ enum Command {
     /// Leave the cluster at once; existing connections are dropped.
     Stop(cmd::ctl::Target),
     /// Take no new connections, let existing ones finish, then stop.
-    Drainstop(cmd::ctl::Target),
+    Drainstop(cmd::ctl::DrainstopArgs),
     /// Halt all cluster operations until resume.
     Suspend(cmd::ctl::Target),
     /// Undo suspend.
     Resume(cmd::ctl::Target),
+    /// Handle a rule again on this host: `nlb enable 198.18.0.10:80` or `all`.
+    Enable(cmd::ctl::RuleArgs),
+    /// Drop all traffic of a rule on this host, existing connections included.
+    Disable(cmd::ctl::RuleArgs),
+    /// Take no new connections for a rule on this host; existing ones finish.
+    Drain(cmd::ctl::RuleArgs),
+    /// The effective configuration, with defaults filled in.
+    Params(cmd::params::Args),
     /// Which host handles a client's flow now, and why (rule, bucket, owner).
     Filter(cmd::ctl::FilterArgs),
     /// A tiny HTTP server that answers with its name (for tests and the lab).
@@ -76,10 +84,14 @@ fn main() -> ExitCode {
         Command::Query(target) => cmd::ctl::query(&target),
         Command::Start(target) => cmd::ctl::command(&target, "start"),
         Command::Stop(target) => cmd::ctl::command(&target, "stop"),
-        Command::Drainstop(target) => cmd::ctl::command(&target, "drainstop"),
+        Command::Drainstop(args) => cmd::ctl::drainstop(&args),
         Command::Suspend(target) => cmd::ctl::command(&target, "suspend"),
         Command::Resume(target) => cmd::ctl::command(&target, "resume"),
         Command::Filter(args) => cmd::ctl::filter(&args),
+        Command::Enable(args) => cmd::ctl::rule_command(&args, "enable"),
+        Command::Disable(args) => cmd::ctl::rule_command(&args, "disable"),
+        Command::Drain(args) => cmd::ctl::rule_command(&args, "drain"),
+        Command::Params(args) => cmd::params::run(&args),
         Command::ServeHttp(args) => cmd::serve::run(&args),
     };
     match result {

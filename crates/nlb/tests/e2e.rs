@@ -1272,3 +1272,63 @@ fn failover_trials() {
         );
     }
 }
+
+/// The operator's verbs: per-rule drain, enable and disable by VIP:PORT, a refusal for a
+/// port no rule covers, `drainstop --wait`, and the error when no daemon answers.
+#[test]
+fn rule_verbs_and_drainstop_wait() {
+    if !require_root("rule_verbs_and_drainstop_wait") {
+        return;
+    }
+    let world = World::build(ClusterMode::Multicast, 2);
+    world.start_all();
+    let cli = |index: usize, args: &[&str]| {
+        Command::new(nlb())
+            .args(args)
+            .arg("--socket")
+            .arg(&world.hosts[index].socket)
+            .output()
+            .unwrap()
+    };
+    let owned = |w: &World, index: usize| {
+        w.ctl(index, "query").unwrap()["owned_buckets"][0]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(cli(0, &["drain", &format!("{VIP}:80")]).status.success());
+    world.wait_for("host 2 to take rule 1 whole", Duration::from_secs(5), |w| {
+        owned(w, 0) == 0 && owned(w, 1) == 256
+    });
+    assert!(cli(0, &["enable", "all"]).status.success());
+    world.wait_for(
+        "host 1 to get its share back",
+        Duration::from_secs(5),
+        |w| owned(w, 0) == 128 && owned(w, 1) == 128,
+    );
+    let refused = cli(0, &["disable", &format!("{VIP}:81")]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no rule covers"));
+
+    let drained = cli(1, &["drainstop", "--wait", "--timeout", "5"]);
+    assert!(
+        drained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drained.stderr)
+    );
+    assert!(String::from_utf8_lossy(&drained.stdout).contains("drained: stopped"));
+    world.wait_for("host 1 to take everything", Duration::from_secs(5), |w| {
+        owned(w, 0) == 256
+    });
+
+    let nobody = Command::new(nlb())
+        .args(["query", "--socket"])
+        .arg(world.dir.path().join("nobody.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(nobody.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&nobody.stderr);
+    assert!(
+        stderr.contains("no nlb daemon answers") && stderr.contains("nlb run"),
+        "{stderr}"
+    );
+}

@@ -192,3 +192,63 @@ pub(crate) fn filter(args: &FilterArgs) -> Result<(), CliError> {
     );
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RuleArgs {
+    /// The rule, as the VIP:PORT it covers, or `all`.
+    rule: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `nlb enable|disable|drain <VIP:PORT|all>`.
+pub(crate) fn rule_command(args: &RuleArgs, verb: &str) -> Result<(), CliError> {
+    command(&args.target, &format!("{verb} {}", args.rule))
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DrainstopArgs {
+    /// Wait until the open connections have finished and the host has stopped.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait, give up after this many seconds (exit 1).
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `nlb drainstop [--wait [--timeout S]]`, showing progress while connections finish.
+pub(crate) fn drainstop(args: &DrainstopArgs) -> Result<(), CliError> {
+    command(&args.target, "drainstop")?;
+    if !args.wait {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.timeout);
+    let mut last = None;
+    loop {
+        let status = request(&args.target.socket, "query")?;
+        let state = status["state"].as_str().unwrap_or("unknown").to_owned();
+        let connections = status["connections"].as_u64().unwrap_or(0);
+        if state != "draining" {
+            if args.target.json {
+                println!("{}", serde_json::json!({"ok": true, "state": state}));
+            } else {
+                println!("drained: {state}");
+            }
+            return Ok(());
+        }
+        if last != Some(connections) && !args.target.json {
+            eprintln!("draining: {connections} connections still open");
+            last = Some(connections);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(CliError::failed(format!(
+                "still draining after {} s with {connections} connections open; the host keeps \
+                 draining, run `nlb stop` to drop them",
+                args.timeout
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -2,6 +2,7 @@
 
 pub(crate) mod ctl;
 pub(crate) mod ip2mac;
+pub(crate) mod params;
 pub(crate) mod plan;
 pub(crate) mod run;
 pub(crate) mod serve;

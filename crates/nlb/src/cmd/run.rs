@@ -223,7 +223,29 @@ impl Daemon {
         if let Some(flow) = request.trim().strip_prefix("filter ") {
             return crate::control::filter(&self.node, flow).to_string();
         }
-        let command = match request.trim() {
+        let request = request.trim();
+        if let Some((verb, target)) = request.split_once(' ')
+            && matches!(verb, "enable" | "disable" | "drain")
+        {
+            let selector = match crate::control::rule_selector(&self.config, target) {
+                Ok(selector) => selector,
+                Err(error) => return serde_json::json!({"ok": false, "error": error}).to_string(),
+            };
+            let command = match verb {
+                "enable" => NodeCommand::EnableRule(selector),
+                "disable" => NodeCommand::DisableRule(selector),
+                _ => NodeCommand::DrainRule(selector),
+            };
+            let answer = match self.node.handle_command(now, command) {
+                Ok(state) => serde_json::json!({"ok": true, "state": state.to_string()}),
+                Err(err) => {
+                    serde_json::json!({"ok": false, "error": err.to_string(), "state": self.node.state().to_string()})
+                }
+            };
+            self.flush();
+            return answer.to_string();
+        }
+        let command = match request {
             "query" => {
                 let status = Status::of(&self.node, now, self.clock.start_unix, self.connections);
                 return serde_json::to_string(&status).unwrap_or_default();

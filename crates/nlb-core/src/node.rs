@@ -757,6 +757,34 @@ impl Node {
         self.conflicts.iter()
     }
 
+    /// Takes a new configuration whose cluster-wide part is unchanged (a reload): this
+    /// host's weights and priorities take effect with the next heartbeat, and the
+    /// cluster moves only the buckets they move. Refused, with the reason, if the
+    /// cluster-wide part or the host id differs: those need a restart.
+    pub fn reload(&mut self, now: Instant, config: Config) -> Result<(), String> {
+        if config.host.id != self.config.host.id {
+            return Err(format!(
+                "host.id changed from {} to {}: restart the daemon to change it",
+                self.config.host.id, config.host.id
+            ));
+        }
+        if config.fingerprint() != self.fingerprint {
+            let new = config.field_digests();
+            let field = (0..FIELD_DIGESTS_LEN)
+                .find(|&i| new[i] != self.field_digests[i])
+                .map_or_else(|| "the configuration".to_owned(), field_name);
+            return Err(format!(
+                "{field} changed: the cluster-wide configuration must change on every host \
+                 together; drainstop this host, restart it with the new file, and do the same \
+                 on the others"
+            ));
+        }
+        self.config = config;
+        self.hurry_heartbeat(now);
+        self.update(now);
+        Ok(())
+    }
+
     /// Who accepts new connections for `bucket` of rule `slot` now, as far as this host
     /// knows: itself, or the peers whose latest heartbeat lists it as owned. More than one
     /// only in a partition; none during a hand-off or a failover.

@@ -7,6 +7,7 @@
 //! - [`host`]: the interface's MAC, VIP addresses, IGMP membership, the daemon lock.
 //! - [`nft`]: applying rulesets, and an `nft -i` session for lease refreshes.
 //! - [`ruleset`]: the nft ruleset, a pure function of the configuration and ownership.
+//! - [`systemd`]: readiness and watchdog notifications.
 
 pub mod command;
 pub mod host;
@@ -14,3 +15,4 @@ pub mod netns;
 pub mod nft;
 pub mod packet;
 pub mod ruleset;
+pub mod systemd;

@@ -517,3 +517,35 @@ fn switch_ages_out_learned_macs() {
     assert!(sim.switch.is_stale(sim.now, sim.hosts[0].mac));
     assert!(!sim.switch.is_stale(sim.now, sim.hosts[1].mac));
 }
+
+/// A reload that changes only this host's weight moves only the buckets the new weight
+/// asks for; one that changes the cluster-wide part is refused with the field.
+#[test]
+fn reload_applies_host_weights_and_refuses_cluster_changes() {
+    let mut sim = cluster(3, ClusterMode::Multicast, SimConfig::default());
+    converge(&mut sim, &[0, 1, 2]);
+    let before: Vec<usize> = (0..3).map(|i| sim.node(i).owned()[0].len()).collect();
+    let lighter = test_config(1, ClusterMode::Multicast, "", "weight = 50");
+    let now = sim.now;
+    sim.hosts[0]
+        .node
+        .as_mut()
+        .unwrap()
+        .reload(now, lighter)
+        .unwrap();
+    sim.run_for(Duration::from_millis(500));
+    assert!(all_converged(&sim, &[0, 1, 2]));
+    let after: Vec<usize> = (0..3).map(|i| sim.node(i).owned()[0].len()).collect();
+    // Weights 50, 100, 100 over 256 buckets: 51.2, 102.4, 102.4, rounded.
+    assert_eq!(after[0], 51, "before {before:?}, after {after:?}");
+    assert_eq!(after[1] + after[2], 205);
+    assert!(after[1].abs_diff(after[2]) <= 1);
+    assert_safe(&sim);
+    let other_mode = test_config(1, ClusterMode::Unicast, "", "");
+    let refused = sim.hosts[0]
+        .node
+        .as_mut()
+        .unwrap()
+        .reload(sim.now, other_mode);
+    assert!(refused.unwrap_err().starts_with("cluster.mode changed"));
+}

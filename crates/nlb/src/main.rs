@@ -10,7 +10,7 @@ use std::process::ExitCode;
 /// Network Load Balancing for Linux: several hosts share virtual IPs and all serve them.
 #[derive(Debug, Parser)]
 #[command(name = "nlb", version, about, long_about = None)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +45,10 @@ enum Command {
     Params(cmd::params::Args),
     /// Which host handles a client's flow now, and why (rule, bucket, owner).
     Filter(cmd::ctl::FilterArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(cmd::docs::CompletionsArgs),
+    /// Print the man page, or write one per command with --out-dir.
+    Man(cmd::docs::ManArgs),
     /// A tiny HTTP server that answers with its name (for tests and the lab).
     #[command(hide = true)]
     ServeHttp(cmd::serve::Args),
@@ -64,6 +68,11 @@ impl CliError {
             message: message.into(),
             code: 2,
         }
+    }
+
+    /// What went wrong, for logs.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
     }
 
     /// The command could not do its job (exit code 1).
@@ -92,6 +101,8 @@ fn main() -> ExitCode {
         Command::Disable(args) => cmd::ctl::rule_command(&args, "disable"),
         Command::Drain(args) => cmd::ctl::rule_command(&args, "drain"),
         Command::Params(args) => cmd::params::run(&args),
+        Command::Completions(args) => cmd::docs::completions(&args),
+        Command::Man(args) => cmd::docs::man(&args),
         Command::ServeHttp(args) => cmd::serve::run(&args),
     };
     match result {

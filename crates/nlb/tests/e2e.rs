@@ -1332,3 +1332,88 @@ fn rule_verbs_and_drainstop_wait() {
         "{stderr}"
     );
 }
+
+/// systemd integration: READY=1 and watchdog pings on `$NOTIFY_SOCKET`; SIGHUP reloads
+/// a changed weight without a restart and refuses a change to the cluster-wide part.
+#[test]
+fn systemd_notifications_and_reload() {
+    if !require_root("systemd_notifications_and_reload") {
+        return;
+    }
+    let mut world = World::build(ClusterMode::Multicast, 2);
+    // Host 1's daemon runs under a fake systemd.
+    let mut daemon = world.hosts[0].daemon.take().unwrap();
+    daemon.kill().unwrap();
+    let _ = daemon.wait();
+    let notify_path = world.dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let log = std::fs::File::create(world.dir.path().join("h1.log")).unwrap();
+    world.hosts[0].daemon = Some(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                world.hosts[0].ns.name(),
+                nlb(),
+                "run",
+                "--config",
+            ])
+            .arg(&world.hosts[0].config)
+            .arg("--run-dir")
+            .arg(world.dir.path().join("run1"))
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", "200000")
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    let mut buf = [0u8; 256];
+    while !(seen.contains("READY=1") && seen.contains("WATCHDOG=1")) {
+        let len = notify.recv(&mut buf).expect("the daemon notifies systemd");
+        seen.insert(String::from_utf8_lossy(&buf[..len]).into_owned());
+    }
+    world.start_all();
+
+    // A lighter weight for host 1, then SIGHUP: weights 50 and 100 share 256 buckets.
+    let config = std::fs::read_to_string(&world.hosts[0].config).unwrap();
+    std::fs::write(
+        &world.hosts[0].config,
+        config.replace(
+            "affinity = \"single\"\n",
+            "affinity = \"single\"\nweight = 50\n",
+        ),
+    )
+    .unwrap();
+    let pid = nix::unistd::Pid::from_raw(world.hosts[0].daemon.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let owned = |w: &World, index: usize| {
+        w.ctl(index, "query").unwrap()["owned_buckets"][0]
+            .as_u64()
+            .unwrap()
+    };
+    world.wait_for(
+        "the new weight to take effect",
+        Duration::from_secs(5),
+        |w| owned(w, 0) == 85 && owned(w, 1) == 171,
+    );
+    assert!(world.log(0).contains("nlb.reloaded"));
+
+    // A different mode is cluster-wide: refused, and nothing changes.
+    let config = std::fs::read_to_string(&world.hosts[0].config).unwrap();
+    std::fs::write(
+        &world.hosts[0].config,
+        config.replace("mode = \"multicast\"", "mode = \"unicast\""),
+    )
+    .unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    world.wait_for("the refusal", Duration::from_secs(5), |w| {
+        w.log(0).contains("nlb.reload_refused")
+    });
+    assert!(world.log(0).contains("cluster.mode changed"));
+    assert_eq!(owned(&world, 0), 85);
+    world.wait_converged(&[0, 1]);
+}

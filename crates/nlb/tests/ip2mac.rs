@@ -44,3 +44,19 @@ fn bad_addresses_fail_with_one_line() {
         assert!(stderr.contains("is not an IPv4 address"), "{bad}: {stderr}");
     }
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_cli() {
+    let bash = nlb(&["completions", "bash"]);
+    assert!(bash.status.success());
+    let script = String::from_utf8(bash.stdout).unwrap();
+    assert!(script.contains("drainstop") && script.contains("ip2mac"), "{script}");
+    let man = nlb(&["man"]);
+    assert!(man.status.success());
+    let page = String::from_utf8(man.stdout).unwrap();
+    assert!(page.starts_with(".ie") && page.contains("Network Load Balancing"), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = nlb(&["man", "--out-dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(dir.path().join("nlb-drainstop.1").exists());
+}

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each has an `Args` (its clap definition) and a `run`.
 
 pub(crate) mod ctl;
+pub(crate) mod docs;
 pub(crate) mod ip2mac;
 pub(crate) mod params;
 pub(crate) mod plan;

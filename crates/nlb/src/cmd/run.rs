@@ -186,6 +186,27 @@ impl Daemon {
         }
     }
 
+    /// SIGHUP: re-reads the configuration. Changes to this host's weights and priorities
+    /// apply without dropping a connection; anything else is refused and logged, and the
+    /// daemon goes on with the configuration it has.
+    fn reload(&mut self, path: &Path) {
+        let config = match load_config(path) {
+            Ok(config) => config,
+            Err(err) => {
+                tracing::error!(event = "nlb.reload_failed", error = %err.message());
+                return;
+            }
+        };
+        let now = self.clock.now();
+        match self.node.reload(now, config.clone()) {
+            Ok(()) => {
+                self.config = config;
+                tracing::info!(event = "nlb.reloaded", file = %path.display());
+            }
+            Err(reason) => tracing::error!(event = "nlb.reload_refused", reason = %reason),
+        }
+    }
+
     fn refresh_lease(&mut self) {
         let command = self.ruleset().lease_refresh();
         let sent = match self.lease_session.as_mut() {
@@ -401,6 +422,12 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     };
     daemon.flush();
 
+    let notifier = nlb_linux::systemd::Notifier::from_env();
+    notifier.notify("READY=1");
+    let mut watchdog = tokio::time::interval(
+        nlb_linux::systemd::Notifier::watchdog_interval().unwrap_or(Duration::from_secs(3600)),
+    );
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| fail("signals")(e.to_string()))?;
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| fail("signals")(e.to_string()))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| fail("signals")(e.to_string()))?;
@@ -436,6 +463,12 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
                 daemon.node.handle_timeout(now);
             }
             _ = lease_tick.tick() => daemon.refresh_lease(),
+            _ = watchdog.tick() => notifier.notify("WATCHDOG=1"),
+            _ = sighup.recv() => {
+                notifier.notify("RELOADING=1");
+                daemon.reload(&args.config);
+                notifier.notify("READY=1");
+            }
             _ = drain_tick.tick() => {
                 if daemon.node.state() == HostState::Draining {
                     daemon.count_connections();
@@ -461,6 +494,7 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
         daemon.flush();
     }
 
+    notifier.notify("STOPPING=1");
     // Tell the peers at once, then clean up.
     let now = daemon.clock.now();
     let _ = daemon.node.handle_command(now, NodeCommand::Stop);

@@ -209,6 +209,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// `[host]`.
     pub host: HostConfig,
+    /// `[metrics] listen`: where to serve OpenMetrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The rules; never empty (the default rule stands in for none).
     pub rules: Vec<Rule>,
 }
@@ -421,6 +423,13 @@ struct RawConfig {
     host: Spanned<RawHost>,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -763,6 +772,17 @@ impl RawConfig {
         if rules.is_empty() {
             rules.push(Rule::default_rule());
         }
+        let metrics_listen = match self.metrics.and_then(|m| m.listen) {
+            Some(value) => Some(value.get_ref().trim().parse().map_err(|_| {
+                at.error(
+                    value.span(),
+                    "metrics.listen",
+                    format!("\"{}\" is not an address and port", value.get_ref()),
+                    "write it as \"127.0.0.1:9102\"",
+                )
+            })?),
+            None => None,
+        };
         Ok(Config {
             cluster: ClusterConfig {
                 interface,
@@ -778,6 +798,7 @@ impl RawConfig {
                 control_socket,
             },
             rules,
+            metrics_listen,
         })
     }
 }
@@ -808,6 +829,21 @@ id = 1
         assert_eq!(config.failure_window_ms(), 150);
         assert_eq!(config.host.initial_state, InitialState::Started);
         assert_eq!(config.rules, vec![Rule::default_rule()]);
+        assert_eq!(config.metrics_listen, None);
+    }
+
+    #[test]
+    fn metrics_listen_parses_or_names_the_line() {
+        let config = parse(&format!(
+            "{MINIMAL}[metrics]\nlisten = \"127.0.0.1:9102\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9102".parse().unwrap())
+        );
+        let err = parse(&format!("{MINIMAL}[metrics]\nlisten = \"port 9102\"\n")).unwrap_err();
+        assert_eq!((err.line, err.key.as_str()), (9, "metrics.listen"), "{err}");
     }
 
     #[test]

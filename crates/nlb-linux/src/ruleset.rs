@@ -31,6 +31,10 @@
 //! changes only when the view changes, so rewriting the table atomically then is cheap,
 //! and the lease set carries the per-heartbeat refresh.
 //!
+//! Every rule of the `inet` chain counts its packets and carries a comment naming it
+//! (`established`, `rule1 accept`, `default drop`, ...), which [`parse_counters`] reads
+//! back for the metrics.
+//!
 //! nft 1.0.6 refuses an `arp` table and an `inet` table that matches `ip daddr` in one
 //! batch ("conflicting protocols"), so [`Ruleset::batches`] returns them separately.
 
@@ -186,28 +190,41 @@ impl Ruleset<'_> {
             let dropped = !self.rules[slot].keep_established
                 || self.config.rules[slot].mode == RuleMode::Disabled;
             if dropped {
-                let _ = writeln!(out, "\t\t{} drop", self.rule_match(slot));
+                let _ = writeln!(
+                    out,
+                    "\t\t{} counter drop comment \"rule{} disabled\"",
+                    self.rule_match(slot),
+                    slot + 1
+                );
             }
         }
         if !self.rules[configured].keep_established {
-            let _ = writeln!(out, "\t\tip daddr {vips} drop");
+            let _ = writeln!(out, "\t\tip daddr {vips} counter drop comment \"stopped\"");
         }
         // 2. Connections this host has.
         let _ = writeln!(
             out,
-            "\t\tip daddr {vips} ct state established,related meta pkttype set host accept"
+            "\t\tip daddr {vips} ct state established,related meta pkttype set host counter accept comment \"established\""
         );
         // 3. Someone else's connection: conntrack calls a SYN-ACK it has no SYN for
         //    (the reply to another host's outbound connection) invalid, and would pick up
         //    a mid-stream packet as new. Neither may reach this host's TCP stack, which
         //    would answer with a reset.
-        let _ = writeln!(out, "\t\tip daddr {vips} ct state invalid drop");
         let _ = writeln!(
             out,
-            "\t\tip daddr {vips} ct state new tcp flags & (fin | syn | rst | ack) != syn drop"
+            "\t\tip daddr {vips} ct state invalid counter drop comment \"invalid\""
+        );
+        let _ = writeln!(
+            out,
+            "\t\tip daddr {vips} ct state new tcp flags & (fin | syn | rst | ack) != syn counter drop comment \"not syn\""
         );
         // 4. New flows by rule, then the default rule.
         for slot in 0..=configured {
+            let name = if slot < configured {
+                format!("rule{}", slot + 1)
+            } else {
+                "default".to_owned()
+            };
             let (matched, affinity) = if slot < configured {
                 let rule = &self.config.rules[slot];
                 if rule.mode == RuleMode::Disabled {
@@ -221,12 +238,12 @@ impl Ruleset<'_> {
             if !owned.is_empty() {
                 let _ = writeln!(
                     out,
-                    "\t\t{matched} ip daddr @lease {} {{ {} }} meta pkttype set host accept",
+                    "\t\t{matched} ip daddr @lease {} {{ {} }} meta pkttype set host counter accept comment \"{name} accept\"",
                     self.hash(affinity),
                     owned.ranges_text()
                 );
             }
-            let _ = writeln!(out, "\t\t{matched} drop");
+            let _ = writeln!(out, "\t\t{matched} counter drop comment \"{name} drop\"");
         }
         out.push_str("\t}\n}\n");
         out
@@ -276,6 +293,29 @@ impl Ruleset<'_> {
             .map(|family| format!("table {family} {table} {{}}\ndelete table {family} {table}\n"))
             .collect()
     }
+}
+
+/// The packet counters of the `inet` chain, by rule comment, from the JSON of
+/// `nft -j list chain inet <table> pre`.
+pub fn parse_counters(json: &str) -> Vec<(String, u64)> {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(json) else {
+        return Vec::new();
+    };
+    let Some(items) = doc["nftables"].as_array() else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let rule = item.get("rule")?;
+            let comment = rule["comment"].as_str()?.to_owned();
+            let packets = rule["expr"]
+                .as_array()?
+                .iter()
+                .find_map(|e| e.get("counter")?["packets"].as_u64())?;
+            Some((comment, packets))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -68,6 +68,29 @@ fn generated_ruleset_loads_lists_and_refreshes() {
             "{listed}"
         );
         assert!(listed.contains("seed 0x"), "{listed}");
+        let chain = ns
+            .exec(
+                "nft",
+                &["-j", "list", "chain", "inet", "nlb_rs0", "pre"],
+                None,
+            )
+            .unwrap();
+        let counters = nlb_linux::ruleset::parse_counters(&chain);
+        let names: Vec<&str> = counters.iter().map(|(name, _)| name.as_str()).collect();
+        for want in [
+            "established",
+            "invalid",
+            "not syn",
+            "rule1 accept",
+            "rule1 drop",
+            "default drop",
+        ] {
+            assert!(
+                names.contains(&want),
+                "{mode}: {want} missing from {names:?}"
+            );
+        }
+        assert!(counters.iter().all(|(_, packets)| *packets == 0));
         ns.nft(&ruleset.lease_refresh()).unwrap();
         let lease = ns
             .exec("nft", &["list", "set", "inet", "nlb_rs0", "lease"], None)

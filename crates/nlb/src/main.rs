@@ -3,6 +3,7 @@
 
 mod cmd;
 mod control;
+mod metrics;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -1417,3 +1417,58 @@ fn systemd_notifications_and_reload() {
     assert_eq!(owned(&world, 0), 85);
     world.wait_converged(&[0, 1]);
 }
+
+/// OpenMetrics on `[metrics] listen`: state, members, owned buckets, heartbeat counters,
+/// and the data plane's packet counters, which move when clients are served.
+#[test]
+fn metrics_endpoint() {
+    if !require_root("metrics_endpoint") {
+        return;
+    }
+    let world = World::build_with(ClusterMode::Multicast, 2, |_| HostSetup {
+        rule: Some(format!(
+            "{DEFAULT_RULE}\n[metrics]\nlisten = \"127.0.0.1:9102\"\n"
+        )),
+        ..HostSetup::default()
+    });
+    world.start_all();
+    for (src, answer) in world.serve_all() {
+        answer.unwrap_or_else(|e| panic!("{src}: {e}"));
+    }
+    let scrape = || {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    world.hosts[0].ns.enter_current_thread().unwrap();
+                    let mut stream = std::net::TcpStream::connect(("127.0.0.1", 9102)).unwrap();
+                    stream
+                        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .unwrap();
+                    let mut text = String::new();
+                    stream.read_to_string(&mut text).unwrap();
+                    text
+                })
+                .join()
+                .unwrap()
+        })
+    };
+    let text = scrape();
+    assert!(text.contains("application/openmetrics-text"), "{text}");
+    for want in [
+        "nlb_state{state=\"converged\"} 1",
+        "nlb_members 2",
+        "nlb_owned_buckets{rule=\"1\"} 128",
+        "nlb_heartbeats_sent_total ",
+        "nlb_heartbeats_received_total ",
+        "nlb_convergences_total ",
+        "# EOF",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    let accepted = text
+        .lines()
+        .find(|l| l.starts_with("nlb_dataplane_packets_total{rule=\"rule1 accept\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(accepted > 0, "no accepted packets counted:\n{text}");
+}

@@ -50,11 +50,17 @@ fn completions_and_man_pages_come_from_the_cli() {
     let bash = nlb(&["completions", "bash"]);
     assert!(bash.status.success());
     let script = String::from_utf8(bash.stdout).unwrap();
-    assert!(script.contains("drainstop") && script.contains("ip2mac"), "{script}");
+    assert!(
+        script.contains("drainstop") && script.contains("ip2mac"),
+        "{script}"
+    );
     let man = nlb(&["man"]);
     assert!(man.status.success());
     let page = String::from_utf8(man.stdout).unwrap();
-    assert!(page.starts_with(".ie") && page.contains("Network Load Balancing"), "{page}");
+    assert!(
+        page.starts_with(".ie") && page.contains("Network Load Balancing"),
+        "{page}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let out = nlb(&["man", "--out-dir", dir.path().to_str().unwrap()]);
     assert!(out.status.success());

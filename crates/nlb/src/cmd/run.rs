@@ -207,6 +207,32 @@ impl Daemon {
         }
     }
 
+    /// Answers one HTTP request on the metrics port with the OpenMetrics text.
+    async fn serve_metrics(&mut self, stream: tokio::net::TcpStream) {
+        let (reader, mut writer) = stream.into_split();
+        let mut request = String::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(2),
+            BufReader::new(reader).read_line(&mut request),
+        )
+        .await;
+        if !matches!(read, Ok(Ok(_))) {
+            return;
+        }
+        let table = self.ruleset().table();
+        let dataplane =
+            nlb_linux::command::run("nft", &["-j", "list", "chain", "inet", &table, "pre"], None)
+                .map(|json| nlb_linux::ruleset::parse_counters(&json))
+                .unwrap_or_default();
+        let body = crate::metrics::render(&self.node, self.connections, &dataplane);
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            crate::metrics::CONTENT_TYPE,
+            body.len()
+        );
+        let _ = writer.write_all(response.as_bytes()).await;
+    }
+
     fn refresh_lease(&mut self) {
         let command = self.ruleset().lease_refresh();
         let sent = match self.lease_session.as_mut() {
@@ -422,6 +448,14 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     };
     daemon.flush();
 
+    let metrics = match daemon.config.metrics_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| fail("metrics")(format!("{address}: {e}")))?,
+        ),
+        None => None,
+    };
     let notifier = nlb_linux::systemd::Notifier::from_env();
     notifier.notify("READY=1");
     let mut watchdog = tokio::time::interval(
@@ -464,6 +498,16 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
             }
             _ = lease_tick.tick() => daemon.refresh_lease(),
             _ = watchdog.tick() => notifier.notify("WATCHDOG=1"),
+            accepted = async {
+                match &metrics {
+                    Some(listener) => listener.accept().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Ok((stream, _)) = accepted {
+                    daemon.serve_metrics(stream).await;
+                }
+            }
             _ = sighup.recv() => {
                 notifier.notify("RELOADING=1");
                 daemon.reload(&args.config);

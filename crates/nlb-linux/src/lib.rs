@@ -7,6 +7,7 @@
 //! - [`host`]: the interface's MAC, VIP addresses, IGMP membership, the daemon lock.
 //! - [`nft`]: applying rulesets, and an `nft -i` session for lease refreshes.
 //! - [`ruleset`]: the nft ruleset, a pure function of the configuration and ownership.
+//! - [`segment`]: a bridge, hosts and a client in namespaces, for the lab and the tests.
 //! - [`systemd`]: readiness and watchdog notifications.
 
 pub mod command;
@@ -15,4 +16,5 @@ pub mod netns;
 pub mod nft;
 pub mod packet;
 pub mod ruleset;
+pub mod segment;
 pub mod systemd;

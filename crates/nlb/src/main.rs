@@ -46,6 +46,8 @@ enum Command {
     Params(cmd::params::Args),
     /// Which host handles a client's flow now, and why (rule, bucket, owner).
     Filter(cmd::ctl::FilterArgs),
+    /// Build a whole cluster on this machine in network namespaces and watch it work (root).
+    Lab(cmd::lab::Args),
     /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
     Completions(cmd::docs::CompletionsArgs),
     /// Print the man page, or write one per command with --out-dir.
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
         Command::Disable(args) => cmd::ctl::rule_command(&args, "disable"),
         Command::Drain(args) => cmd::ctl::rule_command(&args, "drain"),
         Command::Params(args) => cmd::params::run(&args),
+        Command::Lab(args) => cmd::lab::run(&args),
         Command::Completions(args) => cmd::docs::completions(&args),
         Command::Man(args) => cmd::docs::man(&args),
         Command::ServeHttp(args) => cmd::serve::run(&args),

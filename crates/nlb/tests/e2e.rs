@@ -9,6 +9,7 @@ use nlb_core::buckets::BucketMap;
 use nlb_core::config::{Affinity, Protocol};
 use nlb_core::filter::{Flow, bucket_of};
 use nlb_linux::netns::{NetNs, require_root, unique_name};
+use nlb_linux::segment::{CLIENT, Segment, client_addresses, host_address};
 use nlb_wire::addressing::{ClusterMode, cluster_mac};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -18,19 +19,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 const CLIENTS: u8 = 40;
 
 fn nlb() -> &'static str {
     env!("CARGO_BIN_EXE_nlb")
-}
-
-fn host_addr(id: u8) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, 0, id)
-}
-
-fn client_addrs() -> impl Iterator<Item = Ipv4Addr> {
-    (1..=CLIENTS).map(|i| Ipv4Addr::new(198, 18, 0, 100 + i))
 }
 
 struct Host {
@@ -89,82 +81,21 @@ impl World {
     /// As [`World::build`], with each host set up by `setup`.
     fn build_with(mode: ClusterMode, hosts: u8, setup: impl Fn(u8) -> HostSetup) -> World {
         let tag = unique_name("");
-        let switch = NetNs::create(&format!("nlbt-sw{tag}")).unwrap();
-        switch
-            .ip(&["link", "add", "br0", "type", "bridge"])
-            .unwrap();
-        if mode == ClusterMode::Igmp {
-            switch
-                .ip(&[
-                    "link",
-                    "set",
-                    "br0",
-                    "type",
-                    "bridge",
-                    "mcast_snooping",
-                    "1",
-                    "mcast_querier",
-                    "1",
-                    // Query every 2 s (every 1 s at start) and forget members after 5 s
-                    // without a report, so that the test sees the hosts answer.
-                    "mcast_query_interval",
-                    "200",
-                    "mcast_query_response_interval",
-                    "100",
-                    "mcast_membership_interval",
-                    "500",
-                    "mcast_startup_query_interval",
-                    "100",
-                ])
-                .unwrap();
-        }
-        switch.ip(&["link", "set", "br0", "up"]).unwrap();
-        let attach = |ns: &NetNs, port: &str| {
-            let (outside, inside) = (format!("nlbt{tag}{port}"), format!("nlbi{tag}{port}"));
-            Command::new("ip")
-                .args([
-                    "link",
-                    "add",
-                    &outside[..outside.len().min(15)],
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                ])
-                .arg(&inside[..inside.len().min(15)])
-                .status()
-                .unwrap();
-            let outside = &outside[..outside.len().min(15)];
-            let inside = &inside[..inside.len().min(15)];
-            Command::new("ip")
-                .args(["link", "set", outside, "netns", switch.name()])
-                .status()
-                .unwrap();
-            Command::new("ip")
-                .args(["link", "set", inside, "netns", ns.name()])
-                .status()
-                .unwrap();
-            switch.ip(&["link", "set", outside, "name", port]).unwrap();
-            switch
-                .ip(&["link", "set", port, "master", "br0", "up"])
-                .unwrap();
-            ns.ip(&["link", "set", inside, "name", "eth0"]).unwrap();
-            ns.ip(&["link", "set", "eth0", "up"]).unwrap();
-        };
+        let Segment {
+            switch,
+            hosts: namespaces,
+            client,
+        } = Segment::build(
+            &format!("nlbt{tag}"),
+            hosts,
+            CLIENTS,
+            mode == ClusterMode::Igmp,
+        )
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut world_hosts = Vec::new();
         let mut children = Vec::new();
-        for id in 1..=hosts {
-            let ns = NetNs::create(&format!("nlbt-h{id}{tag}")).unwrap();
-            attach(&ns, &format!("p{id}"));
-            ns.ip(&[
-                "addr",
-                "add",
-                &format!("{}/24", host_addr(id)),
-                "dev",
-                "eth0",
-            ])
-            .unwrap();
+        for (id, ns) in (1..=hosts).zip(namespaces) {
             let socket = dir.path().join(format!("h{id}.sock"));
             let config = dir.path().join(format!("h{id}.toml"));
             let HostSetup { rule, key } = setup(id);
@@ -210,16 +141,6 @@ impl World {
                 socket,
                 daemon: None,
             });
-        }
-        let client = NetNs::create(&format!("nlbt-c{tag}")).unwrap();
-        attach(&client, "pc");
-        client
-            .ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "eth0"])
-            .unwrap();
-        for addr in client_addrs() {
-            client
-                .ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])
-                .unwrap();
         }
         let mut world = World {
             dir,
@@ -319,7 +240,11 @@ impl World {
 
     /// Requests from every client address; the answering host of each.
     fn serve_all(&self) -> Vec<(Ipv4Addr, Result<String, String>)> {
-        self.in_client(|| client_addrs().map(|src| (src, request(src))).collect())
+        self.in_client(|| {
+            client_addresses(CLIENTS)
+                .map(|src| (src, request(src)))
+                .collect()
+        })
     }
 
     /// Runs `work` on a thread inside the client's namespace.
@@ -443,8 +368,11 @@ fn serve_in_mode(mode: ClusterMode) {
     // 1. Every client address is answered by exactly one host: the one that owns its
     //    bucket. When the three formed their view in one step (as they usually do), that
     //    is also the host `nlb plan`'s map predicts for the address.
-    let answers: Vec<(Ipv4Addr, Result<String, String>)> =
-        world.in_client(|| client_addrs().map(|src| (src, request(src))).collect());
+    let answers: Vec<(Ipv4Addr, Result<String, String>)> = world.in_client(|| {
+        client_addresses(CLIENTS)
+            .map(|src| (src, request(src)))
+            .collect()
+    });
     let mut served = std::collections::BTreeSet::new();
     for (src, answer) in &answers {
         let answer = answer.as_ref().unwrap_or_else(|e| panic!("{mode}: {e}"));
@@ -592,7 +520,7 @@ fn serve_in_mode(mode: ClusterMode) {
                 .ns
                 .exec(
                     "ping",
-                    &["-c", "1", "-W", "2", &host_addr(2).to_string()],
+                    &["-c", "1", "-W", "2", &host_address(2).to_string()],
                     None,
                 )
                 .expect("host 1 reaches host 2");
@@ -917,7 +845,7 @@ impl Load {
         let (stop2, log) = (stop.clone(), attempts.clone());
         threads.push(std::thread::spawn(move || {
             enter();
-            let sources: Vec<Ipv4Addr> = client_addrs().collect();
+            let sources: Vec<Ipv4Addr> = client_addresses(CLIENTS).collect();
             let mut workers = Vec::new();
             let mut next = 0;
             while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1056,7 +984,7 @@ fn planned_changes_lose_nothing() {
     let world = World::build(ClusterMode::Multicast, 4);
     world.start(&[0, 1, 2]);
     world.wait_converged(&[0, 1, 2]);
-    let keepalive_sources: Vec<Ipv4Addr> = client_addrs().take(8).collect();
+    let keepalive_sources: Vec<Ipv4Addr> = client_addresses(CLIENTS).take(8).collect();
     let load = Load::start(&world, &keepalive_sources);
     std::thread::sleep(Duration::from_millis(500));
 
@@ -1471,4 +1399,42 @@ fn metrics_endpoint() {
         .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .unwrap_or(0);
     assert!(accepted > 0, "no accepted packets counted:\n{text}");
+}
+
+/// `nlb lab` tells the whole story and leaves nothing behind.
+#[test]
+fn the_lab_plays_the_story_and_cleans_up() {
+    if !require_root("the_lab_plays_the_story_and_cleans_up") {
+        return;
+    }
+    let out = Command::new(nlb()).arg("lab").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for milestone in [
+        "converged in",
+        "every one answered by exactly one host",
+        "lladdr 03:bf:c6:12:00:0a",
+        "took over host 3's clients",
+        "0 failed",
+        "rejoined",
+        "nlb drainstop on host 2",
+        "removing the namespaces",
+    ] {
+        assert!(
+            text.contains(milestone),
+            "missing {milestone:?} in:\n{text}"
+        );
+    }
+    let prefix = text
+        .split("network namespaces ")
+        .nth(1)
+        .and_then(|rest| rest.split('*').next())
+        .unwrap()
+        .to_owned();
+    let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&left.stdout).contains(&prefix));
 }

@@ -3,6 +3,7 @@
 pub(crate) mod ctl;
 pub(crate) mod docs;
 pub(crate) mod ip2mac;
+pub(crate) mod lab;
 pub(crate) mod params;
 pub(crate) mod plan;
 pub(crate) mod run;

@@ -1,0 +1,411 @@
+//! `nlb lab`: a whole cluster on this machine, in network namespaces, playing its story
+//! with live output: convergence, serving, the ARP cache, a failover, a drain, a rejoin.
+//!
+//! It builds a Linux bridge, three hosts each running a real `nlb run` and a small HTTP
+//! server on the VIP, and a client with 30 addresses, all inside namespaces it creates
+//! (198.18.0.0/24 only), and removes everything at the end, or on Ctrl-C.
+
+use crate::CliError;
+use nlb_linux::netns::NetNs;
+use nlb_linux::segment::{Segment, client_addresses};
+use nlb_wire::addressing::{ClusterMode, cluster_mac};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+const HOSTS: u8 = 3;
+const CLIENTS: u8 = 30;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The cluster mode to show.
+    #[arg(long, default_value = "multicast", value_parser = ["unicast", "multicast", "igmp"])]
+    mode: String,
+}
+
+/// The daemons and servers; stopped when dropped, before the namespaces go.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+struct Lab {
+    started: Instant,
+    dir: PathBuf,
+    segment: Segment,
+}
+
+impl Lab {
+    fn say(&self, message: impl AsRef<str>) {
+        println!(
+            "[{:6.2}s] {}",
+            self.started.elapsed().as_secs_f64(),
+            message.as_ref()
+        );
+        let _ = std::io::stdout().flush();
+    }
+
+    fn socket(&self, id: u8) -> PathBuf {
+        self.dir.join(format!("h{id}.sock"))
+    }
+
+    fn ctl(&self, id: u8, verb: &str) -> Option<Value> {
+        let answer = crate::cmd::ctl::request(&self.socket(id), verb).ok()?;
+        Some(answer)
+    }
+
+    fn wait(
+        &self,
+        what: &str,
+        limit: Duration,
+        ready: impl Fn(&Lab) -> bool,
+    ) -> Result<Duration, CliError> {
+        let start = Instant::now();
+        while !ready(self) {
+            if start.elapsed() > limit {
+                return Err(CliError::failed(format!(
+                    "the lab timed out waiting for {what}; the daemon logs are in {}",
+                    self.dir.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(start.elapsed())
+    }
+
+    fn converged(&self, ids: &[u8]) -> bool {
+        ids.iter().all(|&id| {
+            self.ctl(id, "query").is_some_and(|q| {
+                q["state"] == "converged" && q["view_members"] == serde_json::json!(ids)
+            })
+        })
+    }
+
+    fn owned(&self, id: u8) -> u64 {
+        self.ctl(id, "query")
+            .and_then(|q| q["owned_buckets"][0].as_u64())
+            .unwrap_or(0)
+    }
+
+    fn shares(&self, ids: &[u8]) -> String {
+        ids.iter()
+            .map(|&id| format!("host {id}: {} buckets", self.owned(id)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn in_client<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    self.segment
+                        .client
+                        .enter_current_thread()
+                        .expect("enter the client");
+                    work()
+                })
+                .join()
+                .expect("client thread")
+        })
+    }
+}
+
+/// One HTTP request from `src` to the VIP: the name of the host that answered.
+fn request(src: Ipv4Addr) -> Result<String, String> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(|e| e.to_string())?;
+    socket
+        .bind(&SocketAddr::from((src, 0)).into())
+        .map_err(|e| e.to_string())?;
+    socket
+        .connect_timeout(&SocketAddr::from((VIP, 80)).into(), Duration::from_secs(3))
+        .map_err(|e| e.to_string())?;
+    let mut stream = std::net::TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    response
+        .lines()
+        .last()
+        .map(str::to_owned)
+        .ok_or_else(|| "empty answer".to_owned())
+}
+
+fn spawn_in(ns: &NetNs, args: &[&str], log: Option<&Path>) -> Result<Child, CliError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::failed(format!("cannot find the nlb binary: {e}")))?;
+    let stderr = match log {
+        Some(path) => {
+            Stdio::from(std::fs::File::create(path).map_err(|e| CliError::failed(e.to_string()))?)
+        }
+        None => Stdio::null(),
+    };
+    Command::new("ip")
+        .args(["netns", "exec", ns.name()])
+        .arg(exe)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| CliError::failed(format!("cannot start {args:?}: {e}")))
+}
+
+pub(crate) fn run(args: &Args) -> Result<(), CliError> {
+    nlb_linux::segment::can_build().map_err(CliError::failed)?;
+    let mode: ClusterMode = args.mode.parse().map_err(CliError::bad_input)?;
+    let prefix = format!("nlblab{}", std::process::id() % 100_000);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        // Ctrl-C ends the story at the next step; the cleanup still runs.
+        let _ = ctrl_c(move || interrupted.store(true, Ordering::Relaxed));
+    }
+    let dir = std::env::temp_dir().join(&prefix);
+    std::fs::create_dir_all(&dir).map_err(|e| CliError::failed(e.to_string()))?;
+    let started = Instant::now();
+    println!(
+        "nlb lab: a {mode} cluster of {HOSTS} hosts serving {VIP}, in network namespaces {prefix}-*"
+    );
+    let segment = Segment::build(&prefix, HOSTS, CLIENTS, mode == ClusterMode::Igmp)
+        .map_err(|e| CliError::failed(format!("building the segment: {e}")))?;
+    let lab = Lab {
+        started,
+        dir,
+        segment,
+    };
+    lab.say(format!(
+        "built a Linux bridge, hosts 198.18.0.1-{HOSTS} and a client with {CLIENTS} addresses"
+    ));
+    let mut processes = Processes(Vec::new());
+    for (index, ns) in lab.segment.hosts.iter().enumerate() {
+        let id = index as u8 + 1;
+        let config = lab.dir.join(format!("h{id}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"{mode}\"\n\n[host]\nid = {id}\ninitial_state = \"stopped\"\ncontrol_socket = \"{}\"\n\n[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n",
+                lab.socket(id).display()
+            ),
+        )
+        .map_err(|e| CliError::failed(e.to_string()))?;
+        let name = format!("host{id}");
+        let bind = format!("{VIP}:80");
+        processes.0.push(spawn_in(
+            ns,
+            &["serve-http", "--bind", &bind, "--name", &name],
+            None,
+        )?);
+        let config = config.to_string_lossy().into_owned();
+        let run_dir = lab
+            .dir
+            .join(format!("run{id}"))
+            .to_string_lossy()
+            .into_owned();
+        let log = lab.dir.join(format!("h{id}.log"));
+        processes.0.push(spawn_in(
+            ns,
+            &["run", "--config", &config, "--run-dir", &run_dir],
+            Some(&log),
+        )?);
+    }
+    let all: Vec<u8> = (1..=HOSTS).collect();
+    lab.wait("the daemons", Duration::from_secs(10), |lab| {
+        all.iter().all(|&id| lab.ctl(id, "query").is_some())
+    })?;
+    lab.say(format!(
+        "{HOSTS} daemons are up (stopped); starting them together"
+    ));
+    for &id in &all {
+        lab.ctl(id, "start");
+    }
+    let took = lab.wait("convergence", Duration::from_secs(10), |lab| {
+        lab.converged(&all)
+    })?;
+    lab.say(format!(
+        "converged in {} ms (RFC 5227 probes for the VIP, then one view agreed): {}",
+        took.as_millis(),
+        lab.shares(&all)
+    ));
+    if interrupted.load(Ordering::Relaxed) {
+        return cleanup(&lab, processes);
+    }
+
+    // Serving.
+    let answers: Vec<(Ipv4Addr, Result<String, String>)> = lab.in_client(|| {
+        client_addresses(CLIENTS)
+            .map(|src| (src, request(src)))
+            .collect()
+    });
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, answer) in &answers {
+        *tally
+            .entry(answer.clone().unwrap_or_else(|e| format!("failed ({e})")))
+            .or_default() += 1;
+    }
+    lab.say(format!(
+        "{CLIENTS} clients each asked {VIP}: every one answered by exactly one host"
+    ));
+    for (host, count) in &tally {
+        println!("           {host:<8} {} {count}", "#".repeat(*count));
+    }
+    let neighbour = lab
+        .segment
+        .client
+        .ip(&["neigh", "show", &VIP.to_string()])
+        .unwrap_or_default();
+    lab.say(format!(
+        "the client's ARP cache: {} (the cluster MAC {} answers for every host)",
+        neighbour.trim(),
+        cluster_mac(VIP, mode)
+    ));
+    if interrupted.load(Ordering::Relaxed) {
+        return cleanup(&lab, processes);
+    }
+
+    // Failover under load.
+    let stop = Arc::new(AtomicBool::new(false));
+    let results: Arc<Mutex<Vec<(Instant, Duration, bool)>>> = Arc::new(Mutex::new(Vec::new()));
+    let load = {
+        let (stop, results, client) = (
+            stop.clone(),
+            results.clone(),
+            lab.segment.client.name().to_owned(),
+        );
+        std::thread::spawn(move || {
+            let handle =
+                std::fs::File::open(format!("/run/netns/{client}")).expect("client namespace");
+            nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("enter the client");
+            let sources: Vec<Ipv4Addr> = client_addresses(CLIENTS).collect();
+            let mut workers = Vec::new();
+            for next in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let (src, results) = (sources[next % sources.len()], results.clone());
+                workers.push(std::thread::spawn(move || {
+                    let began = Instant::now();
+                    let ok = request(src).is_ok();
+                    results
+                        .lock()
+                        .expect("results")
+                        .push((began, began.elapsed(), ok));
+                }));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            for worker in workers {
+                let _ = worker.join();
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    lab.say("a client now opens a new connection every 10 ms; host 3 loses its link");
+    let failed_at = Instant::now();
+    let _ = lab.segment.hosts[2].ip(&["link", "set", "eth0", "down"]);
+    lab.wait(
+        "hosts 1 and 2 to take over",
+        Duration::from_secs(5),
+        |lab| lab.converged(&[1, 2]),
+    )?;
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.join();
+    let results = results.lock().expect("results").clone();
+    let outage = results
+        .iter()
+        .filter(|(began, took, ok)| {
+            *began >= failed_at && (!ok || *took > Duration::from_millis(500))
+        })
+        .map(|(began, _, _)| began.saturating_duration_since(failed_at))
+        .max()
+        .unwrap_or_default();
+    let failed = results.iter().filter(|(_, _, ok)| !ok).count();
+    lab.say(format!(
+        "hosts 1 and 2 took over host 3's clients: served again after {} ms ({} connections, {failed} failed; \
+         a SYN that hit the gap was retried by TCP). {}",
+        outage.as_millis(),
+        results.len(),
+        lab.shares(&[1, 2])
+    ));
+    let _ = lab.segment.hosts[2].ip(&["link", "set", "eth0", "up"]);
+    let took = lab.wait("host 3 to rejoin", Duration::from_secs(10), |lab| {
+        lab.converged(&all)
+    })?;
+    lab.say(format!(
+        "host 3's link is back: it rejoined in {} ms. {}",
+        took.as_millis(),
+        lab.shares(&all)
+    ));
+    if interrupted.load(Ordering::Relaxed) {
+        return cleanup(&lab, processes);
+    }
+
+    // Drain and restart.
+    lab.ctl(2, "drainstop");
+    lab.wait("host 2 to drain", Duration::from_secs(10), |lab| {
+        lab.ctl(2, "query").is_some_and(|q| q["state"] == "stopped") && lab.converged(&[1, 3])
+    })?;
+    lab.say(format!(
+        "nlb drainstop on host 2: no new connections, the open ones finished, stopped. {}",
+        lab.shares(&[1, 3])
+    ));
+    lab.ctl(2, "start");
+    let took = lab.wait("host 2 to rejoin", Duration::from_secs(10), |lab| {
+        lab.converged(&all)
+    })?;
+    lab.say(format!(
+        "nlb start on host 2: back in {} ms, and only the buckets it takes moved. {}",
+        took.as_millis(),
+        lab.shares(&all)
+    ));
+    cleanup(&lab, processes)
+}
+
+fn cleanup(lab: &Lab, processes: Processes) -> Result<(), CliError> {
+    drop(processes);
+    lab.say(
+        "stopped the daemons (each told its peers and removed its tables); removing the namespaces",
+    );
+    let _ = std::fs::remove_dir_all(&lab.dir);
+    Ok(())
+}
+
+/// Turns Ctrl-C into `action` instead of death, so that the lab can clean up: SIGINT is
+/// blocked in this thread (and so in the threads it starts later) and a dedicated thread
+/// waits for it.
+fn ctrl_c(action: impl Fn() + Send + 'static) -> nix::Result<()> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGINT);
+    set.thread_block()?;
+    std::thread::spawn(move || {
+        if set.wait().is_ok() {
+            action();
+        }
+    });
+    Ok(())
+}

@@ -13,6 +13,7 @@
 //! id = 1                              # 1..=64, unique in the cluster
 //! initial_state = "started"           # started | stopped | suspended
 //! control_socket = "/run/nlb/nlb.sock"
+//! control_group = "nlb"               # optional: members may use the control socket
 //!
 //! [[rule]]                            # none = one rule for everything
 //! vip = "all"
@@ -200,6 +201,8 @@ pub struct HostConfig {
     pub initial_state: InitialState,
     /// Where the control socket listens.
     pub control_socket: PathBuf,
+    /// A group whose members may use the control socket, besides root.
+    pub control_group: Option<String>,
 }
 
 /// A whole configuration, validated, with defaults filled in.
@@ -449,6 +452,7 @@ struct RawHost {
     id: Spanned<i64>,
     initial_state: Option<Spanned<String>>,
     control_socket: Option<Spanned<String>>,
+    control_group: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -632,6 +636,18 @@ impl RawConfig {
                 .map_or(DEFAULT_CONTROL_SOCKET, |s| s.get_ref().as_str()),
         );
 
+        let control_group = match &host.control_group {
+            Some(value) if value.get_ref().trim().is_empty() => {
+                return Err(at.error(
+                    value.span(),
+                    "host.control_group",
+                    "the group name is empty".to_owned(),
+                    "name a group from /etc/group, or remove the key to keep the socket root-only",
+                ));
+            }
+            Some(value) => Some(value.get_ref().trim().to_owned()),
+            None => None,
+        };
         if self.rule.len() > MAX_RULES {
             return Err(at.error(
                 self.rule[MAX_RULES].span(),
@@ -796,6 +812,7 @@ impl RawConfig {
                 id,
                 initial_state,
                 control_socket,
+                control_group,
             },
             rules,
             metrics_listen,

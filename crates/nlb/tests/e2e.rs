@@ -67,6 +67,8 @@ struct HostSetup {
     rule: Option<String>,
     /// The contents of the cluster key file, if the host uses one.
     key: Option<&'static [u8]>,
+    /// Extra lines for the `[host]` table.
+    host_extra: Option<String>,
 }
 
 const DEFAULT_RULE: &str = "[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n";
@@ -98,7 +100,11 @@ impl World {
         for (id, ns) in (1..=hosts).zip(namespaces) {
             let socket = dir.path().join(format!("h{id}.sock"));
             let config = dir.path().join(format!("h{id}.toml"));
-            let HostSetup { rule, key } = setup(id);
+            let HostSetup {
+                rule,
+                key,
+                host_extra,
+            } = setup(id);
             let key_line = match key {
                 Some(secret) => {
                     let path = dir.path().join(format!("h{id}.key"));
@@ -110,8 +116,9 @@ impl World {
             std::fs::write(
                 &config,
                 format!(
-                    "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"{mode}\"\n{key_line}\n[host]\nid = {id}\ninitial_state = \"stopped\"\ncontrol_socket = \"{}\"\n\n{}",
+                    "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"{mode}\"\n{key_line}\n[host]\nid = {id}\ninitial_state = \"stopped\"\ncontrol_socket = \"{}\"\n{}\n{}",
                     socket.display(),
+                    host_extra.as_deref().unwrap_or(""),
                     rule.as_deref().unwrap_or(DEFAULT_RULE)
                 ),
             )
@@ -1437,4 +1444,30 @@ fn the_lab_plays_the_story_and_cleans_up() {
         .to_owned();
     let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&left.stdout).contains(&prefix));
+}
+
+/// The control socket is root's alone, or root's and a configured group's.
+#[test]
+fn control_socket_permissions() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !require_root("control_socket_permissions") {
+        return;
+    }
+    // `nogroup` exists on Debian; the test creates no group of its own.
+    let Some(group) = nix::unistd::Group::from_name("nogroup").ok().flatten() else {
+        eprintln!("control_socket_permissions: no group named nogroup here; skipped");
+        return;
+    };
+    let world = World::build_with(ClusterMode::Multicast, 2, |id| HostSetup {
+        host_extra: (id == 2).then(|| "control_group = \"nogroup\"".to_owned()),
+        ..HostSetup::default()
+    });
+    world.wait_for("the daemons", Duration::from_secs(10), |w| {
+        (0..2).all(|i| w.ctl(i, "query").is_some())
+    });
+    let root_only = std::fs::metadata(&world.hosts[0].socket).unwrap();
+    assert_eq!(root_only.permissions().mode() & 0o777, 0o600);
+    let shared = std::fs::metadata(&world.hosts[1].socket).unwrap();
+    assert_eq!(shared.permissions().mode() & 0o777, 0o660);
+    assert_eq!(shared.gid(), group.gid.as_raw());
 }

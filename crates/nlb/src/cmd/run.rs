@@ -321,6 +321,30 @@ impl Daemon {
     }
 }
 
+/// Root only (0600), or root and `group` (0660).
+fn restrict_socket(path: &Path, group: Option<&str>) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match group {
+        None => 0o600,
+        Some(name) => {
+            let group = nix::unistd::Group::from_name(name)
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    CliError::bad_input(format!(
+                        "host.control_group: there is no group named {name}; create it \
+                         (groupadd {name}) or remove the key"
+                    ))
+                })?;
+            nix::unistd::chown(path, None, Some(group.gid))
+                .map_err(|e| fail("control socket")(format!("{}: {e}", path.display())))?;
+            0o660
+        }
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| fail("control socket")(format!("{}: {e}", path.display())))
+}
+
 fn log_event(event: &Event) {
     match event {
         Event::StateChanged { from, to } => {
@@ -419,10 +443,7 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     let _ = std::fs::remove_file(&control_path);
     let control = UnixListener::bind(&control_path)
         .map_err(|e| fail("control socket")(format!("{}: {e}", control_path.display())))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600));
-    }
+    restrict_socket(&control_path, config.host.control_group.as_deref())?;
 
     let clock = Clock::new();
     let incarnation = clock.start_unix as u32;

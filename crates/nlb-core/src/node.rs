@@ -355,6 +355,14 @@ pub struct ConflictInfo {
 /// How many recent conflicts and probes to remember for queries.
 const RECENT_LIMIT: usize = 16;
 
+/// Appends to a list of recent things, dropping the oldest beyond [`RECENT_LIMIT`].
+fn remember(list: &mut VecDeque<ConflictInfo>, item: ConflictInfo) {
+    if list.len() == RECENT_LIMIT {
+        list.pop_front();
+    }
+    list.push_back(item);
+}
+
 /// What a host does with a rule locally.
 #[derive(Debug, Clone, Copy, PartialEq, Hash, Eq)]
 struct RuleSwitch {
@@ -468,6 +476,7 @@ pub struct Node {
     announce_at: Vec<Instant>,
     last_defence: BTreeMap<Ipv4Addr, Instant>,
     conflicts: VecDeque<ConflictInfo>,
+    probes: VecDeque<ConflictInfo>,
 
     transmits: VecDeque<Vec<u8>>,
     actions: VecDeque<Action>,
@@ -551,6 +560,7 @@ impl Node {
             announce_at: Vec::new(),
             last_defence: BTreeMap::new(),
             conflicts: VecDeque::new(),
+            probes: VecDeque::new(),
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -755,6 +765,12 @@ impl Node {
     /// Recent conflicts, oldest first.
     pub fn recent_conflicts(&self) -> impl Iterator<Item = &ConflictInfo> {
         self.conflicts.iter()
+    }
+
+    /// Recent probes for a VIP from outside the cluster ("someone is about to use our
+    /// address"), oldest first.
+    pub fn recent_probes(&self) -> impl Iterator<Item = &ConflictInfo> {
+        self.probes.iter()
     }
 
     /// Takes a new configuration whose cluster-wide part is unchanged (a reload): this
@@ -1669,6 +1685,14 @@ impl Node {
         match kind {
             ArpKind::Probe => {
                 self.stats.probes_seen += 1;
+                remember(
+                    &mut self.probes,
+                    ConflictInfo {
+                        ip: arp.target_ip,
+                        mac: arp.sender_mac,
+                        at_us: now.micros(),
+                    },
+                );
                 self.events.push_back(Event::ProbeSeen {
                     ip: arp.target_ip,
                     mac: arp.sender_mac,
@@ -1712,14 +1736,14 @@ impl Node {
             self.last_defence.insert(ip, now);
             self.announce(ip);
         }
-        if self.conflicts.len() == RECENT_LIMIT {
-            self.conflicts.pop_front();
-        }
-        self.conflicts.push_back(ConflictInfo {
-            ip,
-            mac,
-            at_us: now.micros(),
-        });
+        remember(
+            &mut self.conflicts,
+            ConflictInfo {
+                ip,
+                mac,
+                at_us: now.micros(),
+            },
+        );
         self.events.push_back(Event::Conflict { ip, mac, defended });
     }
 }

@@ -48,8 +48,18 @@ pub(crate) struct Status {
     pub(crate) owned_ranges: Vec<String>,
     pub(crate) connections: u32,
     pub(crate) conflicts: Vec<ConflictStatus>,
+    /// Recent RFC 5227 probes for a VIP from outside the cluster.
+    pub(crate) probe_warnings: Vec<ConflictStatus>,
     pub(crate) misconfigured: Option<String>,
     pub(crate) stats: serde_json::Value,
+}
+
+fn conflict(info: &nlb_core::node::ConflictInfo, epoch_unix: f64) -> ConflictStatus {
+    ConflictStatus {
+        ip: info.ip,
+        mac: info.mac.to_string(),
+        at: epoch_unix + info.at_us as f64 / 1e6,
+    }
 }
 
 impl Status {
@@ -83,11 +93,11 @@ impl Status {
             connections,
             conflicts: node
                 .recent_conflicts()
-                .map(|c| ConflictStatus {
-                    ip: c.ip,
-                    mac: c.mac.to_string(),
-                    at: epoch_unix + c.at_us as f64 / 1e6,
-                })
+                .map(|c| conflict(c, epoch_unix))
+                .collect(),
+            probe_warnings: node
+                .recent_probes()
+                .map(|c| conflict(c, epoch_unix))
                 .collect(),
             misconfigured: node.misconfig().map(|m| m.to_string()),
             stats: serde_json::to_value(node.stats()).unwrap_or_default(),

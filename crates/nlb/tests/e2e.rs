@@ -760,6 +760,44 @@ fn conflicts_and_probes_are_reported() {
             .is_some_and(|q| q["stats"]["probes_seen"].as_u64() >= Some(1))
     });
     assert!(world.log(0).contains("nlb.probe_seen"));
+
+    // The JSON `nlb query` prints, with the fields operators script against.
+    let out = Command::new(nlb())
+        .args(["query", "--json", "--socket"])
+        .arg(&world.hosts[0].socket)
+        .output()
+        .unwrap();
+    let query: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(query["host_id"], 1);
+    assert_eq!(query["state"], "converged");
+    assert_eq!(query["mode"], "multicast");
+    assert_eq!(query["cluster_mac"], "03:bf:c6:12:00:0a");
+    assert_eq!(query["vips"], serde_json::json!(["198.18.0.10"]));
+    assert_eq!(query["owned_buckets"][0], 128);
+    let members = query["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    for (member, id) in members.iter().zip(1..) {
+        assert_eq!(member["id"], id);
+        assert_eq!(member["state"], "converged");
+        assert_eq!(member["buckets"], 128 + if id == 1 { 256 } else { 0 });
+        assert!(
+            member["mac"]
+                .as_str()
+                .unwrap()
+                .parse::<nlb_wire::MacAddr>()
+                .is_ok()
+        );
+    }
+    let conflict = &query["conflicts"][0];
+    assert_eq!(
+        (conflict["ip"].as_str(), conflict["mac"].as_str()),
+        (Some("198.18.0.10"), Some(client_mac.as_str()))
+    );
+    assert!(
+        conflict["at"].as_f64().unwrap() > 1.7e9,
+        "a Unix time: {conflict}"
+    );
+    assert_eq!(query["probe_warnings"][0]["mac"], client_mac.as_str());
 }
 
 /// One client request under load.
@@ -1429,6 +1467,7 @@ fn the_lab_plays_the_story_and_cleans_up() {
         "0 failed",
         "rejoined",
         "nlb drainstop on host 2",
+        "drainstop under load   0 of",
         "removing the namespaces",
     ] {
         assert!(

@@ -94,6 +94,12 @@ pub(crate) fn query(target: &Target) -> Result<(), CliError> {
     for c in &status.conflicts {
         println!("conflict: {} claimed by {} at {:.3}", c.ip, c.mac, c.at);
     }
+    for p in &status.probe_warnings {
+        println!(
+            "warning: {} probed for {} at {:.3} (someone is about to use our address)",
+            p.mac, p.ip, p.at
+        );
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! `nlb lab`: a whole cluster on this machine, in network namespaces, playing its story
 //! with live output: convergence, serving, the ARP cache, a failover, a drain, a rejoin.
 //!
-//! It builds a Linux bridge, three hosts each running a real `nlb run` and a small HTTP
+//! It builds a Linux bridge, three hosts (`--hosts N`) each running a real `nlb run` and a small HTTP
 //! server on the VIP, and a client with 30 addresses, all inside namespaces it creates
 //! (198.18.0.0/24 only), and removes everything at the end, or on Ctrl-C.
 
@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
-const HOSTS: u8 = 3;
 const CLIENTS: u8 = 30;
 
 #[derive(Debug, clap::Args)]
@@ -28,6 +27,12 @@ pub(crate) struct Args {
     /// The cluster mode to show.
     #[arg(long, default_value = "multicast", value_parser = ["unicast", "multicast", "igmp"])]
     mode: String,
+    /// How many hosts.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=8))]
+    hosts: u8,
+    /// Leave the lab running at the end, and print how to reach each host.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// The daemons and servers; stopped when dropped, before the namespaces go.
@@ -188,10 +193,12 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     let dir = std::env::temp_dir().join(&prefix);
     std::fs::create_dir_all(&dir).map_err(|e| CliError::failed(e.to_string()))?;
     let started = Instant::now();
+    let hosts = args.hosts;
+    let mut summary: Vec<(String, String)> = Vec::new();
     println!(
-        "nlb lab: a {mode} cluster of {HOSTS} hosts serving {VIP}, in network namespaces {prefix}-*"
+        "nlb lab: a {mode} cluster of {hosts} hosts serving {VIP}, in network namespaces {prefix}-*"
     );
-    let segment = Segment::build(&prefix, HOSTS, CLIENTS, mode == ClusterMode::Igmp)
+    let segment = Segment::build(&prefix, hosts, CLIENTS, mode == ClusterMode::Igmp)
         .map_err(|e| CliError::failed(format!("building the segment: {e}")))?;
     let lab = Lab {
         started,
@@ -199,7 +206,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         segment,
     };
     lab.say(format!(
-        "built a Linux bridge, hosts 198.18.0.1-{HOSTS} and a client with {CLIENTS} addresses"
+        "built a Linux bridge, hosts 198.18.0.1-{hosts} and a client with {CLIENTS} addresses"
     ));
     let mut processes = Processes(Vec::new());
     for (index, ns) in lab.segment.hosts.iter().enumerate() {
@@ -233,12 +240,12 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             Some(&log),
         )?);
     }
-    let all: Vec<u8> = (1..=HOSTS).collect();
+    let all: Vec<u8> = (1..=hosts).collect();
     lab.wait("the daemons", Duration::from_secs(10), |lab| {
         all.iter().all(|&id| lab.ctl(id, "query").is_some())
     })?;
     lab.say(format!(
-        "{HOSTS} daemons are up (stopped); starting them together"
+        "{hosts} daemons are up (stopped); starting them together"
     ));
     for &id in &all {
         lab.ctl(id, "start");
@@ -251,6 +258,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         took.as_millis(),
         lab.shares(&all)
     ));
+    summary.push(("convergence".to_owned(), format!("{} ms", took.as_millis())));
     if interrupted.load(Ordering::Relaxed) {
         return cleanup(&lab, processes);
     }
@@ -273,6 +281,14 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     for (host, count) in &tally {
         println!("           {host:<8} {} {count}", "#".repeat(*count));
     }
+    summary.push((
+        "serving".to_owned(),
+        tally
+            .iter()
+            .map(|(host, count)| format!("{host}: {count}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    ));
     let neighbour = lab
         .segment
         .client
@@ -288,91 +304,72 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     }
 
     // Failover under load.
-    let stop = Arc::new(AtomicBool::new(false));
-    let results: Arc<Mutex<Vec<(Instant, Duration, bool)>>> = Arc::new(Mutex::new(Vec::new()));
-    let load = {
-        let (stop, results, client) = (
-            stop.clone(),
-            results.clone(),
-            lab.segment.client.name().to_owned(),
-        );
-        std::thread::spawn(move || {
-            let handle =
-                std::fs::File::open(format!("/run/netns/{client}")).expect("client namespace");
-            nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET)
-                .expect("enter the client");
-            let sources: Vec<Ipv4Addr> = client_addresses(CLIENTS).collect();
-            let mut workers = Vec::new();
-            for next in 0.. {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let (src, results) = (sources[next % sources.len()], results.clone());
-                workers.push(std::thread::spawn(move || {
-                    let began = Instant::now();
-                    let ok = request(src).is_ok();
-                    results
-                        .lock()
-                        .expect("results")
-                        .push((began, began.elapsed(), ok));
-                }));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            for worker in workers {
-                let _ = worker.join();
-            }
-        })
-    };
+    let victim = hosts;
+    let survivors: Vec<u8> = (1..hosts).collect();
+    let load = Load::start(&lab);
     std::thread::sleep(Duration::from_millis(500));
-    lab.say("a client now opens a new connection every 10 ms; host 3 loses its link");
+    lab.say(format!(
+        "a client now opens a new connection every 10 ms; host {victim} loses its link"
+    ));
     let failed_at = Instant::now();
-    let _ = lab.segment.hosts[2].ip(&["link", "set", "eth0", "down"]);
+    let victim_ns = &lab.segment.hosts[usize::from(victim) - 1];
+    let _ = victim_ns.ip(&["link", "set", "eth0", "down"]);
     lab.wait(
-        "hosts 1 and 2 to take over",
+        "the survivors to take over",
         Duration::from_secs(5),
-        |lab| lab.converged(&[1, 2]),
+        |lab| lab.converged(&survivors),
     )?;
     std::thread::sleep(Duration::from_millis(1500));
-    stop.store(true, Ordering::Relaxed);
-    let _ = load.join();
-    let results = results.lock().expect("results").clone();
-    let outage = results
-        .iter()
-        .filter(|(began, took, ok)| {
-            *began >= failed_at && (!ok || *took > Duration::from_millis(500))
-        })
-        .map(|(began, _, _)| began.saturating_duration_since(failed_at))
-        .max()
-        .unwrap_or_default();
-    let failed = results.iter().filter(|(_, _, ok)| !ok).count();
+    let (total, failed, outage) = load.finish(failed_at);
     lab.say(format!(
-        "hosts 1 and 2 took over host 3's clients: served again after {} ms ({} connections, {failed} failed; \
-         a SYN that hit the gap was retried by TCP). {}",
+        "the other hosts took over host {victim}'s clients: served again after {} ms \
+         ({total} connections, {failed} failed; a SYN that hit the gap was retried by TCP). {}",
         outage.as_millis(),
-        results.len(),
-        lab.shares(&[1, 2])
+        lab.shares(&survivors)
     ));
-    let _ = lab.segment.hosts[2].ip(&["link", "set", "eth0", "up"]);
-    let took = lab.wait("host 3 to rejoin", Duration::from_secs(10), |lab| {
+    summary.push((
+        "failover (link down)".to_owned(),
+        format!(
+            "clients served again after {} ms, {failed} of {total} failed",
+            outage.as_millis()
+        ),
+    ));
+    let _ = victim_ns.ip(&["link", "set", "eth0", "up"]);
+    let took = lab.wait("the host to rejoin", Duration::from_secs(10), |lab| {
         lab.converged(&all)
     })?;
     lab.say(format!(
-        "host 3's link is back: it rejoined in {} ms. {}",
+        "host {victim}'s link is back: it rejoined in {} ms. {}",
         took.as_millis(),
         lab.shares(&all)
+    ));
+    summary.push((
+        "rejoin".to_owned(),
+        format!("host {victim} back in {} ms", took.as_millis()),
     ));
     if interrupted.load(Ordering::Relaxed) {
         return cleanup(&lab, processes);
     }
 
-    // Drain and restart.
+    // Drain under load, and restart.
+    let others: Vec<u8> = all.iter().copied().filter(|&id| id != 2).collect();
+    let load = Load::start(&lab);
+    std::thread::sleep(Duration::from_millis(300));
+    let drained_at = Instant::now();
     lab.ctl(2, "drainstop");
     lab.wait("host 2 to drain", Duration::from_secs(10), |lab| {
-        lab.ctl(2, "query").is_some_and(|q| q["state"] == "stopped") && lab.converged(&[1, 3])
+        lab.ctl(2, "query").is_some_and(|q| q["state"] == "stopped") && lab.converged(&others)
     })?;
+    std::thread::sleep(Duration::from_millis(500));
+    let (total, failed, _) = load.finish(drained_at);
     lab.say(format!(
-        "nlb drainstop on host 2: no new connections, the open ones finished, stopped. {}",
-        lab.shares(&[1, 3])
+        "nlb drainstop on host 2 under the same load: no new connections for it, the open \
+         ones finished, stopped; {failed} of {total} requests failed. {}",
+        lab.shares(&others)
+    ));
+    summary.push((
+        "drainstop under load".to_owned(),
+        format!("{failed} of {total} requests failed"),
     ));
     lab.ctl(2, "start");
     let took = lab.wait("host 2 to rejoin", Duration::from_secs(10), |lab| {
@@ -383,7 +380,113 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         took.as_millis(),
         lab.shares(&all)
     ));
+    summary.push((
+        "restart".to_owned(),
+        format!("host 2 back in {} ms", took.as_millis()),
+    ));
+    println!("\n  {:<22} result", "step");
+    for (step, result) in &summary {
+        println!("  {step:<22} {result}");
+    }
+    println!();
+    if args.keep {
+        return keep(lab, processes);
+    }
     cleanup(&lab, processes)
+}
+
+/// Leaves everything running and says how to use it and how to remove it.
+fn keep(lab: Lab, processes: Processes) -> Result<(), CliError> {
+    let pids: Vec<String> = processes.0.iter().map(|c| c.id().to_string()).collect();
+    std::mem::forget(processes);
+    let names: Vec<String> = std::iter::once(lab.segment.switch.name().to_owned())
+        .chain(lab.segment.hosts.iter().map(|h| h.name().to_owned()))
+        .chain(std::iter::once(lab.segment.client.name().to_owned()))
+        .collect();
+    for (index, host) in lab.segment.hosts.iter().enumerate() {
+        println!(
+            "host {}: sudo ip netns exec {} bash    (nlb query --socket {})",
+            index + 1,
+            host.name(),
+            lab.socket(index as u8 + 1).display()
+        );
+    }
+    println!(
+        "client: sudo ip netns exec {} curl http://{VIP}/",
+        lab.segment.client.name()
+    );
+    println!(
+        "to remove it: sudo kill {}; for ns in {}; do sudo ip netns del $ns; done",
+        pids.join(" "),
+        names.join(" ")
+    );
+    std::mem::forget(lab.segment);
+    Ok(())
+}
+
+/// New connections every 10 ms from the client's addresses, each on its own thread.
+struct Load {
+    stop: Arc<AtomicBool>,
+    results: Arc<Mutex<Vec<(Instant, Duration, bool)>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(lab: &Lab) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let (stop_flag, log) = (stop.clone(), results.clone());
+        let client = lab.segment.client.name().to_owned();
+        let thread = std::thread::spawn(move || {
+            let handle =
+                std::fs::File::open(format!("/run/netns/{client}")).expect("client namespace");
+            nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("enter the client");
+            let sources: Vec<Ipv4Addr> = client_addresses(CLIENTS).collect();
+            let mut workers = Vec::new();
+            for next in 0.. {
+                if stop_flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                let (src, log) = (sources[next % sources.len()], log.clone());
+                // Started from this thread, the worker is in the client's namespace too.
+                workers.push(std::thread::spawn(move || {
+                    let began = Instant::now();
+                    let ok = request(src).is_ok();
+                    log.lock()
+                        .expect("results")
+                        .push((began, began.elapsed(), ok));
+                }));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            for worker in workers {
+                let _ = worker.join();
+            }
+        });
+        Load {
+            stop,
+            results,
+            thread,
+        }
+    }
+
+    /// Stops; returns (requests, failed, outage after `since`): the outage ends with the
+    /// last request that failed or needed a SYN retransmission.
+    fn finish(self, since: Instant) -> (usize, usize, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        let results = self.results.lock().expect("results");
+        let outage = results
+            .iter()
+            .filter(|(began, took, ok)| {
+                *began >= since && (!ok || *took > Duration::from_millis(500))
+            })
+            .map(|(began, _, _)| began.saturating_duration_since(since))
+            .max()
+            .unwrap_or_default();
+        let failed = results.iter().filter(|(_, _, ok)| !ok).count();
+        (results.len(), failed, outage)
+    }
 }
 
 fn cleanup(lab: &Lab, processes: Processes) -> Result<(), CliError> {

@@ -180,6 +180,17 @@ pub enum DropReason {
     DuplicateHostId,
 }
 
+impl DropReason {
+    /// Every reason, for metrics that list them all.
+    pub const ALL: [DropReason; 5] = [
+        DropReason::Malformed,
+        DropReason::BadTag,
+        DropReason::Replay,
+        DropReason::ForeignCluster,
+        DropReason::DuplicateHostId,
+    ];
+}
+
 /// Why a host stays out of the cluster.
 #[derive(Debug, Clone, PartialEq, Hash, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]

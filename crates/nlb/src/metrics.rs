@@ -105,14 +105,13 @@ pub(crate) fn render(node: &Node, connections: u32, dataplane: &[(String, u64)])
         stats.heartbeats_received,
     );
     let dropped = Family::<ReasonLabel, Counter>::default();
-    for (reason, count) in &stats.heartbeats_dropped {
+    for reason in nlb_core::node::DropReason::ALL {
+        let count = stats.heartbeats_dropped.get(&reason).copied().unwrap_or(0);
         let reason = serde_json::to_value(reason)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        dropped
-            .get_or_create(&ReasonLabel { reason })
-            .inc_by(*count);
+        dropped.get_or_create(&ReasonLabel { reason }).inc_by(count);
     }
     registry.register(
         "nlb_heartbeats_dropped",

@@ -1278,6 +1278,9 @@ fn rule_verbs_and_drainstop_wait() {
         Duration::from_secs(5),
         |w| owned(w, 0) == 128 && owned(w, 1) == 128,
     );
+    let not_suspended = cli(0, &["resume"]);
+    assert_eq!(not_suspended.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&not_suspended.stderr).contains("not suspended"));
     let refused = cli(0, &["disable", &format!("{VIP}:81")]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("no rule covers"));
@@ -1434,6 +1437,10 @@ fn metrics_endpoint() {
         "nlb_heartbeats_sent_total ",
         "nlb_heartbeats_received_total ",
         "nlb_convergences_total ",
+        "nlb_heartbeats_dropped_total{reason=\"bad_tag\"} 0",
+        "nlb_heartbeats_dropped_total{reason=\"replay\"} 0",
+        "nlb_heartbeats_dropped_total{reason=\"malformed\"} 0",
+        "nlb_heartbeats_dropped_total{reason=\"foreign_cluster\"} 0",
         "# EOF",
     ] {
         assert!(text.contains(want), "{want} missing:\n{text}");
@@ -1509,4 +1516,40 @@ fn control_socket_permissions() {
     let shared = std::fs::metadata(&world.hosts[1].socket).unwrap();
     assert_eq!(shared.permissions().mode() & 0o777, 0o660);
     assert_eq!(shared.gid(), group.gid.as_raw());
+}
+
+/// `nlb run` as an ordinary user says it needs root.
+#[test]
+fn run_without_root_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root("run_without_root_says_so") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("nlb.toml");
+    std::fs::write(
+        &config,
+        "[cluster]\ninterface = \"eth0\"\nvips = [\"198.18.0.10\"]\n[host]\nid = 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            nlb(),
+            "run",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("needs root") && stderr.contains("sudo"),
+        "{stderr}"
+    );
 }

@@ -114,3 +114,24 @@ fn bad_member_lists_are_refused() {
         assert!(stderr.contains(expect), "{stderr}");
     }
 }
+
+#[test]
+fn params_shows_the_defaults_filled_in() {
+    let file = config_file(CONFIG);
+    let path = file.path().to_str().unwrap();
+    let text = nlb(&["params", "--config", path]);
+    assert!(text.status.success());
+    let text = String::from_utf8(text.stdout).unwrap();
+    for want in [
+        "mode = multicast",
+        "heartbeat_ms = 10",
+        "tolerance = 15  # a member is dead after 150 ms",
+        "affinity = single",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    let json = nlb(&["params", "--config", path, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["cluster"]["mode"], "multicast");
+    assert_eq!(json["rules"][0]["protocol"], "both");
+}

@@ -19,7 +19,10 @@ impl Notifier {
                 Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name).ok()?,
                 None => std::os::unix::net::SocketAddr::from_pathname(&path).ok()?,
             };
-            Some((UnixDatagram::unbound().ok()?, address))
+            // Never block the daemon on a slow or absent reader.
+            let socket = UnixDatagram::unbound().ok()?;
+            socket.set_nonblocking(true).ok()?;
+            Some((socket, address))
         });
         Notifier { socket }
     }

@@ -1389,9 +1389,37 @@ fn systemd_notifications_and_reload() {
     world.wait_for("the refusal", Duration::from_secs(5), |w| {
         w.log(0).contains("nlb.reload_refused")
     });
-    assert!(world.log(0).contains("cluster.mode changed"));
+    assert!(world.log(0).contains("cluster.mode"));
     assert_eq!(owned(&world, 0), 85);
     world.wait_converged(&[0, 1]);
+
+    // A cluster-wide change that a reload can take: the tolerance. Host 1 goes first and
+    // stays out (misconfigured, owning nothing) until host 2 has the same file.
+    let with_tolerance = |index: usize| {
+        let config = std::fs::read_to_string(&world.hosts[index].config).unwrap();
+        let config = config
+            .replace("mode = \"unicast\"", "mode = \"multicast\"")
+            .replace(
+                "mode = \"multicast\"\n",
+                "mode = \"multicast\"\ntolerance = 20\n",
+            );
+        std::fs::write(&world.hosts[index].config, config).unwrap();
+        let pid = world.hosts[index].daemon.as_ref().unwrap().id() as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+    };
+    with_tolerance(0);
+    world.wait_for("host 1 to stay out", Duration::from_secs(5), |w| {
+        w.ctl(0, "query")
+            .is_some_and(|q| q["state"] == "misconfigured")
+    });
+    assert_eq!(owned(&world, 1), 256);
+    with_tolerance(1);
+    world.wait_converged(&[0, 1]);
+    assert!(world.log(1).contains("cluster.tolerance changed"));
 }
 
 /// OpenMetrics on `[metrics] listen`: state, members, owned buckets, heartbeat counters,

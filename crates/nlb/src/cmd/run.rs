@@ -11,7 +11,7 @@
 use crate::CliError;
 use crate::cmd::load_config;
 use crate::control::Status;
-use nlb_core::config::Config;
+use nlb_core::config::{Config, InitialState};
 use nlb_core::node::{Command as NodeCommand, Event, Node};
 use nlb_core::time::Instant;
 use nlb_linux::host::{
@@ -140,6 +140,8 @@ struct Daemon {
     lease_session: Option<NftSession>,
     connections: u32,
     clock: Clock,
+    mac: nlb_wire::MacAddr,
+    incarnation: u32,
 }
 
 impl Daemon {
@@ -186,11 +188,18 @@ impl Daemon {
         }
     }
 
-    /// SIGHUP: re-reads the configuration. Changes to this host's weights and priorities
-    /// apply without dropping a connection; anything else is refused and logged, and the
-    /// daemon goes on with the configuration it has.
+    /// SIGHUP: re-reads the configuration, without dropping a connection.
+    ///
+    /// - This host's weights and priorities: applied in place; the cluster moves only the
+    ///   buckets they move.
+    /// - The rest of the cluster-wide part (rules, timers, the key): the node starts over
+    ///   with the new file, in its current state, keeping the host's connections (conntrack
+    ///   keeps accepting them) while it rejoins and the cluster reconverges. Until every
+    ///   host has the new file, the hosts whose file differs from the majority's stay
+    ///   misconfigured, and own nothing.
+    /// - The interface, the VIPs and the mode: refused, logged; they need a restart.
     fn reload(&mut self, path: &Path) {
-        let config = match load_config(path) {
+        let mut config = match load_config(path) {
             Ok(config) => config,
             Err(err) => {
                 tracing::error!(event = "nlb.reload_failed", error = %err.message());
@@ -198,12 +207,54 @@ impl Daemon {
             }
         };
         let now = self.clock.now();
+        let old = &self.config.cluster;
+        let new = &config.cluster;
+        if (&old.interface, &old.vips, old.mode) != (&new.interface, &new.vips, new.mode)
+            || config.host.id != self.config.host.id
+        {
+            tracing::error!(
+                event = "nlb.reload_refused",
+                reason = "cluster.interface, cluster.vips, cluster.mode or host.id changed: \
+                          restart the daemon (drainstop first to keep connections)"
+            );
+            return;
+        }
         match self.node.reload(now, config.clone()) {
             Ok(()) => {
                 self.config = config;
-                tracing::info!(event = "nlb.reloaded", file = %path.display());
+                tracing::info!(event = "nlb.reloaded", file = %path.display(), reconverge = false);
             }
-            Err(reason) => tracing::error!(event = "nlb.reload_refused", reason = %reason),
+            Err(reason) => {
+                let key = match config.cluster.key_file.as_deref().map(read_key).transpose() {
+                    Ok(key) => key,
+                    Err(err) => {
+                        tracing::error!(event = "nlb.reload_failed", error = %err.message());
+                        return;
+                    }
+                };
+                config.host.initial_state = match self.node.state() {
+                    HostState::Stopped => InitialState::Stopped,
+                    HostState::Suspended => InitialState::Suspended,
+                    _ => InitialState::Started,
+                };
+                self.incarnation += 1;
+                self.node = Node::new(config.clone(), self.mac, self.incarnation, key, now);
+                let slots = config.rules.len() + 1;
+                self.rules = vec![
+                    RuleState {
+                        owned: BucketBitmap::new(nlb_core::buckets::BUCKETS),
+                        keep_established: true,
+                    };
+                    slots
+                ];
+                self.config = config;
+                tracing::info!(
+                    event = "nlb.reloaded",
+                    file = %path.display(),
+                    reconverge = true,
+                    change = %reason
+                );
+            }
         }
     }
 
@@ -466,6 +517,8 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
         lease_session: NftSession::start().ok(),
         connections: 0,
         clock,
+        mac,
+        incarnation,
     };
     daemon.flush();
 

@@ -1278,6 +1278,20 @@ fn rule_verbs_and_drainstop_wait() {
         Duration::from_secs(5),
         |w| owned(w, 0) == 128 && owned(w, 1) == 128,
     );
+    // Suspend halts everything and refuses other commands until resume.
+    let suspended = cli(0, &["suspend", "--json"]);
+    assert!(String::from_utf8_lossy(&suspended.stdout).contains("\"state\":\"suspended\""));
+    world.wait_for("host 2 to take everything", Duration::from_secs(5), |w| {
+        owned(w, 1) == 256
+    });
+    assert_eq!(owned(&world, 0), 0);
+    let refused_stop = cli(0, &["stop"]);
+    assert_eq!(refused_stop.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused_stop.stderr).contains("suspended"));
+    assert!(cli(0, &["resume"]).status.success());
+    world.wait_for("host 1 to rejoin", Duration::from_secs(5), |w| {
+        owned(w, 0) == 128 && owned(w, 1) == 128
+    });
     let not_suspended = cli(0, &["resume"]);
     assert_eq!(not_suspended.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&not_suspended.stderr).contains("not suspended"));

@@ -9,7 +9,7 @@ use nlb_core::buckets::BucketMap;
 use nlb_core::config::{Affinity, Protocol};
 use nlb_core::filter::{Flow, bucket_of};
 use nlb_linux::netns::{NetNs, require_root, unique_name};
-use nlb_linux::segment::{CLIENT, Segment, client_addresses, host_address};
+use nlb_linux::segment::{CLIENT, Segment, client_addresses, host_address, http_get};
 use nlb_wire::addressing::{ClusterMode, cluster_mac};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -270,30 +270,7 @@ impl World {
 
 /// One HTTP request from `src` to the VIP: the name of the host that answered.
 fn request(src: Ipv4Addr) -> Result<String, String> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .map_err(|e| e.to_string())?;
-    socket
-        .bind(&SocketAddr::from((src, 0)).into())
-        .map_err(|e| e.to_string())?;
-    socket
-        .connect_timeout(&SocketAddr::from((VIP, 80)).into(), Duration::from_secs(3))
-        .map_err(|e| format!("connect from {src}: {e}"))?;
-    let mut stream = std::net::TcpStream::from(socket);
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| format!("read from {src}: {e}"))?;
-    response
-        .lines()
-        .last()
-        .map(str::to_owned)
-        .ok_or_else(|| "empty response".to_owned())
+    http_get(src, SocketAddr::from((VIP, 80)))
 }
 
 /// The bucket of a client's request under the test rule (affinity single).

@@ -7,11 +7,11 @@
 
 use crate::CliError;
 use nlb_linux::netns::NetNs;
-use nlb_linux::segment::{Segment, client_addresses};
+use nlb_linux::segment::{Segment, client_addresses, http_get};
 use nlb_wire::addressing::{ClusterMode, cluster_mac};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -135,30 +135,7 @@ impl Lab {
 
 /// One HTTP request from `src` to the VIP: the name of the host that answered.
 fn request(src: Ipv4Addr) -> Result<String, String> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .map_err(|e| e.to_string())?;
-    socket
-        .bind(&SocketAddr::from((src, 0)).into())
-        .map_err(|e| e.to_string())?;
-    socket
-        .connect_timeout(&SocketAddr::from((VIP, 80)).into(), Duration::from_secs(3))
-        .map_err(|e| e.to_string())?;
-    let mut stream = std::net::TcpStream::from(socket);
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    response
-        .lines()
-        .last()
-        .map(str::to_owned)
-        .ok_or_else(|| "empty answer".to_owned())
+    http_get(src, SocketAddr::from((VIP, 80)))
 }
 
 fn spawn_in(ns: &NetNs, args: &[&str], log: Option<&Path>) -> Result<Child, CliError> {

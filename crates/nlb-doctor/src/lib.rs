@@ -1,0 +1,1 @@
+//! The nlb doctor (skeleton; filled in by the doctor work).

@@ -23,6 +23,24 @@ impl PacketSocket {
     /// Opens a socket on `interface` (in the calling thread's network namespace) that
     /// receives every frame but its own.
     pub fn bind(interface: &str) -> io::Result<PacketSocket> {
+        PacketSocket::open(interface, true)
+    }
+
+    /// Opens a socket that sees every frame on `interface`, this host's own outgoing ones
+    /// included, with the interface promiscuous for as long as the socket lives
+    /// (`PACKET_MR_PROMISC`, undone by the kernel on close): what a capture tool sees.
+    /// For `nlb watch`, which never sends.
+    pub fn observe(interface: &str) -> io::Result<PacketSocket> {
+        let socket = PacketSocket::open(interface, false)?;
+        // SAFETY: `packet_mreq` is plain old data; all-zero is a valid value.
+        let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
+        mreq.mr_ifindex = socket.ifindex as i32;
+        mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
+        socket.set_membership(&mreq)?;
+        Ok(socket)
+    }
+
+    fn open(interface: &str, ignore_outgoing: bool) -> io::Result<PacketSocket> {
         let ifindex = nix::net::if_::if_nametoindex(interface).map_err(|err| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -30,22 +48,41 @@ impl PacketSocket {
             )
         })?;
         let socket = Socket::new(Domain::PACKET, Type::RAW, None)?;
-        let ignore_outgoing: libc::c_int = 1;
-        // SAFETY: the option value is a live c_int and its size is passed with it.
+        if ignore_outgoing {
+            let ignore_outgoing: libc::c_int = 1;
+            // SAFETY: the option value is a live c_int and its size is passed with it.
+            let rc = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_PACKET,
+                    libc::PACKET_IGNORE_OUTGOING,
+                    (&raw const ignore_outgoing).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        socket.bind(&link_address(ifindex, libc::ETH_P_ALL as u16))?;
+        Ok(PacketSocket { socket, ifindex })
+    }
+
+    fn set_membership(&self, mreq: &libc::packet_mreq) -> io::Result<()> {
+        // SAFETY: the option value is a live `packet_mreq` and its size is passed with it.
         let rc = unsafe {
             libc::setsockopt(
-                socket.as_raw_fd(),
+                self.socket.as_raw_fd(),
                 libc::SOL_PACKET,
-                libc::PACKET_IGNORE_OUTGOING,
-                (&raw const ignore_outgoing).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
+                libc::PACKET_ADD_MEMBERSHIP,
+                std::ptr::from_ref(mreq).cast(),
+                size_of::<libc::packet_mreq>() as libc::socklen_t,
             )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        socket.bind(&link_address(ifindex, libc::ETH_P_ALL as u16))?;
-        Ok(PacketSocket { socket, ifindex })
+        Ok(())
     }
 
     /// The interface index the socket is bound to.
@@ -85,20 +122,7 @@ impl PacketSocket {
         } as u16;
         mreq.mr_alen = 6;
         mreq.mr_address[..6].copy_from_slice(&mac.octets());
-        // SAFETY: the option value is a live `packet_mreq` and its size is passed with it.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.socket.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_ADD_MEMBERSHIP,
-                (&raw const mreq).cast(),
-                size_of::<libc::packet_mreq>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.set_membership(&mreq)
     }
 
     /// Receives one frame without waiting; `WouldBlock` when none is queued.

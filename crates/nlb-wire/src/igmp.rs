@@ -14,8 +14,10 @@
 //! is sent with TTL 1 and the Router Alert option, so that snooping switches and routers
 //! look at it ([`IgmpRepr::to_frame`]).
 //!
-//! IGMPv3 queries (longer than 8 bytes, RFC 3376 §4.1) parse as queries; IGMPv3 reports
-//! (type 0x22) are [`Error::Unsupported`].
+//! IGMPv3 queries (longer than 8 bytes, RFC 3376 §4.1) parse as queries. IGMPv3 reports
+//! (type 0x22, what Linux sends by default) are [`Error::Unsupported`] for [`IgmpRepr`],
+//! which nlb emits; [`IgmpV3Report`] reads them (RFC 3376 §4.2) for the doctor, which
+//! must see every host's membership whatever its IGMP version.
 
 use crate::addressing::ipv4_multicast_mac;
 use crate::ethernet::{ETHERTYPE_IPV4, EthernetRepr};
@@ -46,7 +48,6 @@ const TYPE_QUERY: u8 = 0x11;
 const TYPE_REPORT_V1: u8 = 0x12;
 const TYPE_REPORT_V2: u8 = 0x16;
 const TYPE_LEAVE: u8 = 0x17;
-const TYPE_REPORT_V3: u8 = 0x22;
 
 /// A read/write view of an IGMP message. The buffer is the whole message (the IPv4
 /// payload), because the checksum covers all of it.
@@ -247,9 +248,40 @@ pub struct IgmpDatagram {
 }
 
 impl IgmpDatagram {
-    /// Parses an IPv4 packet (an Ethernet payload of EtherType 0x0800) that carries IGMP.
-    /// Trailing Ethernet padding beyond the IPv4 total length is ignored.
+    /// Parses an IPv4 packet (an Ethernet payload of EtherType 0x0800) that carries an
+    /// IGMPv1/v2 message or a query. Trailing Ethernet padding beyond the IPv4 total length
+    /// is ignored.
     pub fn parse(ipv4: &[u8]) -> Result<IgmpDatagram> {
+        let carrier = IgmpCarrier::parse(ipv4)?;
+        let igmp = IgmpRepr::parse(&IgmpPacket::new_checked(carrier.message)?)?;
+        Ok(IgmpDatagram {
+            src_ip: carrier.src_ip,
+            dst_ip: carrier.dst_ip,
+            ttl: carrier.ttl,
+            router_alert: carrier.router_alert,
+            igmp,
+        })
+    }
+}
+
+/// The IPv4 packet around an IGMP message of any version, with the message unparsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IgmpCarrier<'a> {
+    /// IPv4 source.
+    pub src_ip: Ipv4Addr,
+    /// IPv4 destination.
+    pub dst_ip: Ipv4Addr,
+    /// IPv4 time to live.
+    pub ttl: u8,
+    /// Whether the IPv4 header carried the Router Alert option.
+    pub router_alert: bool,
+    /// The IGMP message, without IPv4 header or Ethernet padding.
+    pub message: &'a [u8],
+}
+
+impl<'a> IgmpCarrier<'a> {
+    /// Splits an IPv4 packet that carries IGMP into its header fields and the message.
+    pub fn parse(ipv4: &'a [u8]) -> Result<IgmpCarrier<'a>> {
         let slice = Ipv4Slice::from_slice(ipv4).map_err(|err| match err {
             etherparse::err::ipv4::SliceError::Len(len) => Error::Truncated {
                 needed: len.required_len,
@@ -264,13 +296,94 @@ impl IgmpDatagram {
         if slice.is_payload_fragmented() {
             return Err(Error::Unsupported("fragmented IGMP"));
         }
-        let igmp = IgmpRepr::parse(&IgmpPacket::new_checked(slice.payload().payload)?)?;
-        Ok(IgmpDatagram {
+        Ok(IgmpCarrier {
             src_ip: header.source_addr(),
             dst_ip: header.destination_addr(),
             ttl: header.ttl(),
             router_alert: has_router_alert(header.options()),
-            igmp,
+            message: slice.payload().payload,
+        })
+    }
+
+    /// The message's type byte, if there is one.
+    pub fn msg_type(&self) -> Option<u8> {
+        self.message.first().copied()
+    }
+}
+
+/// IGMPv3 membership report type (RFC 3376 §4.2).
+pub const TYPE_REPORT_V3: u8 = 0x22;
+
+/// One group record of an IGMPv3 report (RFC 3376 §4.2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupRecord {
+    /// Record type: 1 MODE_IS_INCLUDE, 2 MODE_IS_EXCLUDE, 3 CHANGE_TO_INCLUDE_MODE,
+    /// 4 CHANGE_TO_EXCLUDE_MODE, 5 ALLOW_NEW_SOURCES, 6 BLOCK_OLD_SOURCES.
+    pub record_type: u8,
+    /// The multicast address the record is about.
+    pub group: Ipv4Addr,
+    /// Number of source addresses in the record.
+    pub sources: u16,
+}
+
+impl GroupRecord {
+    /// Whether the record says the sender wants the group's traffic: any-source
+    /// membership (EXCLUDE mode, RFC 3376 §4.2.12) or a non-empty source list to include.
+    pub const fn is_membership(&self) -> bool {
+        match self.record_type {
+            2 | 4 => true,
+            1 | 3 | 5 => self.sources > 0,
+            _ => false,
+        }
+    }
+}
+
+/// A checked IGMPv3 membership report (RFC 3376 §4.2): type 0x22, reserved, checksum,
+/// reserved, number of group records, then the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IgmpV3Report<'a> {
+    message: &'a [u8],
+    records: u16,
+}
+
+impl<'a> IgmpV3Report<'a> {
+    /// Checks the type, the checksum and that every record is wholly present.
+    pub fn new_checked(message: &'a [u8]) -> Result<IgmpV3Report<'a>> {
+        check_len(message, 8)?;
+        if message[0] != TYPE_REPORT_V3 {
+            return Err(Error::Malformed("not an IGMPv3 membership report"));
+        }
+        let records = u16::from_be_bytes([message[6], message[7]]);
+        let mut at = 8;
+        for _ in 0..records {
+            let header = message.get(at..at + 8).ok_or(Error::Truncated {
+                needed: at + 8,
+                got: message.len(),
+            })?;
+            let sources = usize::from(u16::from_be_bytes([header[2], header[3]]));
+            at += 8 + 4 * sources + 4 * usize::from(header[1]);
+        }
+        check_len(message, at)?;
+        // The checksum covers the whole IGMP message (RFC 3376 §4.2.2).
+        if internet_checksum(message) != 0 {
+            return Err(Error::BadChecksum);
+        }
+        Ok(IgmpV3Report { message, records })
+    }
+
+    /// The group records, in order.
+    pub fn records(&self) -> impl Iterator<Item = GroupRecord> + 'a {
+        let message = self.message;
+        let mut at = 8;
+        (0..self.records).map(move |_| {
+            let header = &message[at..at + 8];
+            let sources = u16::from_be_bytes([header[2], header[3]]);
+            at += 8 + 4 * usize::from(sources) + 4 * usize::from(header[1]);
+            GroupRecord {
+                record_type: header[0],
+                group: Ipv4Addr::new(header[4], header[5], header[6], header[7]),
+                sources,
+            }
         })
     }
 }
@@ -346,6 +459,38 @@ mod tests {
         ));
     }
 
+    /// An IGMPv3 report as Linux sends it on joining 239.255.0.10 (CHANGE_TO_EXCLUDE, no
+    /// sources) plus a leave of 239.255.0.11 (CHANGE_TO_INCLUDE, no sources).
+    fn v3_report() -> Vec<u8> {
+        let mut message = vec![0x22, 0, 0, 0, 0, 0, 0, 2];
+        message.extend_from_slice(&[4, 0, 0, 0, 239, 255, 0, 10]);
+        message.extend_from_slice(&[3, 0, 0, 0, 239, 255, 0, 11]);
+        let checksum = internet_checksum(&message);
+        message[2..4].copy_from_slice(&checksum.to_be_bytes());
+        message
+    }
+
+    #[test]
+    fn v3_report_lists_joins_and_leaves() {
+        let message = v3_report();
+        let report = IgmpV3Report::new_checked(&message).unwrap();
+        let records: Vec<GroupRecord> = report.records().collect();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].group, Ipv4Addr::new(239, 255, 0, 10));
+        assert!(records[0].is_membership());
+        assert!(!records[1].is_membership());
+        let mut corrupt = message.clone();
+        corrupt[12] ^= 1;
+        assert_eq!(IgmpV3Report::new_checked(&corrupt), Err(Error::BadChecksum));
+        // A record that claims more sources than the message holds is truncation.
+        let mut short = message.clone();
+        short[11] = 9;
+        assert!(matches!(
+            IgmpV3Report::new_checked(&short),
+            Err(Error::Truncated { .. })
+        ));
+    }
+
     #[test]
     fn frame_has_router_alert_ttl_1_and_group_mac() {
         let group = Ipv4Addr::new(239, 255, 0, 10);
@@ -412,6 +557,9 @@ mod tests {
         #[test]
         fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
             let _ = IgmpDatagram::parse(&bytes);
+            if let Ok(report) = IgmpV3Report::new_checked(&bytes) {
+                let _ = report.records().count();
+            }
         }
     }
 }

@@ -46,6 +46,10 @@ enum Command {
     Params(cmd::params::Args),
     /// Which host handles a client's flow now, and why (rule, bucket, owner).
     Filter(cmd::ctl::FilterArgs),
+    /// Diagnose ARP, IGMP and NLB cluster problems in a pcap or pcapng capture.
+    Doctor(cmd::doctor::DoctorArgs),
+    /// The doctor's analysis live on an interface; findings print as they appear.
+    Watch(cmd::doctor::WatchArgs),
     /// Build a whole cluster on this machine in network namespaces and watch it work (root).
     Lab(cmd::lab::Args),
     /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
@@ -105,6 +109,8 @@ fn main() -> ExitCode {
         Command::Drain(args) => cmd::ctl::rule_command(&args, "drain"),
         Command::Params(args) => cmd::params::run(&args),
         Command::Lab(args) => cmd::lab::run(&args),
+        Command::Doctor(args) => cmd::doctor::doctor(&args),
+        Command::Watch(args) => cmd::doctor::watch(&args),
         Command::Completions(args) => cmd::docs::completions(&args),
         Command::Man(args) => cmd::docs::man(&args),
         Command::ServeHttp(args) => cmd::serve::run(&args),

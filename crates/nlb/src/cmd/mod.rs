@@ -2,6 +2,7 @@
 
 pub(crate) mod ctl;
 pub(crate) mod docs;
+pub(crate) mod doctor;
 pub(crate) mod ip2mac;
 pub(crate) mod lab;
 pub(crate) mod params;

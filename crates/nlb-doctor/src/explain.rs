@@ -1,0 +1,385 @@
+//! Plain words for each finding: what was seen, why it matters, and what to do. Kept apart
+//! from the analysis so the wording can change without touching the rules.
+
+use crate::analyzer::{AccView, Analyzer, ClusterView};
+use crate::finding::Kind;
+use nlb_wire::MacAddr;
+use serde_json::{Value, json};
+
+/// Gratuitous ARP classes, by `flavour`.
+const GRATUITOUS_NAMES: [&str; 4] = [
+    "announcement",
+    "gratuitous_request",
+    "gratuitous_reply_strict",
+    "gratuitous_reply",
+];
+
+fn seconds(ns: i64) -> String {
+    let s = ns as f64 / 1e9;
+    if s < 10.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{s:.0} s")
+    }
+}
+
+fn list(macs: &[MacAddr]) -> String {
+    macs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn on_vlan(vlan: Option<u16>) -> String {
+    vlan.map(|v| format!(" on VLAN {v}")).unwrap_or_default()
+}
+
+fn ip_text(acc: &AccView<'_>) -> String {
+    acc.ip.map(|ip| ip.to_string()).unwrap_or_default()
+}
+
+/// The message, advice and details of one aggregated finding.
+pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String, Value) {
+    let ip = ip_text(&acc);
+    let vlan = on_vlan(acc.vlan);
+    let macs = list(acc.macs);
+    let vip = acc.ip.is_some_and(|ip| analyzer.is_vip(ip));
+    match acc.kind {
+        Kind::DuplicateIp => (
+            format!(
+                "{ip}{vlan} is claimed by {} MACs ({macs}): {} ARP frames from a second MAC within the window after another.",
+                acc.macs.len(),
+                acc.count
+            ),
+            if vip {
+                "Every host of an NLB cluster must answer for the VIP with the one cluster MAC. Find the host that answers with its own MAC (the second MAC above) and put it in the cluster's mode, or remove the VIP from it.".to_owned()
+            } else {
+                "Two devices are configured with one address. Find them by MAC (switch MAC table, `ip neigh`), give one of them another address, and flush the neighbour caches (`ip neigh flush`) of hosts that talk to it.".to_owned()
+            },
+            json!({"claims_from_other_macs": acc.count}),
+        ),
+        Kind::SenderMacMismatch => {
+            let (src, sender) = (acc.macs.first(), acc.macs.get(1));
+            let (src, sender) = (
+                src.map(ToString::to_string).unwrap_or_default(),
+                sender.map(ToString::to_string).unwrap_or_default(),
+            );
+            if acc.flavour == 1 {
+                (
+                    format!(
+                        "{} ARP frames for {ip}{vlan} come from Ethernet source {src} but name {sender} as the sender: the Windows NLB unicast masking pattern (02:<host id>:<ip> as source, 02:bf:<ip> in ARP).",
+                        acc.count
+                    ),
+                    format!(
+                        "Most stacks answer to the ARP sender MAC ({sender}) and work. Devices that answer to the Ethernet source instead (some embedded TCP/IP chips, WIZnet among them) send their replies to {src}, which the cluster drops: their connections fail. Use multicast or IGMP mode for such clients, or give them a static ARP entry for {ip} → {sender}."
+                    ),
+                    json!({"pattern": "nlb_unicast_masking", "ethernet_source": src, "arp_sender": sender}),
+                )
+            } else {
+                (
+                    format!(
+                        "{} ARP frames for {ip}{vlan} come from Ethernet source {src} but name {sender} as the sender.",
+                        acc.count
+                    ),
+                    format!(
+                        "Receivers learn {sender}, but a switch learns {src}, and stacks that reply to the Ethernet source send to {src}. Unless this is deliberate (a proxy or an NLB cluster), find the device with {src} and fix its ARP configuration."
+                    ),
+                    json!({"ethernet_source": src, "arp_sender": sender}),
+                )
+            }
+        }
+        Kind::UnansweredRequest => {
+            let askers = acc
+                .peers
+                .iter()
+                .map(|(ip, mac, n)| format!("{ip} ({mac}) {n}×"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (
+                format!(
+                    "{} requests for {ip}{vlan} got no reply, asked by {askers}; the longest wait was {}. The askers' neighbour entries for {ip} go INCOMPLETE and, after 3 unanswered requests, FAILED: traffic to {ip} is dropped.",
+                    acc.count,
+                    seconds(acc.longest_ns)
+                ),
+                if vip {
+                    format!(
+                        "No cluster host answers ARP for the VIP {ip}. Check that the hosts are up and converged (`nlb query`), that the VIP is configured on this segment and VLAN, and that a host announced it after the last failover."
+                    )
+                } else {
+                    format!(
+                        "Check that {ip} is up and on this segment and VLAN. If it moved (a failover), its new owner must announce itself with gratuitous ARP; if it is gone, remove it from the askers' configuration (default gateway, DNS, static routes)."
+                    )
+                },
+                json!({"askers": acc.peers.iter().map(|(ip, mac, n)| json!({"ip": ip, "mac": mac, "requests": n})).collect::<Vec<_>>(),
+                       "longest_wait_s": acc.longest_ns as f64 / 1e9}),
+            )
+        }
+        Kind::UnexpectedReply => (
+            format!(
+                "{} replies from {macs} say {ip}{vlan} is at {}, without a request for them in the capture.",
+                acc.count,
+                acc.macs.first().map(ToString::to_string).unwrap_or_default()
+            ),
+            "Unsolicited replies update caches silently. If the capture started just before them, ignore this; otherwise check whether the sender is the real owner of the address: unsolicited replies are how ARP spoofing works.".to_owned(),
+            json!({"targets": acc.peers.iter().map(|(ip, mac, n)| json!({"ip": ip, "mac": mac, "replies": n})).collect::<Vec<_>>()}),
+        ),
+        Kind::IpMacFlap => (
+            format!(
+                "{ip}{vlan} moved back and forth between {macs} {} times.",
+                acc.count
+            ),
+            "Two devices keep taking the address from each other: caches and switches follow each move, and every move breaks connections. Usually two hosts both think they own it (a split failover pair, a duplicate static address); make only one of them own it.".to_owned(),
+            json!({"flaps": acc.count}),
+        ),
+        Kind::RequestStorm => (
+            format!(
+                "{macs} sent requests{vlan} faster than the storm threshold: {} requests beyond it.",
+                acc.count
+            ),
+            "A host asking this fast is scanning, looping, or retrying a dead address very quickly. Find it by MAC; if it is a scanner, rate-limit it at the switch.".to_owned(),
+            json!({"requests_beyond_threshold": acc.count}),
+        ),
+        Kind::GratuitousArp => {
+            let flavour = match acc.flavour {
+                0 => "announcements (requests with sender IP = target IP and an empty target MAC, RFC 5227 §2.3)",
+                1 => "gratuitous requests (sender IP = target IP, target MAC set)",
+                2 => "gratuitous replies with target MAC = sender MAC (Linux accepts these to update a fresh entry)",
+                _ => "gratuitous replies (sender IP = target IP)",
+            };
+            (
+                format!("{} {flavour} for {ip} from {macs}{vlan}.", acc.count),
+                "Normal when an address comes up or moves (failover). Many of them for one address, or from several MACs, point at a fight over it.".to_owned(),
+                json!({"classification": GRATUITOUS_NAMES[usize::from(acc.flavour.min(3))]}),
+            )
+        }
+        Kind::ArpProbe => (
+            format!(
+                "{} RFC 5227 probes (sender IP 0.0.0.0) for {ip}{vlan} from {macs}.",
+                acc.count
+            ),
+            "A host is checking that the address is free before using it (RFC 5227, Windows does this since Vista). Probes are not claims: a device that reports them as a duplicate address is wrong.".to_owned(),
+            Value::Null,
+        ),
+        Kind::ProbeConflict => {
+            let how = match acc.text {
+                "two probers" => "two MACs probed for it at the same time",
+                "defended" => "another MAC answered the probe: the address is taken",
+                _ => "another MAC was using it when the probe came",
+            };
+            (
+                format!("A probe for {ip}{vlan} conflicts ({macs}): {how}."),
+                format!(
+                    "The prober must not use {ip}: give it another address (a static configuration that collides, or a DHCP pool that overlaps static addresses)."
+                ),
+                json!({"conflict": acc.text}),
+            )
+        }
+        Kind::ClusterMacAsSource => (
+            format!(
+                "{} frames{vlan} have the NLB cluster MAC {macs} as their Ethernet source.",
+                acc.count
+            ),
+            format!(
+                "A switch learns {macs} on that one port and sends all traffic for the cluster ({ip}) to one host instead of flooding it to all: the other hosts stop serving (WLBS Q258609). Send from the host's own MAC (nlb always does; for Windows NLB keep MaskSourceMAC on)."
+            ),
+            Value::Null,
+        ),
+        Kind::NlbDuplicateHostId => {
+            let host_id = acc.extra & 0xff;
+            (
+                format!(
+                    "Host id {host_id} of cluster {ip}{vlan} is announced by {} MACs ({macs}).",
+                    acc.macs.len()
+                ),
+                "Host ids must be unique in a cluster: the hosts cannot agree on who owns which buckets. Give each host its own id (nlb: `[host] id`; Windows NLB: host priority).".to_owned(),
+                json!({"host_id": host_id}),
+            )
+        }
+        Kind::NlbInconsistentRules => inconsistent(&acc, analyzer),
+        Kind::IgmpMissing => (
+            format!(
+                "{} frames{vlan} went to the IGMP-mode cluster MAC {macs}, but no host reported membership in {ip}.",
+                acc.count
+            ),
+            format!(
+                "A switch with IGMP snooping sends traffic for {ip} only to ports that reported it: the cluster hosts get nothing (or everything floods when snooping is off). Make every host join {ip} (nlb does; check `ip maddr`), and make sure a querier exists on the VLAN."
+            ),
+            Value::Null,
+        ),
+        Kind::Malformed => (
+            format!("{} frames{vlan}: {}.", acc.count, acc.text),
+            if acc.text.contains("snap length") {
+                "The capture's snap length cut these frames. Capture again with `tcpdump -s 0` to see them whole.".to_owned()
+            } else {
+                "Frames like these come from buggy stacks, bad NICs or cabling, or a fuzzer. Find the sender by MAC if it recurs.".to_owned()
+            },
+            json!({"reason": acc.text, "first_frame": acc.first_frame}),
+        ),
+        Kind::NlbCluster => (String::new(), String::new(), Value::Null),
+    }
+}
+
+fn inconsistent(acc: &AccView<'_>, analyzer: &Analyzer) -> (String, String, Value) {
+    let Some(cluster) = analyzer.cluster_by_code(acc.extra) else {
+        return (String::new(), String::new(), Value::Null);
+    };
+    let ip = ip_text(acc);
+    let vlan = on_vlan(acc.vlan);
+    let mut differing: Vec<String> = Vec::new();
+    let hosts = &cluster.hosts;
+    if let Some((_, first)) = hosts.iter().find(|(_, h)| h.field_digests().is_some()) {
+        let reference = first.field_digests().unwrap_or_default();
+        for (_, host) in hosts {
+            if let Some(digests) = host.field_digests() {
+                for (index, (a, b)) in reference.iter().zip(digests).enumerate() {
+                    let name = nlb_core::config::field_name(index);
+                    if a != b && !differing.contains(&name) {
+                        differing.push(name);
+                    }
+                }
+            }
+        }
+    }
+    if let Some((_, first)) = hosts.iter().find(|(_, h)| h.rule_codes().is_some()) {
+        let reference = first.rule_codes().unwrap_or_default();
+        for (_, host) in hosts {
+            if let Some(codes) = host.rule_codes() {
+                if codes.len() != reference.len() {
+                    let text = "the number of port rules".to_owned();
+                    if !differing.contains(&text) {
+                        differing.push(text);
+                    }
+                }
+                for (index, (a, b)) in reference.iter().zip(codes).enumerate() {
+                    let text = format!("port rule {}", index + 1);
+                    if a != b && !differing.contains(&text) {
+                        differing.push(text);
+                    }
+                }
+            }
+        }
+    }
+    let per_host: Vec<Value> = hosts
+        .iter()
+        .map(|(id, h)| {
+            json!({"host_id": id, "fingerprint": h.fingerprint().map(|f| format!("{f:016x}")),
+                   "rule_count": h.rule_count(), "rule_codes": h.rule_codes()})
+        })
+        .collect();
+    (
+        format!(
+            "The hosts of cluster {ip}{vlan} disagree on their configuration: {}.",
+            if differing.is_empty() {
+                "the configuration fingerprints differ".to_owned()
+            } else {
+                differing.join(", ")
+            }
+        ),
+        "Hosts with different rules each balance by their own rules: some connections are served twice, others never. Copy one configuration to every host (nlb: the same nlb.toml apart from [host]; Windows NLB: the same port rules), then reload.".to_owned(),
+        json!({"differing": differing, "hosts": per_host}),
+    )
+}
+
+/// The message, advice and details of a cluster summary.
+pub(crate) fn cluster(view: ClusterView<'_>) -> (String, String, Value) {
+    let kind = if view.windows { "Windows NLB" } else { "nlb" };
+    let ip = view
+        .cluster_ip
+        .map_or_else(|| "(cluster IP not seen)".to_owned(), |ip| ip.to_string());
+    let vlan = on_vlan(view.vlan);
+    let hosts_text: Vec<String> = view
+        .hosts
+        .iter()
+        .map(|(id, host)| {
+            let mut text = format!("host {id}");
+            if let Some(ip) = host.dedicated_ip() {
+                text.push_str(&format!(" {ip}"));
+            }
+            if !host.macs().is_empty() {
+                text.push_str(&format!(" ({})", list(host.macs())));
+            }
+            if let Some(state) = host.state() {
+                text.push_str(&format!(" {state}"));
+            }
+            text
+        })
+        .collect();
+    let periods: Vec<f64> = view
+        .hosts
+        .iter()
+        .filter_map(|(_, h)| h.period_ms())
+        .collect();
+    let period = (!periods.is_empty()).then(|| periods.iter().sum::<f64>() / periods.len() as f64);
+    let convergence = if view.windows {
+        let codes: Vec<String> = view
+            .hosts
+            .iter()
+            .filter_map(|(id, h)| h.convergence_state().map(|c| format!("host {id}: {c}")))
+            .collect();
+        if codes.is_empty() {
+            "unknown (heartbeats cut short)".to_owned()
+        } else {
+            format!("state codes {}", codes.join(", "))
+        }
+    } else {
+        let views: Vec<(u32, u64)> = view.hosts.iter().filter_map(|(_, h)| h.view()).collect();
+        let agreed = views.windows(2).all(|w| w[0] == w[1]);
+        let settled = view.hosts.iter().all(|(_, h)| h.settled());
+        match (agreed, settled) {
+            (true, true) => {
+                "converged (every host in one view, every bucket owned as assigned)".to_owned()
+            }
+            (true, false) => "converging (one view, buckets still moving)".to_owned(),
+            _ => "converging (hosts in different views)".to_owned(),
+        }
+    };
+    let period_text = period.map_or_else(
+        || "unknown (one heartbeat per host)".to_owned(),
+        |p| format!("{p:.0} ms"),
+    );
+    let message = format!(
+        "{kind} cluster {ip}{vlan}: {} mode, {} host{} ({}), heartbeat period {period_text}, {convergence}.",
+        view.mode,
+        view.hosts.len(),
+        if view.hosts.len() == 1 { "" } else { "s" },
+        hosts_text.join("; "),
+    );
+    let advice = match view.mode {
+        "unicast with masking" => {
+            "Unicast mode: every host shares the cluster MAC, so the switch floods all cluster traffic to every port of the VLAN. Keep the cluster on its own VLAN, or prefer IGMP multicast mode."
+        }
+        "unicast" => {
+            "Unicast mode without masking: check for cluster_mac_as_source findings; a switch that learns the cluster MAC breaks the cluster."
+        }
+        "multicast" => {
+            "Multicast mode: routers must accept a unicast IP with a multicast MAC (some need a static ARP entry); traffic floods the VLAN."
+        }
+        "igmp multicast" => {
+            "IGMP mode: check that every host reports the group (no igmp_missing finding) and that the VLAN has a querier."
+        }
+        _ => {
+            "No ARP for the cluster IP in the capture, so the mode is unknown; capture while a client resolves the cluster IP."
+        }
+    };
+    let details = json!({
+        "implementation": kind,
+        "cluster_ip": view.cluster_ip,
+        "cluster_id": view.cluster_id.map(|id| format!("{id:08x}")),
+        "mode": view.mode,
+        "heartbeat_period_ms": period,
+        "convergence": convergence,
+        "version": view.version.map(|(a, b)| format!("{a}.{b}")),
+        "heartbeats_cut_short": view.truncated,
+        "hosts": view.hosts.iter().map(|(id, h)| json!({
+            "id": id,
+            "dedicated_ip": h.dedicated_ip(),
+            "macs": h.macs(),
+            "state": h.state(),
+            "heartbeats": h.heartbeats(),
+            "owned_buckets": (!view.windows).then(|| h.owned_buckets()),
+            "convergence_state": h.convergence_state(),
+            "port_rules": h.rule_count(),
+        })).collect::<Vec<_>>(),
+    });
+    (message, advice.to_owned(), details)
+}

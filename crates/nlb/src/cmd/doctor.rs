@@ -1,0 +1,253 @@
+//! `nlb doctor <capture>` and `nlb watch <interface>`: the nlb-doctor analysis over a
+//! capture file, or live over an AF_PACKET socket that never sends.
+
+use crate::CliError;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nlb_doctor::analyzer::Analyzer;
+use nlb_doctor::report::finding_text;
+use nlb_doctor::{Report, Settings};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Thresholds shared by `doctor` and `watch`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Thresholds {
+    /// A cluster VIP: problems with it are reported as errors, with cluster advice.
+    #[arg(long = "vip", value_name = "IP")]
+    vips: Vec<Ipv4Addr>,
+    /// More requests than this from one source within --storm-window-ms is a storm.
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    storm_requests: u32,
+    /// The storm window.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    storm_window_ms: u32,
+    /// Two MACs claiming one IP within this many seconds are a duplicate.
+    #[arg(long, default_value_t = 60, value_name = "S")]
+    duplicate_window: u32,
+    /// A request with no reply within this many milliseconds is unanswered.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    reply_timeout_ms: u32,
+}
+
+impl Thresholds {
+    fn settings(&self) -> Settings {
+        Settings {
+            vips: self.vips.clone(),
+            storm_requests: self.storm_requests,
+            storm_window_ns: i64::from(self.storm_window_ms) * 1_000_000,
+            duplicate_window_ns: i64::from(self.duplicate_window) * 1_000_000_000,
+            reply_timeout_ns: i64::from(self.reply_timeout_ms) * 1_000_000,
+            ..Settings::default()
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DoctorArgs {
+    /// A pcap or pcapng file (Ethernet, 802.1Q, Linux cooked SLL or SLL2).
+    capture: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also write a self-contained HTML report with a timeline to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// List every finding, not only the 25 most important.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    thresholds: Thresholds,
+}
+
+/// Runs `nlb doctor`.
+pub(crate) fn doctor(args: &DoctorArgs) -> Result<(), CliError> {
+    let file = std::fs::File::open(&args.capture).map_err(|err| {
+        CliError::bad_input(format!(
+            "cannot open the capture {}: {err}. Check the path",
+            args.capture.display()
+        ))
+    })?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // A progress bar on a terminal only; indicatif draws nothing when stderr is not one.
+    let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {msg} ({bytes_per_sec}, {eta} left)",
+        )
+        .expect("a valid template"),
+    );
+    let name = args.capture.display().to_string();
+    let report = nlb_doctor::diagnose(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        Some(name.clone()),
+        args.thresholds.settings(),
+        |progress| {
+            bar.set_position(progress.bytes);
+            bar.set_message(format!("{} frames", progress.frames));
+        },
+    )
+    .map_err(|err| CliError::bad_input(format!("{name}: {err}")))?;
+    bar.finish_and_clear();
+    if let Some(path) = &args.html {
+        std::fs::write(path, report.to_html()).map_err(|err| {
+            CliError::failed(format!(
+                "cannot write the HTML report {}: {err}. Check that the directory exists and is writable",
+                path.display()
+            ))
+        })?;
+    }
+    let mut text = if args.json {
+        report.to_json()
+    } else {
+        report.to_text(if args.all { usize::MAX } else { TEXT_LIMIT })
+    };
+    if let Some(path) = args.html.as_ref().filter(|_| !args.json) {
+        text.push_str(&format!("HTML report: {}", path.display()));
+    }
+    print_out(&text);
+    Ok(())
+}
+
+/// Findings the terminal report lists without --all.
+const TEXT_LIMIT: usize = 25;
+
+/// Prints to stdout; a closed pipe (`nlb doctor f | head`) is not an error.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct WatchArgs {
+    /// The interface to watch (made promiscuous while watching; nothing is sent).
+    interface: String,
+    /// Print findings and the summary as JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// Stop after this many seconds instead of at Ctrl-C.
+    #[arg(long, value_name = "S")]
+    duration: Option<f64>,
+    #[command(flatten)]
+    thresholds: Thresholds,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Runs `nlb watch`: findings print as they first appear; the ranked summary prints on
+/// Ctrl-C, SIGTERM or after `--duration`.
+pub(crate) fn watch(args: &WatchArgs) -> Result<(), CliError> {
+    let socket = nlb_linux::packet::PacketSocket::observe(&args.interface).map_err(|err| {
+        let hint = if err.kind() == std::io::ErrorKind::PermissionDenied {
+            "run as root or give the binary CAP_NET_RAW"
+        } else {
+            "check the name with `ip link`"
+        };
+        CliError::failed(format!(
+            "cannot watch {}: {err}. Fix: {hint}",
+            args.interface
+        ))
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| CliError::failed(format!("cannot start the event loop: {err}")))?;
+    let mut analyzer = Analyzer::new(args.thresholds.settings());
+    let started = now_ns();
+    runtime.block_on(async {
+        let socket = socket.into_async().map_err(|err| {
+            CliError::failed(format!("cannot watch {}: {err}", args.interface))
+        })?;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|err| CliError::failed(format!("cannot handle SIGTERM: {err}")))?;
+        let deadline = args.duration.map(|s| {
+            tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0))
+        });
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut buf = vec![0u8; 65536];
+        let mut number = 0u64;
+        if !args.json {
+            eprintln!(
+                "watching {} (Ctrl-C for the summary); nothing is sent",
+                args.interface
+            );
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+                _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
+                _ = tick.tick() => analyzer.handle_timeout(now_ns()),
+                ready = socket.readable() => {
+                    let mut guard = ready.map_err(|err| CliError::failed(format!("watch failed: {err}")))?;
+                    loop {
+                        match guard.get_inner().try_recv(&mut buf) {
+                            Ok(len) => {
+                                number += 1;
+                                let record = nlb_doctor::capture::Record {
+                                    number,
+                                    ts_ns: now_ns(),
+                                    link: nlb_doctor::LinkType::Ethernet,
+                                    data: &buf[..len],
+                                    orig_len: len as u32,
+                                };
+                                match nlb_doctor::link::decode(&record) {
+                                    Ok(frame) => analyzer.handle_frame(&frame),
+                                    Err(problem) => analyzer.handle_link_problem(number, record.ts_ns, problem),
+                                }
+                            }
+                            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                                guard.clear_ready();
+                                break;
+                            }
+                            Err(err) => return Err(CliError::failed(format!("watch failed: {err}"))),
+                        }
+                    }
+                }
+            }
+            while let Some(finding) = analyzer.poll_raised() {
+                if args.json {
+                    print_out(&serde_json::json!({"event": "finding", "finding": finding}).to_string());
+                } else {
+                    print_out(finding_text(0, &finding).trim_end());
+                }
+            }
+        }
+        Ok::<(), CliError>(())
+    })?;
+    analyzer.handle_timeout(now_ns());
+    let findings = analyzer.finish();
+    let report = Report {
+        capture: nlb_doctor::CaptureSummary {
+            file: Some(format!("live:{}", args.interface)),
+            frames: analyzer.counters().frames,
+            duration: (now_ns() - started) as f64 / 1e9,
+            link_types: vec!["EN10MB".to_owned()],
+            vlans: analyzer.vlans().to_vec(),
+            bytes: 0,
+            start_unix_s: started as f64 / 1e9,
+            end: "complete".to_owned(),
+            counters: analyzer.counters().clone(),
+        },
+        findings,
+        timeline: analyzer.timeline().to_vec(),
+    };
+    if args.json {
+        print_out(
+            &serde_json::json!({"event": "summary", "capture": report.capture, "findings": report.findings})
+                .to_string(),
+        );
+    } else {
+        print_out(&format!("\nsummary:\n{}", report.to_text(TEXT_LIMIT)));
+    }
+    Ok(())
+}

@@ -128,6 +128,7 @@ struct AccKey {
 
 /// Sub-classifications carried in `Acc::flavour`.
 const FLAVOUR_MASKING: u8 = 1;
+const FLAVOUR_CLUSTER_SENDER: u8 = 2;
 
 #[derive(Debug, Clone)]
 struct Acc {
@@ -259,6 +260,8 @@ pub struct Analyzer {
     clusters: BTreeMap<ClusterKey, ClusterSeen>,
     igmp_traffic: BTreeMap<(u16, MacAddr), Traffic>,
     igmp_reported: FxHashSet<(u16, Ipv4Addr)>,
+    /// Source MACs of NLB heartbeats: hosts of some cluster.
+    cluster_hosts: FxHashSet<MacAddr>,
     vlans: Vec<u16>,
     bins: Vec<Bin>,
 }
@@ -301,6 +304,7 @@ impl Analyzer {
             clusters: BTreeMap::new(),
             igmp_traffic: BTreeMap::new(),
             igmp_reported: FxHashSet::default(),
+            cluster_hosts: FxHashSet::default(),
             vlans: Vec::new(),
             bins: Vec::new(),
         }
@@ -686,9 +690,19 @@ impl Analyzer {
             (Some(NlbMac::UnicastCluster(a)), Some(NlbMac::MaskedHost { vip: b, .. })) => a == b,
             _ => false,
         };
+        // nlb's own pattern: the cluster MAC in ARP, the host's real MAC as source, so
+        // that no switch learns the cluster MAC.
+        let cluster_sender = !masking
+            && classify_mac(src).is_none()
+            && classify_mac(repr.sender_mac).is_some()
+            && self.cluster_member_for(repr.sender_ip, repr.sender_mac);
         let index = self.acc(
             Kind::SenderMacMismatch,
-            Severity::Warning,
+            if cluster_sender {
+                Severity::Info
+            } else {
+                Severity::Warning
+            },
             frame.vlan,
             Some(repr.sender_ip),
             mac_u64(src) ^ mac_u64(repr.sender_mac).rotate_left(17),
@@ -701,6 +715,8 @@ impl Analyzer {
         acc.add_mac(repr.sender_mac);
         if masking {
             acc.flavour = FLAVOUR_MASKING;
+        } else if cluster_sender {
+            acc.flavour = FLAVOUR_CLUSTER_SENDER;
         }
     }
 
@@ -873,6 +889,18 @@ impl Analyzer {
         }
     }
 
+    /// Whether `mac` speaks for `ip` as part of an NLB cluster: a cluster MAC of that IP
+    /// in any mode, or a host that sends NLB heartbeats while `ip` is a VIP. Every host of
+    /// a cluster probes for and announces the VIP; that is not a conflict.
+    fn cluster_member_for(&self, ip: Ipv4Addr, mac: MacAddr) -> bool {
+        let [_, _, c, d] = ip.octets();
+        match classify_mac(mac) {
+            Some(NlbMac::UnicastCluster(vip) | NlbMac::MulticastCluster(vip)) => vip == ip,
+            Some(NlbMac::IgmpCluster(group)) => group.octets()[2..] == [c, d],
+            _ => self.cluster_hosts.contains(&mac) || self.vips.contains(&ip),
+        }
+    }
+
     fn probe_conflict(
         &mut self,
         frame: &Frame<'_>,
@@ -881,6 +909,9 @@ impl Analyzer {
         other: MacAddr,
         text: &'static str,
     ) {
+        if self.cluster_member_for(ip, prober) && self.cluster_member_for(ip, other) {
+            return;
+        }
         let index = self.acc(
             Kind::ProbeConflict,
             Severity::Error,
@@ -978,6 +1009,11 @@ impl Analyzer {
     }
 
     fn cluster_entry(&mut self, key: ClusterKey, frame: &Frame<'_>) -> &mut ClusterSeen {
+        if let Some(src) = frame.src
+            && self.cluster_hosts.len() < self.settings.max_tracked
+        {
+            self.cluster_hosts.insert(src);
+        }
         let cluster = self.clusters.entry(key).or_insert_with(|| ClusterSeen {
             first_frame: frame.number,
             first_ts: frame.ts_ns,
@@ -1210,7 +1246,41 @@ impl Analyzer {
             }
         }
         self.summarise_igmp();
-        let mut findings: Vec<Finding> = self.accs.iter().map(|acc| self.render(acc)).collect();
+        self.fill_cluster_ips();
+        // A storming source's unanswered requests are part of its storm (a scan), not one
+        // finding per address it tried.
+        let stormers: Vec<(Option<u16>, MacAddr)> = self
+            .accs
+            .iter()
+            .filter(|a| a.kind == Kind::RequestStorm)
+            .filter_map(|a| a.macs.first().map(|m| (a.vlan, *m)))
+            .collect();
+        let mut absorbed: FxHashMap<(Option<u16>, MacAddr), u64> = FxHashMap::default();
+        let mut findings: Vec<Finding> = Vec::new();
+        for acc in &self.accs {
+            if acc.kind == Kind::UnansweredRequest
+                && let Some(stormer) = stormers
+                    .iter()
+                    .find(|(vlan, mac)| *vlan == acc.vlan && acc.peers.iter().all(|p| p.1 == *mac))
+            {
+                *absorbed.entry(*stormer).or_default() += 1;
+                continue;
+            }
+            findings.push(self.render(acc));
+        }
+        for finding in &mut findings {
+            if finding.kind == Kind::RequestStorm
+                && let Some(n) = finding
+                    .macs
+                    .first()
+                    .and_then(|m| absorbed.get(&(finding.vlan, *m)))
+            {
+                finding.message.push_str(&format!(
+                    " {n} of the addresses it asked for never answered (not listed separately)."
+                ));
+                finding.details = serde_json::json!({"unanswered_addresses": n});
+            }
+        }
         findings.extend(self.cluster_findings());
         findings.sort_by(|a, b| {
             b.severity
@@ -1219,6 +1289,25 @@ impl Analyzer {
                 .then(a.first_frame.cmp(&b.first_frame))
         });
         findings
+    }
+
+    /// An IGMP-mode cluster MAC does not name the VIP; ARP does: the IP that the
+    /// cluster MAC claims.
+    fn fill_cluster_ips(&mut self) {
+        let owners: FxHashMap<MacAddr, Ipv4Addr> = self
+            .ips
+            .iter()
+            .filter_map(|(key, state)| {
+                let mac = state.owner?;
+                matches!(classify_mac(mac), Some(NlbMac::IgmpCluster(_)))
+                    .then(|| (mac, Ipv4Addr::from(*key as u32)))
+            })
+            .collect();
+        for cluster in self.clusters.values_mut() {
+            if cluster.cluster_ip.is_none() {
+                cluster.cluster_ip = cluster.dst_macs.iter().find_map(|m| owners.get(m).copied());
+            }
+        }
     }
 
     fn summarise_igmp(&mut self) {

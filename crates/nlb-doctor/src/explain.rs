@@ -75,6 +75,17 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
                     ),
                     json!({"pattern": "nlb_unicast_masking", "ethernet_source": src, "arp_sender": sender}),
                 )
+            } else if acc.flavour == 2 {
+                (
+                    format!(
+                        "{} ARP frames for the cluster IP {ip}{vlan} come from host MAC {src} and name the cluster MAC {sender} as the sender: how nlb answers, so that switches never learn the cluster MAC.",
+                        acc.count
+                    ),
+                    format!(
+                        "Nothing to fix for stacks that answer to the ARP sender ({sender}), which is nearly all. A device that answers to the Ethernet source reaches only host {src}."
+                    ),
+                    json!({"pattern": "nlb_cluster_sender", "ethernet_source": src, "arp_sender": sender}),
+                )
             } else {
                 (
                     format!(

@@ -1,0 +1,334 @@
+//! Scenario 1: unplanned failover, nlb against keepalived, side by side.
+//!
+//! For 2 and 3 hosts, at each contender's defaults (nlb: heartbeat 10 ms, tolerance 15;
+//! keepalived: VRRPv2, advert 1 s) and at their fastest sane settings (keepalived:
+//! VRRPv3 with the shortest advert interval it accepts, 10 ms; nlb: the matching 10 ms
+//! heartbeat and VRRP's three missed adverts, tolerance 3), one host fails, by its link
+//! going down or by SIGKILL of its daemon (keepalived's whole process group, so that no
+//! priority-0 advert goes out). nlb fails hosts 2 and 3 in turn (host 1 in a 2-host
+//! cluster never fails, so host 2 does); keepalived fails its master.
+//!
+//! The client opens a new connection every 10 ms from 40 rotating addresses
+//! ([`crate::load`]), from 500 ms before the failure (so that every address has been
+//! answered once, which tells the addresses the victim served) until 600 ms after
+//! the takeover. The **outage** is the time from the failure until the clients the
+//! failed host served are served again: to the first prompt answer (within 500 ms; a
+//! slower one means a lost SYN) to one of those addresses, after the last new
+//! connection from any address that failed or stalled. Its resolution is the interval
+//! at which the victim's addresses come up: about 20 ms with 2 hosts, 30 ms with 3.
+//! "Takeover" is when the survivors had taken over: for nlb when their views agree, for
+//! keepalived when a backup holds the VIP. Between trials the host is restored and the
+//! cluster settles; trials alternate the two failure kinds on one lab per cell.
+
+use crate::contender::{
+    Cluster, FailureKind, KeepalivedCluster, NlbCluster, NlbTimers, VrrpTimers,
+};
+use crate::lab::CLIENTS;
+use crate::load::{Load, outage, served_by};
+use crate::report::{Summary, Table, ms};
+use anyhow::{Context, Result};
+use nlb_linux::segment::client_addresses;
+use serde::Serialize;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Settings of both contenders for one cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Settings {
+    /// Each at its defaults.
+    Defaults,
+    /// Each at its fastest sane settings.
+    Fastest,
+}
+
+/// How many trials of each kind.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Trials {
+    /// For nlb, and for keepalived at its fastest.
+    pub(crate) fast: usize,
+    /// For keepalived at its defaults (each takes several seconds).
+    pub(crate) slow: usize,
+}
+
+/// One trial's result.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Trial {
+    /// The failed host.
+    pub(crate) victim: u8,
+    /// Client addresses the victim served before the failure.
+    pub(crate) affected: usize,
+    /// Client-side outage in ms; `None` if nothing was served again.
+    pub(crate) outage_ms: Option<f64>,
+    /// When the survivors had taken over, ms after the failure.
+    pub(crate) takeover_ms: f64,
+    /// New connections that failed.
+    pub(crate) failed: usize,
+    /// New connections that stalled over 500 ms but succeeded.
+    pub(crate) stalled: usize,
+    /// New connections in the trial.
+    pub(crate) requests: usize,
+}
+
+/// One contender in one cell.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Side {
+    /// `nlb` or `keepalived`.
+    pub(crate) contender: &'static str,
+    /// The settings, in words.
+    pub(crate) settings: String,
+    /// Every trial.
+    pub(crate) trials: Vec<Trial>,
+    /// The outages.
+    pub(crate) outage: Option<Summary>,
+    /// The takeovers.
+    pub(crate) takeover: Option<Summary>,
+}
+
+/// One row: hosts, failure kind, settings, both contenders.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Cell {
+    /// Hosts in the cluster.
+    pub(crate) hosts: u8,
+    /// How the host fails.
+    pub(crate) failure: FailureKind,
+    /// Defaults or fastest.
+    pub(crate) settings: Settings,
+    /// nlb's side.
+    pub(crate) nlb: Side,
+    /// keepalived's side.
+    pub(crate) keepalived: Side,
+    /// keepalived's median outage over nlb's.
+    pub(crate) ratio: Option<f64>,
+}
+
+/// The whole scenario.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FailoverReport {
+    /// Every cell.
+    pub(crate) cells: Vec<Cell>,
+}
+
+const KINDS: [FailureKind; 2] = [FailureKind::LinkDown, FailureKind::Sigkill];
+
+/// Runs `trials` trials of each failure kind, alternating kinds, on `cluster`.
+fn run_trials(
+    cluster: &mut dyn Cluster,
+    trials: usize,
+    label: &str,
+) -> Result<Vec<(FailureKind, Trial)>> {
+    let client = cluster.lab().client().name().to_owned();
+    let sources: Vec<_> = client_addresses(CLIENTS).collect();
+    let mut results = Vec::new();
+    for trial in 0..trials {
+        for kind in KINDS {
+            cluster
+                .wait_healthy()
+                .with_context(|| format!("{label}: the cluster did not settle before a trial"))?;
+            let victim = cluster.victim(trial);
+            let trial_started = Instant::now();
+            let load = Load::start(&client, &sources, &[]);
+            std::thread::sleep(Duration::from_millis(500));
+            let failed_at = Instant::now();
+            cluster.fail(victim, kind)?;
+            let takeover = cluster
+                .wait_takeover(victim)
+                .with_context(|| format!("{label}: {kind} of host {victim}"))?;
+            // Watch the client for 600 ms after the takeover; requests that started
+            // during the outage finish (or time out, 3 s) before `finish` returns.
+            std::thread::sleep(Duration::from_millis(600));
+            let seen = load.finish();
+            let finished = trial_started.elapsed();
+            let affected = served_by(&seen.new, &format!("host{victim}"), failed_at);
+            let result = Trial {
+                victim,
+                affected: affected.len(),
+                outage_ms: outage(&seen.new, failed_at, &affected).map(|d| d.as_secs_f64() * 1e3),
+                takeover_ms: takeover.saturating_duration_since(failed_at).as_secs_f64() * 1e3,
+                failed: seen.new.iter().filter(|a| a.answer.is_err()).count(),
+                stalled: seen
+                    .new
+                    .iter()
+                    .filter(|a| a.answer.is_ok() && !a.prompt())
+                    .count(),
+                requests: seen.new.len(),
+            };
+            eprintln!(
+                "  {label}, {kind} of host {victim}: outage {}, takeover {:.0} ms, {} failed, {} stalled of {}",
+                result.outage_ms.map_or_else(|| "none seen".to_owned(), ms),
+                result.takeover_ms,
+                result.failed,
+                result.stalled,
+                result.requests
+            );
+            results.push((kind, result));
+            cluster.restore(victim, kind)?;
+            if std::env::var_os("NLB_BENCH_DEBUG").is_some() {
+                let restored = trial_started.elapsed();
+                cluster.wait_healthy()?;
+                eprintln!(
+                    "    measured in {finished:?}, restored at {restored:?}, healthy at {:?}",
+                    trial_started.elapsed()
+                );
+            }
+        }
+    }
+    cluster.wait_healthy()?;
+    Ok(results)
+}
+
+fn side(contender: &'static str, settings: String, trials: Vec<Trial>) -> Side {
+    let outages: Vec<f64> = trials.iter().filter_map(|t| t.outage_ms).collect();
+    let takeovers: Vec<f64> = trials.iter().map(|t| t.takeover_ms).collect();
+    Side {
+        contender,
+        settings,
+        outage: Summary::of(&outages),
+        takeover: Summary::of(&takeovers),
+        trials,
+    }
+}
+
+/// Runs the scenario for `hosts` (2 and 3 by default) and both settings.
+pub(crate) fn run(
+    nlb: &Path,
+    hosts: &[u8],
+    settings: &[Settings],
+    trials: Trials,
+) -> Result<FailoverReport> {
+    let mut cells = Vec::new();
+    for &n in hosts {
+        for &setting in settings {
+            let (timers, vrrp, ka_trials) = match setting {
+                Settings::Defaults => (NlbTimers::DEFAULTS, VrrpTimers::Defaults, trials.slow),
+                Settings::Fastest => (NlbTimers::FAST, VrrpTimers::Fast, trials.fast),
+            };
+            let nlb_words = format!(
+                "heartbeat {} ms, tolerance {}",
+                timers.heartbeat_ms, timers.tolerance
+            );
+            let ka_words = match vrrp {
+                VrrpTimers::Defaults => "VRRPv2, advert_int 1 s".to_owned(),
+                VrrpTimers::Fast => "VRRPv3, advert_int 0.01 s".to_owned(),
+            };
+            eprintln!("failover: {n} hosts, nlb {nlb_words}");
+            let ids: Vec<u8> = (1..=n).collect();
+            let nlb_results = {
+                let mut cluster = NlbCluster::build(nlb, n, "multicast", timers, &ids)?;
+                run_trials(&mut cluster, trials.fast, &format!("nlb {n} hosts"))?
+            };
+            eprintln!("failover: {n} hosts, keepalived {ka_words}");
+            let ka_results = {
+                let mut cluster = KeepalivedCluster::build(nlb, n, vrrp)?;
+                let results =
+                    run_trials(&mut cluster, ka_trials, &format!("keepalived {n} hosts"))?;
+                cluster.ensure_running()?;
+                results
+            };
+            for kind in KINDS {
+                let pick = |results: &[(FailureKind, Trial)]| -> Vec<Trial> {
+                    results
+                        .iter()
+                        .filter(|(k, _)| *k == kind)
+                        .map(|(_, t)| t.clone())
+                        .collect()
+                };
+                let nlb_side = side("nlb", nlb_words.clone(), pick(&nlb_results));
+                let ka_side = side("keepalived", ka_words.clone(), pick(&ka_results));
+                let ratio = nlb_side
+                    .outage
+                    .zip(ka_side.outage)
+                    .map(|(a, b)| b.median / a.median);
+                cells.push(Cell {
+                    hosts: n,
+                    failure: kind,
+                    settings: setting,
+                    nlb: nlb_side,
+                    keepalived: ka_side,
+                    ratio,
+                });
+            }
+        }
+    }
+    Ok(FailoverReport { cells })
+}
+
+/// The Markdown table and the goals.
+pub(crate) fn markdown(report: &FailoverReport) -> String {
+    let mut table = Table::new(&[
+        "hosts",
+        "failure",
+        "settings",
+        "nlb trials",
+        "nlb median",
+        "nlb p99",
+        "keepalived trials",
+        "keepalived median",
+        "keepalived p99",
+        "keepalived VIP moved (median)",
+        "keepalived / nlb",
+    ]);
+    let show =
+        |s: &Option<Summary>, f: fn(&Summary) -> f64| s.as_ref().map_or("–".into(), |s| ms(f(s)));
+    for cell in &report.cells {
+        table.row(vec![
+            cell.hosts.to_string(),
+            cell.failure.to_string(),
+            match cell.settings {
+                Settings::Defaults => "defaults".into(),
+                Settings::Fastest => "fastest".into(),
+            },
+            cell.nlb.trials.len().to_string(),
+            show(&cell.nlb.outage, |s| s.median),
+            show(&cell.nlb.outage, |s| s.p99),
+            cell.keepalived.trials.len().to_string(),
+            show(&cell.keepalived.outage, |s| s.median),
+            show(&cell.keepalived.outage, |s| s.p99),
+            show(&cell.keepalived.takeover, |s| s.median),
+            match (cell.ratio, cell.keepalived.outage) {
+                (_, Some(k)) if k.median < 5.0 => "no keepalived outage".into(),
+                (Some(r), _) => format!("**{r:.1}×**"),
+                _ => "–".into(),
+            },
+        ]);
+    }
+    let mut out = table.markdown();
+    let defaults: Vec<&Cell> = report
+        .cells
+        .iter()
+        .filter(|c| c.settings == Settings::Defaults)
+        .collect();
+    if !defaults.is_empty() {
+        let worst_median = defaults
+            .iter()
+            .filter_map(|c| c.nlb.outage.map(|s| s.median))
+            .fold(0.0, f64::max);
+        let worst_p99 = defaults
+            .iter()
+            .filter_map(|c| c.nlb.outage.map(|s| s.p99))
+            .fold(0.0, f64::max);
+        // keepalived's killed master keeps its VIP and its server, so a SIGKILL causes
+        // no keepalived outage to compare with; the ratio goal is read on link down.
+        let min_ratio = defaults
+            .iter()
+            .filter(|c| c.failure == FailureKind::LinkDown)
+            .filter_map(|c| c.ratio)
+            .fold(f64::INFINITY, f64::min);
+        out += &format!(
+            "\nnlb at its defaults: worst median {} (goal ≤ 200 ms: {}), worst p99 {} (goal ≤ \
+             400 ms: {}); smallest keepalived/nlb ratio at defaults on link down {:.1}× (goal ≥ 10×: {}). \
+             p99 is the largest value with fewer than 100 trials.\n",
+            ms(worst_median),
+            if worst_median <= 200.0 {
+                "met"
+            } else {
+                "missed"
+            },
+            ms(worst_p99),
+            if worst_p99 <= 400.0 { "met" } else { "missed" },
+            min_ratio,
+            if min_ratio >= 10.0 { "met" } else { "missed" },
+        );
+    }
+    out
+}

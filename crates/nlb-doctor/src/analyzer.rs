@@ -24,6 +24,7 @@
 
 use crate::finding::{Finding, Kind, Severity};
 use crate::link::{Frame, LinkProblem};
+use foldhash::{HashMap, HashSet};
 use nlb_wire::addressing::{NlbMac, classify_mac};
 use nlb_wire::arp::{ArpKind, ArpPacket, ArpRepr};
 use nlb_wire::ethernet::{
@@ -33,7 +34,7 @@ use nlb_wire::heartbeat::{HeartbeatPacket, HeartbeatRepr};
 use nlb_wire::igmp::{IgmpCarrier, IgmpDatagram, IgmpRepr, IgmpV3Report, TYPE_REPORT_V3};
 use nlb_wire::msnlb::MsNlbHeartbeat;
 use nlb_wire::{Error, MacAddr};
-use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 
@@ -247,21 +248,21 @@ struct Traffic {
 /// The analysis state of one capture or live session.
 pub struct Analyzer {
     settings: Settings,
-    vips: FxHashSet<Ipv4Addr>,
+    vips: HashSet<Ipv4Addr>,
     counters: Counters,
     start_ts: Option<i64>,
     last_ts: i64,
     accs: Vec<Acc>,
-    acc_index: FxHashMap<AccKey, usize>,
+    acc_index: HashMap<AccKey, usize>,
     raised: usize,
-    ips: FxHashMap<u64, IpState>,
+    ips: HashMap<u64, IpState>,
     deadlines: VecDeque<(i64, u64, i64)>,
-    storms: FxHashMap<u64, VecDeque<i64>>,
+    storms: HashMap<u64, VecDeque<i64>>,
     clusters: BTreeMap<ClusterKey, ClusterSeen>,
     igmp_traffic: BTreeMap<(u16, MacAddr), Traffic>,
-    igmp_reported: FxHashSet<(u16, Ipv4Addr)>,
+    igmp_reported: HashSet<(u16, Ipv4Addr)>,
     /// Source MACs of NLB heartbeats: hosts of some cluster.
-    cluster_hosts: FxHashSet<MacAddr>,
+    cluster_hosts: HashSet<MacAddr>,
     vlans: Vec<u16>,
     bins: Vec<Bin>,
 }
@@ -296,15 +297,15 @@ impl Analyzer {
             start_ts: None,
             last_ts: 0,
             accs: Vec::new(),
-            acc_index: FxHashMap::default(),
+            acc_index: HashMap::default(),
             raised: 0,
-            ips: FxHashMap::default(),
+            ips: HashMap::default(),
             deadlines: VecDeque::new(),
-            storms: FxHashMap::default(),
+            storms: HashMap::default(),
             clusters: BTreeMap::new(),
             igmp_traffic: BTreeMap::new(),
-            igmp_reported: FxHashSet::default(),
-            cluster_hosts: FxHashSet::default(),
+            igmp_reported: HashSet::default(),
+            cluster_hosts: HashSet::default(),
             vlans: Vec::new(),
             bins: Vec::new(),
         }
@@ -460,7 +461,7 @@ impl Analyzer {
         self.counters.malformed += 1;
         let extra = {
             use std::hash::{Hash, Hasher};
-            let mut hasher = rustc_hash::FxHasher::default();
+            let mut hasher = std::hash::DefaultHasher::new();
             reason.hash(&mut hasher);
             hasher.finish()
         };
@@ -675,13 +676,19 @@ impl Analyzer {
                 self.storm(frame, &repr);
                 self.request(frame, &repr);
             }
-            ArpKind::Reply => self.reply(frame, &repr),
+            // Checked with the claim below, in one lookup.
+            ArpKind::Reply => {}
             ArpKind::Announcement | ArpKind::GratuitousRequest | ArpKind::GratuitousReply => {
                 self.gratuitous(frame, &repr, kind)
             }
         }
         if !repr.sender_ip.is_unspecified() && !repr.sender_mac.is_zero() {
-            self.claim(frame, &repr, kind.is_gratuitous());
+            let asked = self.claim(frame, &repr, kind.is_gratuitous());
+            if kind == ArpKind::Reply && !asked {
+                self.unexpected_reply(frame, &repr);
+            }
+        } else if kind == ArpKind::Reply {
+            self.unexpected_reply(frame, &repr);
         }
     }
 
@@ -721,23 +728,31 @@ impl Analyzer {
     }
 
     fn tracked(&mut self, key: u64) -> Option<&mut IpState> {
-        if !self.ips.contains_key(&key) && self.ips.len() >= self.settings.max_tracked {
-            self.counters.untracked += 1;
-            return None;
+        let full = self.ips.len() >= self.settings.max_tracked;
+        match self.ips.entry(key) {
+            Entry::Occupied(entry) => Some(entry.into_mut()),
+            Entry::Vacant(_) if full => {
+                self.counters.untracked += 1;
+                None
+            }
+            Entry::Vacant(entry) => Some(entry.insert(IpState::default())),
         }
-        Some(self.ips.entry(key).or_default())
     }
 
     fn storm(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
         let source = frame.src.unwrap_or(repr.sender_mac);
         let key = mac_key(frame.vlan, source);
-        if !self.storms.contains_key(&key) && self.storms.len() >= self.settings.max_tracked {
-            self.counters.untracked += 1;
-            return;
-        }
+        let full = self.storms.len() >= self.settings.max_tracked;
         let window = self.settings.storm_window_ns;
         let limit = self.settings.storm_requests as usize;
-        let recent = self.storms.entry(key).or_default();
+        let recent = match self.storms.entry(key) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(_) if full => {
+                self.counters.untracked += 1;
+                return;
+            }
+            Entry::Vacant(entry) => entry.insert(VecDeque::with_capacity(limit + 1)),
+        };
         while recent.front().is_some_and(|&t| t <= frame.ts_ns - window) {
             recent.pop_front();
         }
@@ -804,17 +819,16 @@ impl Analyzer {
         }
     }
 
-    fn reply(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
-        let key = ip_key(frame.vlan, repr.sender_ip);
-        let memory = self.settings.request_memory_ns;
-        let asked = self.ips.get(&key).is_some_and(|state| {
-            state.askers.iter().any(|&(asker, ts)| {
-                ts != 0 && asker == u32::from(repr.target_ip) && frame.ts_ns - ts <= memory
-            })
-        });
-        if asked {
-            return;
-        }
+    /// Whether someone asked for `repr.sender_ip` (the replier) recently: the reply's
+    /// target IP among the askers remembered in `state`.
+    fn was_asked(state: &IpState, repr: &ArpRepr, now: i64, memory: i64) -> bool {
+        state
+            .askers
+            .iter()
+            .any(|&(asker, ts)| ts != 0 && asker == u32::from(repr.target_ip) && now - ts <= memory)
+    }
+
+    fn unexpected_reply(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
         let index = self.acc(
             Kind::UnexpectedReply,
             Severity::Warning,
@@ -930,14 +944,18 @@ impl Analyzer {
         }
     }
 
-    fn claim(&mut self, frame: &Frame<'_>, repr: &ArpRepr, gratuitous: bool) {
+    /// Records that `repr.sender_mac` claims `repr.sender_ip`, and returns whether
+    /// someone had asked for that IP recently (so a reply was expected).
+    fn claim(&mut self, frame: &Frame<'_>, repr: &ArpRepr, gratuitous: bool) -> bool {
         let key = ip_key(frame.vlan, repr.sender_ip);
         let window = self.settings.duplicate_window_ns;
+        let memory = self.settings.request_memory_ns;
         let mac = repr.sender_mac;
         let ts = frame.ts_ns;
         let Some(state) = self.tracked(key) else {
-            return;
+            return true;
         };
+        let asked = Self::was_asked(state, repr, ts, memory);
         // Anything from the IP answers the requests for it (Linux updates an INCOMPLETE
         // entry from any ARP the owner sends).
         let answered = state.episode.take();
@@ -1006,6 +1024,7 @@ impl Analyzer {
             acc.add_mac(mac);
             acc.add_mac(other);
         }
+        asked
     }
 
     fn cluster_entry(&mut self, key: ClusterKey, frame: &Frame<'_>) -> &mut ClusterSeen {
@@ -1255,7 +1274,7 @@ impl Analyzer {
             .filter(|a| a.kind == Kind::RequestStorm)
             .filter_map(|a| a.macs.first().map(|m| (a.vlan, *m)))
             .collect();
-        let mut absorbed: FxHashMap<(Option<u16>, MacAddr), u64> = FxHashMap::default();
+        let mut absorbed: HashMap<(Option<u16>, MacAddr), u64> = HashMap::default();
         let mut findings: Vec<Finding> = Vec::new();
         for acc in &self.accs {
             if acc.kind == Kind::UnansweredRequest
@@ -1294,7 +1313,7 @@ impl Analyzer {
     /// An IGMP-mode cluster MAC does not name the VIP; ARP does: the IP that the
     /// cluster MAC claims.
     fn fill_cluster_ips(&mut self) {
-        let owners: FxHashMap<MacAddr, Ipv4Addr> = self
+        let owners: HashMap<MacAddr, Ipv4Addr> = self
             .ips
             .iter()
             .filter_map(|(key, state)| {

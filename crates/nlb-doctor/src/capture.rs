@@ -97,7 +97,7 @@ struct Interface {
 }
 
 /// Buffer the reader starts with; grown up to [`MAX_BUFFER`] for jumbo records.
-const INITIAL_BUFFER: usize = 1 << 20;
+const INITIAL_BUFFER: usize = 4 << 20;
 /// Largest record accepted: 256 KiB is libpcap's biggest snap length; pcapng blocks may
 /// add options, so allow some margin.
 const MAX_BUFFER: usize = 16 << 20;
@@ -288,6 +288,47 @@ impl<'r> CaptureReader<'r> {
     }
 }
 
+/// Writes a classic pcap file (microsecond timestamps, little-endian): for generated
+/// captures and for tests. Records longer than the snap length are cut to it, with their
+/// original length kept, as libpcap does.
+pub struct PcapWriter<W: std::io::Write> {
+    out: W,
+    snaplen: u32,
+}
+
+impl<W: std::io::Write> PcapWriter<W> {
+    /// Writes the file header for `link` (a LINKTYPE number, 1 for Ethernet).
+    pub fn new(mut out: W, link: u32, snaplen: u32) -> std::io::Result<PcapWriter<W>> {
+        let mut header = Vec::with_capacity(24);
+        header.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        header.extend_from_slice(&2u16.to_le_bytes());
+        header.extend_from_slice(&4u16.to_le_bytes());
+        header.extend_from_slice(&[0; 8]);
+        header.extend_from_slice(&snaplen.to_le_bytes());
+        header.extend_from_slice(&link.to_le_bytes());
+        out.write_all(&header)?;
+        Ok(PcapWriter { out, snaplen })
+    }
+
+    /// Writes one record captured at `ts_ns` (ns since the Unix epoch).
+    pub fn write(&mut self, ts_ns: i64, frame: &[u8]) -> std::io::Result<()> {
+        let caplen = frame.len().min(self.snaplen as usize);
+        let mut header = [0u8; 16];
+        header[0..4].copy_from_slice(&((ts_ns / 1_000_000_000) as u32).to_le_bytes());
+        header[4..8].copy_from_slice(&((ts_ns % 1_000_000_000 / 1_000) as u32).to_le_bytes());
+        header[8..12].copy_from_slice(&(caplen as u32).to_le_bytes());
+        header[12..16].copy_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.out.write_all(&header)?;
+        self.out.write_all(&frame[..caplen])
+    }
+
+    /// Flushes and returns the writer.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
 fn describe(err: &PcapError<&[u8]>) -> String {
     match err {
         PcapError::NomError(_, kind) => format!("parse error ({kind:?})"),
@@ -314,21 +355,15 @@ mod tests {
     use super::*;
 
     fn pcap(records: &[(&[u8], u32)]) -> Vec<u8> {
-        let mut file = vec![];
-        file.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-        file.extend_from_slice(&2u16.to_le_bytes());
-        file.extend_from_slice(&4u16.to_le_bytes());
-        file.extend_from_slice(&[0; 8]);
-        file.extend_from_slice(&96u32.to_le_bytes());
-        file.extend_from_slice(&1u32.to_le_bytes());
+        let mut writer = PcapWriter::new(Vec::new(), 1, 96).unwrap();
         for (i, (data, orig)) in records.iter().enumerate() {
-            file.extend_from_slice(&(1_000 + i as u32).to_le_bytes());
-            file.extend_from_slice(&500u32.to_le_bytes());
-            file.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            file.extend_from_slice(&orig.to_le_bytes());
-            file.extend_from_slice(data);
+            let mut frame = data.to_vec();
+            frame.resize((*orig as usize).max(data.len()), 0);
+            writer
+                .write((1_000 + i as i64) * 1_000_000_000 + 500_000, &frame)
+                .unwrap();
         }
-        file
+        writer.finish().unwrap()
     }
 
     fn read_all(bytes: &[u8]) -> (Vec<(u64, i64, usize, u32)>, End) {

@@ -62,7 +62,7 @@ pub fn diagnose<R: Read + Send>(
         .is_some()
     {
         let frames = analyzer.counters().frames;
-        if frames % PROGRESS_EVERY == 0 {
+        if frames.is_multiple_of(PROGRESS_EVERY) {
             progress(Progress {
                 bytes: capture.bytes_consumed(),
                 frames,

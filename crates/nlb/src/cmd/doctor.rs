@@ -79,7 +79,8 @@ pub(crate) fn doctor(args: &DoctorArgs) -> Result<(), CliError> {
     );
     let name = args.capture.display().to_string();
     let report = nlb_doctor::diagnose(
-        std::io::BufReader::with_capacity(1 << 20, file),
+        // pcap-parser reads through its own buffer; another one would copy twice.
+        file,
         Some(name.clone()),
         args.thresholds.settings(),
         |progress| {

@@ -236,6 +236,15 @@ struct ClusterSeen {
     version: Option<(u8, u8)>,
 }
 
+/// One source's requests within the storm window.
+#[derive(Debug, Clone)]
+struct StormWindow {
+    /// Time of the source's latest request.
+    last: i64,
+    /// Times of its requests within the window, oldest first.
+    recent: VecDeque<i64>,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Traffic {
     frames: u64,
@@ -257,7 +266,7 @@ pub struct Analyzer {
     raised: usize,
     ips: HashMap<u64, IpState>,
     deadlines: VecDeque<(i64, u64, i64)>,
-    storms: HashMap<u64, VecDeque<i64>>,
+    storms: HashMap<u64, StormWindow>,
     clusters: BTreeMap<ClusterKey, ClusterSeen>,
     igmp_traffic: BTreeMap<(u16, MacAddr), Traffic>,
     igmp_reported: HashSet<(u16, Ipv4Addr)>,
@@ -745,17 +754,28 @@ impl Analyzer {
         let full = self.storms.len() >= self.settings.max_tracked;
         let window = self.settings.storm_window_ns;
         let limit = self.settings.storm_requests as usize;
-        let recent = match self.storms.entry(key) {
+        let window_state = match self.storms.entry(key) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(_) if full => {
                 self.counters.untracked += 1;
                 return;
             }
-            Entry::Vacant(entry) => entry.insert(VecDeque::with_capacity(limit + 1)),
+            Entry::Vacant(entry) => entry.insert(StormWindow {
+                last: i64::MIN,
+                recent: VecDeque::with_capacity(limit + 1),
+            }),
         };
-        while recent.front().is_some_and(|&t| t <= frame.ts_ns - window) {
-            recent.pop_front();
+        let recent = &mut window_state.recent;
+        if frame.ts_ns.saturating_sub(window_state.last) >= window {
+            // Everything in the window has expired: clear without reading the
+            // timestamps (a cache miss per request on a busy segment).
+            recent.clear();
+        } else {
+            while recent.front().is_some_and(|&t| t <= frame.ts_ns - window) {
+                recent.pop_front();
+            }
         }
+        window_state.last = frame.ts_ns;
         recent.push_back(frame.ts_ns);
         if recent.len() > limit {
             recent.pop_front();

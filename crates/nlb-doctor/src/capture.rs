@@ -96,6 +96,10 @@ struct Interface {
     offset_s: i64,
 }
 
+/// Timestamps are clamped to 0..=2^62 ns (year 2116), so that adding any window of the
+/// analysis to one can never overflow, whatever a corrupt file says.
+pub const MAX_TS_NS: i64 = 1 << 62;
+
 /// Buffer the reader starts with; grown up to [`MAX_BUFFER`] for jumbo records.
 const INITIAL_BUFFER: usize = 4 << 20;
 /// Largest record accepted: 256 KiB is libpcap's biggest snap length; pcapng blocks may
@@ -231,8 +235,9 @@ impl<'r> CaptureReader<'r> {
                             let units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                             Some(Record {
                                 number: 0,
-                                ts_ns: ns_from_units(units, interface.resolution)
-                                    + interface.offset_s * 1_000_000_000,
+                                ts_ns: ns_from_units(units, interface.resolution).saturating_add(
+                                    interface.offset_s.saturating_mul(1_000_000_000),
+                                ),
                                 link: interface.link,
                                 data: &epb.data[..len],
                                 orig_len: epb.origlen,
@@ -257,6 +262,7 @@ impl<'r> CaptureReader<'r> {
                     let result = record.map(|mut record| {
                         self.number += 1;
                         record.number = self.number;
+                        record.ts_ns = record.ts_ns.clamp(0, MAX_TS_NS);
                         (visit.take().expect("visited once"))(record)
                     });
                     self.inner.consume(offset);

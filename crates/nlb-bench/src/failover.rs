@@ -24,7 +24,7 @@ use crate::contender::{
     Cluster, FailureKind, KeepalivedCluster, NlbCluster, NlbTimers, VrrpTimers,
 };
 use crate::lab::CLIENTS;
-use crate::load::{Load, outage, served_by};
+use crate::load::{Attempt, Load, outage, served_by};
 use crate::report::{Summary, Table, ms};
 use anyhow::{Context, Result};
 use nlb_linux::segment::client_addresses;
@@ -58,8 +58,12 @@ pub(crate) struct Trial {
     pub(crate) victim: u8,
     /// Client addresses the victim served before the failure.
     pub(crate) affected: usize,
-    /// Client-side outage in ms; `None` if nothing was served again.
+    /// Client-side outage in ms; `None` if the victim's clients were not served again
+    /// within the observation (10 s).
     pub(crate) outage_ms: Option<f64>,
+    /// The start of the last new connection that failed or stalled, ms after the
+    /// failure (the e2e test's measure, a lower bound of the outage).
+    pub(crate) last_failure_ms: Option<f64>,
     /// When the survivors had taken over, ms after the failure.
     pub(crate) takeover_ms: f64,
     /// New connections that failed.
@@ -68,6 +72,38 @@ pub(crate) struct Trial {
     pub(crate) stalled: usize,
     /// New connections in the trial.
     pub(crate) requests: usize,
+    /// The first error after the failure.
+    pub(crate) first_error: Option<String>,
+}
+
+/// How long after a failure a trial waits for the victim's clients to be served again.
+const OBSERVE: Duration = Duration::from_secs(10);
+
+/// A small xorshift generator for shuffling the client addresses (statistics only).
+struct Shuffle(u64);
+
+impl Shuffle {
+    fn seeded() -> Shuffle {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Shuffle(nanos | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Fisher–Yates.
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
 }
 
 /// One contender in one cell.
@@ -79,8 +115,13 @@ pub(crate) struct Side {
     pub(crate) settings: String,
     /// Every trial.
     pub(crate) trials: Vec<Trial>,
-    /// The outages.
+    /// The outages; a trial whose clients were not served again counts as the whole
+    /// observation (10 s), a lower bound.
     pub(crate) outage: Option<Summary>,
+    /// Trials whose clients were not served again within the observation.
+    pub(crate) not_served_again: usize,
+    /// The e2e test's measure: the last failed or stalled connection's start.
+    pub(crate) last_failure: Option<Summary>,
     /// The takeovers.
     pub(crate) takeover: Option<Summary>,
 }
@@ -118,7 +159,8 @@ fn run_trials(
     label: &str,
 ) -> Result<Vec<(FailureKind, Trial)>> {
     let client = cluster.lab().client().name().to_owned();
-    let sources: Vec<_> = client_addresses(CLIENTS).collect();
+    let mut sources: Vec<_> = client_addresses(CLIENTS).collect();
+    let mut rng = Shuffle::seeded();
     let mut results = Vec::new();
     for trial in 0..trials {
         for kind in KINDS {
@@ -127,6 +169,9 @@ fn run_trials(
                 .with_context(|| format!("{label}: the cluster did not settle before a trial"))?;
             let victim = cluster.victim(trial);
             let trial_started = Instant::now();
+            // A fresh order of the addresses every trial, so that the failure does not
+            // always fall at the same place of the rotation.
+            rng.shuffle(&mut sources);
             let load = Load::start(&client, &sources, &[]);
             std::thread::sleep(Duration::from_millis(500));
             let failed_at = Instant::now();
@@ -134,32 +179,68 @@ fn run_trials(
             let takeover = cluster
                 .wait_takeover(victim)
                 .with_context(|| format!("{label}: {kind} of host {victim}"))?;
-            // Watch the client for 600 ms after the takeover; requests that started
-            // during the outage finish (or time out, 3 s) before `finish` returns.
-            std::thread::sleep(Duration::from_millis(600));
+            // Watch the client until an address the victim served is answered promptly
+            // after the last failure, with every request started before that answer
+            // finished (one in flight may still fail or stall), and at least 600 ms
+            // after the takeover; at most 10 s after the failure.
+            let host = format!("host{victim}");
+            let observed_until = failed_at + OBSERVE;
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+                let now = Instant::now();
+                if now > observed_until {
+                    break;
+                }
+                if now < takeover + Duration::from_millis(600) {
+                    continue;
+                }
+                let (so_far, oldest_pending) = load.new_so_far();
+                let affected = served_by(&so_far, &host, failed_at);
+                if let Some(outage) = outage(&so_far, failed_at, &affected)
+                    && oldest_pending.is_none_or(|p| p > failed_at + outage)
+                {
+                    break;
+                }
+            }
             let seen = load.finish();
             let finished = trial_started.elapsed();
-            let affected = served_by(&seen.new, &format!("host{victim}"), failed_at);
+            let affected = served_by(&seen.new, &host, failed_at);
+            let after: Vec<&Attempt> = seen.new.iter().filter(|a| a.started >= failed_at).collect();
+            let since = |at: Instant| at.saturating_duration_since(failed_at).as_secs_f64() * 1e3;
             let result = Trial {
                 victim,
                 affected: affected.len(),
                 outage_ms: outage(&seen.new, failed_at, &affected).map(|d| d.as_secs_f64() * 1e3),
-                takeover_ms: takeover.saturating_duration_since(failed_at).as_secs_f64() * 1e3,
-                failed: seen.new.iter().filter(|a| a.answer.is_err()).count(),
-                stalled: seen
-                    .new
+                last_failure_ms: after
+                    .iter()
+                    .filter(|a| !a.prompt())
+                    .map(|a| since(a.started))
+                    .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v)))),
+                takeover_ms: since(takeover),
+                failed: after.iter().filter(|a| a.answer.is_err()).count(),
+                stalled: after
                     .iter()
                     .filter(|a| a.answer.is_ok() && !a.prompt())
                     .count(),
                 requests: seen.new.len(),
+                first_error: after
+                    .iter()
+                    .find_map(|a| a.answer.as_ref().err())
+                    .map(|(_, text)| text.clone()),
             };
             eprintln!(
-                "  {label}, {kind} of host {victim}: outage {}, takeover {:.0} ms, {} failed, {} stalled of {}",
-                result.outage_ms.map_or_else(|| "none seen".to_owned(), ms),
+                "  {label}, {kind} of host {victim}: outage {}, takeover {:.0} ms, {} failed, {} stalled of {}{}",
+                result
+                    .outage_ms
+                    .map_or_else(|| format!("not served again in {OBSERVE:?}"), ms),
                 result.takeover_ms,
                 result.failed,
                 result.stalled,
-                result.requests
+                result.requests,
+                result
+                    .first_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" (first error: {e})"))
             );
             results.push((kind, result));
             cluster.restore(victim, kind)?;
@@ -178,12 +259,21 @@ fn run_trials(
 }
 
 fn side(contender: &'static str, settings: String, trials: Vec<Trial>) -> Side {
-    let outages: Vec<f64> = trials.iter().filter_map(|t| t.outage_ms).collect();
+    let outages: Vec<f64> = trials
+        .iter()
+        .map(|t| t.outage_ms.unwrap_or(OBSERVE.as_secs_f64() * 1e3))
+        .collect();
     let takeovers: Vec<f64> = trials.iter().map(|t| t.takeover_ms).collect();
+    let last: Vec<f64> = trials
+        .iter()
+        .map(|t| t.last_failure_ms.unwrap_or(0.0))
+        .collect();
     Side {
         contender,
         settings,
         outage: Summary::of(&outages),
+        not_served_again: trials.iter().filter(|t| t.outage_ms.is_none()).count(),
+        last_failure: Summary::of(&last),
         takeover: Summary::of(&takeovers),
         trials,
     }
@@ -259,17 +349,28 @@ pub(crate) fn markdown(report: &FailoverReport) -> String {
         "hosts",
         "failure",
         "settings",
-        "nlb trials",
+        "trials (nlb, keepalived)",
         "nlb median",
         "nlb p99",
-        "keepalived trials",
         "keepalived median",
         "keepalived p99",
-        "keepalived VIP moved (median)",
         "keepalived / nlb",
+        "nlb last failed connection (median)",
+        "keepalived VIP moved (median)",
     ]);
     let show =
         |s: &Option<Summary>, f: fn(&Summary) -> f64| s.as_ref().map_or("–".into(), |s| ms(f(s)));
+    let trials = |side: &Side| {
+        if side.not_served_again > 0 {
+            format!(
+                "{} ({} not served again in 10 s)",
+                side.trials.len(),
+                side.not_served_again
+            )
+        } else {
+            side.trials.len().to_string()
+        }
+    };
     for cell in &report.cells {
         table.row(vec![
             cell.hosts.to_string(),
@@ -278,18 +379,18 @@ pub(crate) fn markdown(report: &FailoverReport) -> String {
                 Settings::Defaults => "defaults".into(),
                 Settings::Fastest => "fastest".into(),
             },
-            cell.nlb.trials.len().to_string(),
-            show(&cell.nlb.outage, |s| s.median),
+            format!("{}, {}", trials(&cell.nlb), trials(&cell.keepalived)),
+            format!("**{}**", show(&cell.nlb.outage, |s| s.median)),
             show(&cell.nlb.outage, |s| s.p99),
-            cell.keepalived.trials.len().to_string(),
-            show(&cell.keepalived.outage, |s| s.median),
+            format!("**{}**", show(&cell.keepalived.outage, |s| s.median)),
             show(&cell.keepalived.outage, |s| s.p99),
-            show(&cell.keepalived.takeover, |s| s.median),
             match (cell.ratio, cell.keepalived.outage) {
                 (_, Some(k)) if k.median < 5.0 => "no keepalived outage".into(),
                 (Some(r), _) => format!("**{r:.1}×**"),
                 _ => "–".into(),
             },
+            show(&cell.nlb.last_failure, |s| s.median),
+            show(&cell.keepalived.takeover, |s| s.median),
         ]);
     }
     let mut out = table.markdown();

@@ -52,6 +52,10 @@ impl Attempt {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn classify(text: &str) -> Failure {
     let lower = text.to_ascii_lowercase();
     if [
@@ -88,6 +92,8 @@ pub(crate) struct Seen {
 pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     new: Arc<Mutex<Vec<Attempt>>>,
+    /// Start times of new-connection requests still in flight.
+    pending: Arc<Mutex<Vec<Instant>>>,
     keepalive: Arc<Mutex<Vec<Attempt>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -98,6 +104,7 @@ impl Load {
     pub(crate) fn start(client: &str, sources: &[Ipv4Addr], keepalive_from: &[Ipv4Addr]) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let new = Arc::new(Mutex::new(Vec::new()));
+        let pending = Arc::new(Mutex::new(Vec::new()));
         let keepalive = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
         for &src in keepalive_from {
@@ -110,6 +117,7 @@ impl Load {
         }
         if !sources.is_empty() {
             let (stop, log, client) = (stop.clone(), new.clone(), client.to_owned());
+            let pending = pending.clone();
             let sources = sources.to_vec();
             threads.push(std::thread::spawn(move || {
                 if crate::lab::enter(&client).is_err() {
@@ -121,10 +129,11 @@ impl Load {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let (src, log) = (*src, log.clone());
+                    let (src, log, pending) = (*src, log.clone(), pending.clone());
+                    let started = Instant::now();
+                    lock(&pending).push(started);
                     // New threads start in this thread's namespace.
                     workers.push(std::thread::spawn(move || {
-                        let started = Instant::now();
                         let answer = http_get(src, SocketAddr::from((VIP, 80)))
                             .map_err(|e| (classify(&e), e));
                         let attempt = Attempt {
@@ -133,7 +142,11 @@ impl Load {
                             took: started.elapsed(),
                             answer,
                         };
-                        log.lock().unwrap_or_else(|p| p.into_inner()).push(attempt);
+                        lock(&log).push(attempt);
+                        let mut pending = lock(&pending);
+                        if let Some(at) = pending.iter().position(|&p| p == started) {
+                            pending.swap_remove(at);
+                        }
                     }));
                     next += Duration::from_millis(10);
                     std::thread::sleep(next.saturating_duration_since(Instant::now()));
@@ -147,9 +160,21 @@ impl Load {
         Load {
             stop,
             new,
+            pending,
             keepalive,
             threads,
         }
+    }
+
+    /// The new-connection requests finished so far, by start time, and the start of
+    /// the oldest one still in flight.
+    pub(crate) fn new_so_far(&self) -> (Vec<Attempt>, Option<Instant>) {
+        // Pending first: a request that finishes in between is then in both or in the
+        // finished list, never in neither.
+        let oldest = lock(&self.pending).iter().min().copied();
+        let mut all = lock(&self.new).clone();
+        all.sort_by_key(|a| a.started);
+        (all, oldest)
     }
 
     /// Stops the load, waits for requests in flight (up to a few seconds), and returns

@@ -77,10 +77,10 @@ enum Scenario {
 #[derive(Debug, Clone, Args)]
 struct FailoverArgs {
     /// Trials per failure kind for nlb and for keepalived at its fastest.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 12)]
     trials: usize,
     /// Trials per failure kind for keepalived at its defaults (about 6 s each).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 6)]
     slow_trials: usize,
     /// Cluster sizes.
     #[arg(long, value_delimiter = ',', default_value = "2,3")]
@@ -96,7 +96,7 @@ struct DatapathArgs {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Seconds per wrk run.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     seconds: u32,
     /// wrk connections.
     #[arg(long, default_value_t = 32)]
@@ -106,12 +106,13 @@ struct DatapathArgs {
     modes: Vec<String>,
 }
 
-/// Load averages before and after a scenario.
+/// A scenario's results with the machine's load before and after it.
 #[derive(Debug, Clone, Serialize)]
-struct Around {
+struct Timed<T> {
     before: Machine,
     after: Machine,
     seconds: f64,
+    results: T,
 }
 
 /// Everything one invocation measured.
@@ -121,9 +122,9 @@ struct Report {
     command: Vec<String>,
     /// Seconds since the Unix epoch at the start.
     started_unix: u64,
-    failover: Option<(failover::FailoverReport, Around)>,
-    planned: Option<(planned::PlannedReport, Around)>,
-    datapath: Option<(datapath::DatapathReport, Around)>,
+    failover: Option<Timed<failover::FailoverReport>>,
+    planned: Option<Timed<planned::PlannedReport>>,
+    datapath: Option<Timed<datapath::DatapathReport>>,
     balance: Option<balance::BalanceReport>,
 }
 
@@ -159,24 +160,25 @@ fn timed<T>(
     title: &str,
     scenario: impl FnOnce() -> Result<T>,
     markdown: impl Fn(&T) -> String,
-) -> Result<(T, Around)> {
+) -> Result<Timed<T>> {
     let before = Machine::now();
     let started = Instant::now();
     eprintln!("== {title} ({})", before.describe());
     let result = scenario().with_context(|| format!("scenario {title} failed"))?;
-    let around = Around {
+    let timed = Timed {
         after: Machine::now(),
         before,
         seconds: started.elapsed().as_secs_f64(),
+        results: result,
     };
     println!(
         "\n## {title}\n\nBefore: {}; after: {}; took {:.0} s.\n\n{}",
-        around.before.describe(),
-        around.after.describe(),
-        around.seconds,
-        markdown(&result)
+        timed.before.describe(),
+        timed.after.describe(),
+        timed.seconds,
+        markdown(&timed.results)
     );
-    Ok((result, around))
+    Ok(timed)
 }
 
 fn failover_settings(args: &FailoverArgs) -> Result<Vec<failover::Settings>> {
@@ -190,7 +192,7 @@ fn failover_settings(args: &FailoverArgs) -> Result<Vec<failover::Settings>> {
         .collect()
 }
 
-fn run_failover(nlb: &Path, args: &FailoverArgs) -> Result<(failover::FailoverReport, Around)> {
+fn run_failover(nlb: &Path, args: &FailoverArgs) -> Result<Timed<failover::FailoverReport>> {
     lab::require_tool("keepalived", "keepalived")?;
     let settings = failover_settings(args)?;
     if let Some(bad) = args.hosts.iter().find(|&&h| !(2..=8).contains(&h)) {
@@ -207,7 +209,7 @@ fn run_failover(nlb: &Path, args: &FailoverArgs) -> Result<(failover::FailoverRe
     )
 }
 
-fn run_planned(nlb: &Path) -> Result<(planned::PlannedReport, Around)> {
+fn run_planned(nlb: &Path) -> Result<Timed<planned::PlannedReport>> {
     lab::require_tool("keepalived", "keepalived")?;
     timed(
         "2. Planned changes under load",
@@ -216,7 +218,7 @@ fn run_planned(nlb: &Path) -> Result<(planned::PlannedReport, Around)> {
     )
 }
 
-fn run_datapath(nlb: &Path, args: &DatapathArgs) -> Result<(datapath::DatapathReport, Around)> {
+fn run_datapath(nlb: &Path, args: &DatapathArgs) -> Result<Timed<datapath::DatapathReport>> {
     lab::require_tool("wrk", "wrk")?;
     for mode in &args.modes {
         if !["multicast", "unicast", "igmp"].contains(&mode.as_str()) {

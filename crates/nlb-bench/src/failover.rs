@@ -180,14 +180,18 @@ fn run_trials(
                 .wait_takeover(victim)
                 .with_context(|| format!("{label}: {kind} of host {victim}"))?;
             // Watch the client until an address the victim served is answered promptly
-            // after the last failure, with every request started before that answer
-            // finished (one in flight may still fail or stall), and at least 600 ms
-            // after the takeover; at most 10 s after the failure.
+            // after the last failure or stall, at least 600 ms after the takeover and at
+            // most 10 s after the failure. Requests started in the last 300 ms before
+            // the watch ends are left out: only they could still turn out to stall, so
+            // what is counted is exactly what the watch saw settled.
             let host = format!("host{victim}");
             let observed_until = failed_at + OBSERVE;
+            let settle = Duration::from_millis(300);
+            let mut cutoff;
             loop {
                 std::thread::sleep(Duration::from_millis(50));
                 let now = Instant::now();
+                cutoff = now - settle;
                 if now > observed_until {
                     break;
                 }
@@ -195,14 +199,18 @@ fn run_trials(
                     continue;
                 }
                 let (so_far, oldest_pending) = load.new_so_far();
-                let affected = served_by(&so_far, &host, failed_at);
-                if let Some(outage) = outage(&so_far, failed_at, &affected)
-                    && oldest_pending.is_none_or(|p| p > failed_at + outage)
-                {
+                if oldest_pending.is_some_and(|p| p < cutoff) {
+                    continue; // a request is stalling
+                }
+                let settled: Vec<Attempt> =
+                    so_far.into_iter().filter(|a| a.started < cutoff).collect();
+                let affected = served_by(&settled, &host, failed_at);
+                if outage(&settled, failed_at, &affected).is_some() {
                     break;
                 }
             }
-            let seen = load.finish();
+            let mut seen = load.finish();
+            seen.new.retain(|a| a.started < cutoff);
             let finished = trial_started.elapsed();
             let affected = served_by(&seen.new, &host, failed_at);
             let after: Vec<&Attempt> = seen.new.iter().filter(|a| a.started >= failed_at).collect();

@@ -176,7 +176,13 @@ pub(crate) fn watch(args: &WatchArgs) -> Result<(), CliError> {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut buf = vec![0u8; 65536];
         let mut number = 0u64;
-        if !args.json {
+        // Said once the socket is bound, so a script knows from when frames count.
+        if args.json {
+            print_out(
+                &serde_json::json!({"event": "watching", "interface": args.interface})
+                    .to_string(),
+            );
+        } else {
             eprintln!(
                 "watching {} (Ctrl-C for the summary); nothing is sent",
                 args.interface

@@ -1,0 +1,157 @@
+//! `nlb watch` on a real segment: a bridge and four namespaces. Real kernels announce
+//! one address from two hosts and ask for one that nobody has; the watcher, on a fifth
+//! port that takes part in nothing, reports both as they happen, prints its summary on
+//! SIGINT, and has sent nothing (its interface's transmit counter does not move).
+
+use nlb_linux::netns::{require_root, unique_name};
+use nlb_linux::segment::Segment;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn tx_packets(segment: &Segment, host: usize) -> u64 {
+    segment.hosts[host]
+        .exec("cat", &["/sys/class/net/eth0/statistics/tx_packets"], None)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Kills the watcher if the test fails before it stops it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for a finding of `kind`, up to `timeout`; findings of other kinds may come first.
+fn next_finding(lines: &mpsc::Receiver<Value>, kind: &str, timeout: Duration) -> Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let finding = next_event(lines, "finding", left);
+        if finding["finding"]["kind"] == kind {
+            return finding["finding"].clone();
+        }
+    }
+}
+
+/// Waits for the next JSON line whose "event" is `event`, up to `timeout`.
+fn next_event(lines: &mpsc::Receiver<Value>, event: &str, timeout: Duration) -> Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no {event} event within {timeout:?}"));
+        if line["event"] == event {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn watch_reports_live_and_sends_nothing() {
+    if !require_root("watch_reports_live_and_sends_nothing") {
+        return;
+    }
+    let segment = Segment::build(&unique_name("nlbw"), 3, 0, false).unwrap();
+    let watcher = 2;
+    // The watcher must stay silent on its own: no IPv6 (router solicitations, DAD).
+    segment.hosts[watcher]
+        .exec("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"], None)
+        .unwrap();
+    segment.hosts[watcher]
+        .exec(
+            "sysctl",
+            &["-qw", "net.ipv6.conf.eth0.disable_ipv6=1"],
+            None,
+        )
+        .unwrap();
+    let tx_before = tx_packets(&segment, watcher);
+    let mut child = KillOnDrop(
+        Command::new("ip")
+            .args(["netns", "exec", segment.hosts[watcher].name()])
+            .args([env!("CARGO_BIN_EXE_nlb"), "watch", "eth0", "--json"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (send, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let value: Value =
+                serde_json::from_str(&line).unwrap_or_else(|err| panic!("not JSON: {line}: {err}"));
+            if send.send(value).is_err() {
+                break;
+            }
+        }
+    });
+    next_event(&lines, "watching", Duration::from_secs(10));
+
+    // 198.18.0.50 on hosts 1 and 2; each announces it (iputils arping -U), host 1 twice.
+    for host in [0, 1] {
+        segment.hosts[host]
+            .ip(&["addr", "add", "198.18.0.50/32", "dev", "eth0"])
+            .unwrap();
+    }
+    for host in [0, 1, 0] {
+        segment.hosts[host]
+            .exec(
+                "arping",
+                &[
+                    "-U",
+                    "-c",
+                    "1",
+                    "-I",
+                    "eth0",
+                    "-s",
+                    "198.18.0.50",
+                    "198.18.0.50",
+                ],
+                None,
+            )
+            .unwrap();
+    }
+    let duplicate = next_finding(&lines, "duplicate_ip", Duration::from_secs(10));
+    assert_eq!(duplicate["ip"], "198.18.0.50");
+    assert_eq!(duplicate["macs"].as_array().unwrap().len(), 2);
+
+    // The client's kernel asks for an address nobody has: raised one second later.
+    let ping = Command::new("ip")
+        .args(["netns", "exec", segment.client.name()])
+        .args(["ping", "-c", "1", "-W", "2", "198.18.0.250"])
+        .output()
+        .unwrap();
+    assert!(!ping.status.success(), "nobody has 198.18.0.250");
+    let unanswered = next_finding(&lines, "unanswered_request", Duration::from_secs(10));
+    assert_eq!(unanswered["ip"], "198.18.0.250");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let summary = next_event(&lines, "summary", Duration::from_secs(10));
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let findings = summary["findings"].as_array().unwrap();
+    let of = |kind: &str| findings.iter().filter(|f| f["kind"] == kind).count();
+    assert_eq!(of("duplicate_ip"), 1, "{summary:#}");
+    assert_eq!(of("ip_mac_flap"), 1, "{summary:#}");
+    assert_eq!(of("unanswered_request"), 1, "{summary:#}");
+    assert!(summary["capture"]["frames"].as_u64().unwrap() >= 5);
+    assert_eq!(
+        tx_packets(&segment, watcher),
+        tx_before,
+        "the watcher's interface sent something"
+    );
+}

@@ -34,6 +34,8 @@ fn colour(severity: Severity) -> &'static str {
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 220.0;
 const MAX_COLUMNS: usize = 480;
+/// Height of one findings lane under the chart.
+const LANE: f64 = 16.0;
 
 /// Merges per-second bins into at most [`MAX_COLUMNS`] columns.
 fn columns(bins: &[Bin]) -> (Vec<Bin>, usize) {
@@ -57,8 +59,9 @@ fn timeline(report: &Report) -> String {
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {}" width="100%" role="img" aria-label="ARP activity over time">"##,
-        HEIGHT + 40.0
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="-50 0 {} {}" width="100%" role="img" aria-label="ARP activity over time, and findings by severity">"##,
+        WIDTH + 60.0,
+        HEIGHT + 3.0 * LANE + 30.0
     );
     let max = cols
         .iter()
@@ -91,21 +94,39 @@ fn timeline(report: &Report) -> String {
         }
     }
     let duration = (cols.len() * per).max(1) as f64;
-    for finding in report.findings.iter().rev() {
-        let x = (finding.first_seen_s / duration * WIDTH).clamp(0.0, WIDTH - 1.0);
+    // Findings go in lanes under the chart, one per severity, so that they never hide
+    // the traffic: a tick where each starts, a thin bar to where it ends.
+    for (lane, severity) in [Severity::Error, Severity::Warning, Severity::Info]
+        .into_iter()
+        .enumerate()
+    {
+        let y = HEIGHT + 8.0 + lane as f64 * LANE;
         let _ = write!(
             svg,
-            r#"<line x1="{x:.2}" x2="{x:.2}" y1="0" y2="{HEIGHT}" stroke="{}" stroke-width="2" stroke-opacity="0.8"><title>{} at {:.3} s</title></line>"#,
-            colour(finding.severity),
-            escape(finding.kind.name()),
-            finding.first_seen_s
+            r##"<text x="-4" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
+            y + LANE * 0.7,
+            severity.name()
         );
+        for finding in report.findings.iter().filter(|f| f.severity == severity) {
+            let x = (finding.first_seen_s / duration * WIDTH).clamp(0.0, WIDTH - 1.0);
+            let end = (finding.last_seen_s / duration * WIDTH).clamp(x, WIDTH);
+            let _ = write!(
+                svg,
+                r#"<g fill="{}"><title>{} {} at {:.3} s</title><rect x="{x:.2}" y="{:.1}" width="{:.2}" height="2" fill-opacity="0.5"/><rect x="{x:.2}" y="{y:.1}" width="2" height="{:.1}"/></g>"#,
+                colour(severity),
+                escape(finding.kind.name()),
+                escape(&finding.ip.map(|ip| ip.to_string()).unwrap_or_default()),
+                finding.first_seen_s,
+                y + LANE / 2.0 - 1.0,
+                (end - x).max(2.0),
+                LANE - 3.0
+            );
+        }
     }
+    let axis = HEIGHT + 8.0 + 3.0 * LANE + 14.0;
     let _ = write!(
         svg,
-        r##"<line x1="0" x2="{WIDTH}" y1="{HEIGHT}" y2="{HEIGHT}" stroke="#333"/><text x="0" y="{}" font-size="12">0 s</text><text x="{WIDTH}" y="{}" font-size="12" text-anchor="end">{duration:.0} s</text><text x="4" y="12" font-size="12">max {max} ARP frames per {per} s</text></svg>"##,
-        HEIGHT + 16.0,
-        HEIGHT + 16.0
+        r##"<line x1="0" x2="{WIDTH}" y1="{HEIGHT}" y2="{HEIGHT}" stroke="#333"/><text x="0" y="{axis}" font-size="12">0 s</text><text x="{WIDTH}" y="{axis}" font-size="12" text-anchor="end">{duration:.0} s</text><text x="4" y="12" font-size="12">max {max} ARP frames per {per} s</text></svg>"##
     );
     svg
 }
@@ -139,7 +160,7 @@ code{{background:#f4f4f4;padding:1px 3px}}</style></head><body>"#,
         escape(&c.end)
     );
     html.push_str("<h2>Timeline</h2>");
-    html.push_str(r##"<p class="legend"><span><i style="background:#90a4ae"></i>requests</span><span><i style="background:#66bb6a"></i>replies</span><span><i style="background:#ab47bc"></i>gratuitous</span><span><i style="background:#ff7043"></i>malformed</span><span><i style="background:#c62828"></i>error</span><span><i style="background:#ef6c00"></i>warning</span><span><i style="background:#1565c0"></i>info</span></p>"##);
+    html.push_str(r##"<p class="legend"><span><i style="background:#90a4ae"></i>requests</span><span><i style="background:#66bb6a"></i>replies</span><span><i style="background:#ab47bc"></i>gratuitous</span><span><i style="background:#ff7043"></i>malformed</span><span>findings below the chart, by severity: hover for the kind</span></p>"##);
     html.push_str(&timeline(report));
     let _ = write!(
         html,

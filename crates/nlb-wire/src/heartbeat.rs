@@ -623,7 +623,13 @@ impl HeartbeatRepr {
             let owned = BucketBitmap::from_wire(count, &bytes[owned_at..target_at])?;
             let target =
                 BucketBitmap::from_wire(count, &bytes[target_at..target_at + bitmap_len(count)])?;
-            if owned.iter().any(|bucket| !target.contains(bucket)) {
+            // Owned ⊆ target, a byte at a time (the layouts are equal).
+            let outside = owned
+                .as_bytes()
+                .iter()
+                .zip(target.as_bytes())
+                .any(|(owned, target)| owned & !target != 0);
+            if outside {
                 return Err(Error::Malformed("rule owns a bucket outside its target"));
             }
             rules.push(RuleStatus {

@@ -8,7 +8,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
-#[allow(dead_code, missing_docs, unreachable_pub)]
+#[allow(dead_code, unreachable_pub)]
 mod workload;
 
 fn per_packet(c: &mut Criterion) {

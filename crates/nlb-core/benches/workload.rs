@@ -12,16 +12,30 @@ use std::net::Ipv4Addr;
 
 /// A host of a 4-host cluster with two rules (one per-connection, one single affinity).
 pub struct Workload {
+    /// The host's configuration.
     pub config: Config,
+    /// What it accepts per rule, the default rule last.
     pub owned: Vec<BucketBitmap>,
+    /// The cluster's hash seed.
     pub seed: u32,
+    /// 1,024 client flows, half to each rule.
     pub flows: Vec<Flow>,
+    /// The host's heartbeat.
     pub heartbeat: HeartbeatRepr,
+    /// The cluster key.
     pub key: HeartbeatKey,
+    /// The heartbeat, encoded and tagged.
     pub frame: Vec<u8>,
 }
 
+impl Default for Workload {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Workload {
+    /// Builds the workload.
     pub fn new() -> Workload {
         let config = Config::parse(
             r#"
@@ -55,7 +69,7 @@ affinity = "single"
             .collect();
         let flows = (0..1024u32)
             .map(|i| Flow {
-                src: Ipv4Addr::from(0xc612_0000 | (i * 7919 & 0xffff)),
+                src: Ipv4Addr::from(0xc612_0000 | ((i * 7919) & 0xffff)),
                 src_port: 32768 + (i as u16).wrapping_mul(31),
                 dst: Ipv4Addr::new(198, 18, 0, 10),
                 dst_port: if i % 2 == 0 { 80 } else { 443 },

@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-#[allow(dead_code, missing_docs, unreachable_pub)]
+#[allow(dead_code, unreachable_pub)]
 #[path = "../benches/workload.rs"]
 mod workload;
 

@@ -29,9 +29,24 @@ impl PacketSocket {
     /// Opens a socket that sees every frame on `interface`, this host's own outgoing ones
     /// included, with the interface promiscuous for as long as the socket lives
     /// (`PACKET_MR_PROMISC`, undone by the kernel on close): what a capture tool sees.
-    /// For `nlb watch`, which never sends.
+    /// For `nlb watch`, which never sends. Read it with
+    /// [`try_recv_tagged`](Self::try_recv_tagged) to keep VLAN tags.
     pub fn observe(interface: &str) -> io::Result<PacketSocket> {
         let socket = PacketSocket::open(interface, false)?;
+        let auxdata: libc::c_int = 1;
+        // SAFETY: the option value is a live c_int and its size is passed with it.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_AUXDATA,
+                (&raw const auxdata).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
         // SAFETY: `packet_mreq` is plain old data; all-zero is a valid value.
         let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
         mreq.mr_ifindex = socket.ifindex as i32;
@@ -130,6 +145,73 @@ impl PacketSocket {
         // SAFETY: as in `recv`.
         let uninit = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
         self.socket.recv(uninit)
+    }
+
+    /// Receives one frame without waiting, from a socket made by
+    /// [`observe`](Self::observe), and returns where it lies in `buf`. A VLAN tag that the
+    /// kernel (or the NIC) took off the frame, and reported in `PACKET_AUXDATA`, is put
+    /// back after the source MAC, as libpcap does, so that findings stay per VLAN.
+    /// `buf` must have room for the frame and 4 more bytes.
+    pub fn try_recv_tagged(&self, buf: &mut [u8]) -> io::Result<std::ops::Range<usize>> {
+        if buf.len() < 20 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer too small for a frame",
+            ));
+        }
+        // The frame goes 4 bytes in, leaving room to re-insert a tag.
+        let mut iov = libc::iovec {
+            iov_base: buf[4..].as_mut_ptr().cast(),
+            iov_len: buf.len() - 4,
+        };
+        // u64s, so the control buffer is aligned for cmsghdr.
+        let mut control = [0u64; 16];
+        // SAFETY: `msghdr` is plain old data; all-zero is a valid value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = size_of_val(&control);
+        // SAFETY: `msg` points at the live `iov` (inside `buf`) and `control` buffers,
+        // with their true sizes.
+        let received =
+            unsafe { libc::recvmsg(self.socket.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
+        if received < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let len = (received as usize).min(buf.len() - 4);
+        let mut tag = None;
+        // SAFETY: `msg` was filled by recvmsg; the CMSG macros walk its control buffer
+        // within `msg_controllen`, and the auxdata is read unaligned by value.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_PACKET
+                    && (*cmsg).cmsg_type == libc::PACKET_AUXDATA
+                {
+                    let aux: libc::tpacket_auxdata =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
+                        let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                            aux.tp_vlan_tpid
+                        } else {
+                            0x8100
+                        };
+                        tag = Some((tpid, aux.tp_vlan_tci));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
+            }
+        }
+        match tag {
+            Some((tpid, tci)) if len >= 12 => {
+                buf.copy_within(4..16, 0);
+                buf[12..14].copy_from_slice(&tpid.to_be_bytes());
+                buf[14..16].copy_from_slice(&tci.to_be_bytes());
+                Ok(0..len + 4)
+            }
+            _ => Ok(4..4 + len),
+        }
     }
 
     /// Receives one frame into `buf` and returns its length, waiting at most `timeout`.

@@ -1,10 +1,14 @@
 //! `nlb watch` on a real segment: a bridge and four namespaces. Real kernels announce
 //! one address from two hosts and ask for one that nobody has; the watcher, on a fifth
 //! port that takes part in nothing, reports both as they happen, prints its summary on
-//! SIGINT, and has sent nothing (its interface's transmit counter does not move).
+//! SIGINT, and has sent nothing (its interface's transmit counter does not move). Tagged
+//! frames keep their VLAN: the kernel strips the tag, the watcher puts it back.
 
 use nlb_linux::netns::{require_root, unique_name};
+use nlb_linux::packet::PacketSocket;
 use nlb_linux::segment::Segment;
+use nlb_wire::MacAddr;
+use nlb_wire::arp::ArpRepr;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -135,6 +139,34 @@ fn watch_reports_live_and_sends_nothing() {
     let unanswered = next_finding(&lines, "unanswered_request", Duration::from_secs(10));
     assert_eq!(unanswered["ip"], "198.18.0.250");
 
+    // Tagged frames, as on a trunk (this kernel may lack 802.1Q interfaces, so they are
+    // sent raw): 198.18.0.60 answers from one MAC on VLAN 10 and another on VLAN 20, which
+    // is no duplicate; then a third MAC answers for it on VLAN 10, which is one.
+    let asker = ArpRepr::request(
+        "52:54:00:aa:aa:aa".parse().unwrap(),
+        "198.18.0.99".parse().unwrap(),
+        "198.18.0.60".parse().unwrap(),
+    );
+    let answers: [(&str, u16); 3] = [
+        ("52:54:00:00:10:0a", 10),
+        ("52:54:00:00:20:0b", 20),
+        ("52:54:00:00:10:0c", 10),
+    ];
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            segment.client.enter_current_thread().unwrap();
+            let socket = PacketSocket::bind("eth0").unwrap();
+            for (mac, vlan) in answers {
+                let mac: MacAddr = mac.parse().unwrap();
+                let reply = ArpRepr::reply_to(&asker, mac, asker.target_ip);
+                socket.send(&reply.to_frame(mac, Some(vlan))).unwrap();
+            }
+        });
+    });
+    let tagged = next_finding(&lines, "duplicate_ip", Duration::from_secs(10));
+    assert_eq!(tagged["ip"], "198.18.0.60");
+    assert_eq!(tagged["vlan"], 10, "{tagged}");
+
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.0.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -145,7 +177,13 @@ fn watch_reports_live_and_sends_nothing() {
     assert!(status.success(), "{status}");
     let findings = summary["findings"].as_array().unwrap();
     let of = |kind: &str| findings.iter().filter(|f| f["kind"] == kind).count();
-    assert_eq!(of("duplicate_ip"), 1, "{summary:#}");
+    assert_eq!(of("duplicate_ip"), 2, "{summary:#}");
+    let tagged: Vec<&Value> = findings
+        .iter()
+        .filter(|f| f["kind"] == "duplicate_ip" && f["ip"] == "198.18.0.60")
+        .collect();
+    assert_eq!(tagged.len(), 1, "{summary:#}");
+    assert_eq!(tagged[0]["vlan"], 10);
     assert_eq!(of("ip_mac_flap"), 1, "{summary:#}");
     assert_eq!(of("unanswered_request"), 1, "{summary:#}");
     assert!(summary["capture"]["frames"].as_u64().unwrap() >= 5);

@@ -174,7 +174,7 @@ pub(crate) fn watch(args: &WatchArgs) -> Result<(), CliError> {
             tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0))
         });
         let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let mut buf = vec![0u8; 65536];
+        let mut buf = vec![0u8; 65536 + 4];
         let mut number = 0u64;
         // Said once the socket is bound, so a script knows from when frames count.
         if args.json {
@@ -197,14 +197,15 @@ pub(crate) fn watch(args: &WatchArgs) -> Result<(), CliError> {
                 ready = socket.readable() => {
                     let mut guard = ready.map_err(|err| CliError::failed(format!("watch failed: {err}")))?;
                     loop {
-                        match guard.get_inner().try_recv(&mut buf) {
-                            Ok(len) => {
+                        match guard.get_inner().try_recv_tagged(&mut buf) {
+                            Ok(frame) => {
                                 number += 1;
+                                let len = frame.len();
                                 let record = nlb_doctor::capture::Record {
                                     number,
                                     ts_ns: now_ns(),
                                     link: nlb_doctor::LinkType::Ethernet,
-                                    data: &buf[..len],
+                                    data: &buf[frame],
                                     orig_len: len as u32,
                                 };
                                 match nlb_doctor::link::decode(&record) {

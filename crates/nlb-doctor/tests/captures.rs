@@ -444,3 +444,20 @@ fn html_report_is_self_contained_with_a_timeline() {
     assert!(!html.contains("<script"));
     assert!(!html.contains("src=\"http"));
 }
+
+#[test]
+fn a_vip_nobody_answers_for_is_an_error_with_cluster_advice() {
+    let plain = doctor(fixture("arp-unanswered.pcap"));
+    assert_eq!(
+        only(&plain, Kind::UnansweredRequest, "198.18.0.250").severity,
+        Severity::Warning
+    );
+    let settings = Settings {
+        vips: vec!["198.18.0.250".parse().unwrap()],
+        ..Settings::default()
+    };
+    let report = doctor_with(fixture("arp-unanswered.pcap"), settings);
+    let unanswered = only(&report, Kind::UnansweredRequest, "198.18.0.250");
+    assert_eq!(unanswered.severity, Severity::Error);
+    assert!(unanswered.advice.contains("nlb query"), "{}", unanswered.advice);
+}

@@ -3,7 +3,7 @@
 # 2-core machine):
 #
 #   sudo bench/run.sh                      # all scenarios, tables on stdout
-#   sudo bench/run.sh --quick              # a smoke test of everything (~2 minutes)
+#   sudo bench/run.sh --quick              # a smoke test of everything (a few minutes)
 #   sudo bench/run.sh --trials 20 ...      # extra arguments go to `nlb-bench all`
 #
 # 1. installs what is missing (keepalived, wrk, tshark, nftables, iproute2) with apt-get,

@@ -48,6 +48,8 @@ pub(crate) trait Cluster {
     fn restore(&mut self, id: u8, kind: FailureKind) -> Result<()>;
     /// Waits until every host is back in service and the client is served.
     fn wait_healthy(&self) -> Result<()>;
+    /// The daemons' logs, for `NLB_BENCH_DEBUG=1`.
+    fn logs(&self) -> String;
 }
 
 /// nlb's timers.
@@ -261,6 +263,13 @@ impl Cluster for NlbCluster {
     fn wait_healthy(&self) -> Result<()> {
         self.wait_converged(&self.all())
     }
+
+    fn logs(&self) -> String {
+        self.all()
+            .iter()
+            .map(|&id| format!("--- host {id}\n{}", self.log(id)))
+            .collect()
+    }
 }
 
 /// keepalived's timers.
@@ -467,5 +476,11 @@ impl Cluster for KeepalivedCluster {
             },
         )?;
         Ok(())
+    }
+
+    fn logs(&self) -> String {
+        (1..=self.daemons.len() as u8)
+            .map(|id| format!("--- host {id}\n{}", self.log(id)))
+            .collect()
     }
 }

@@ -250,6 +250,22 @@ fn run_trials(
                     .as_ref()
                     .map_or(String::new(), |e| format!(" (first error: {e})"))
             );
+            if std::env::var_os("NLB_BENCH_DEBUG").is_some()
+                && result.outage_ms.is_none_or(|o| o > 500.0)
+            {
+                let interesting: Vec<String> = cluster
+                    .logs()
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("---")
+                            || ["peer_down", "view", "Entering", "conflict"]
+                                .iter()
+                                .any(|k| l.contains(k))
+                    })
+                    .map(|l| l.chars().take(300).collect())
+                    .collect();
+                eprintln!("{}", interesting.join("\n"));
+            }
             results.push((kind, result));
             cluster.restore(victim, kind)?;
             if std::env::var_os("NLB_BENCH_DEBUG").is_some() {

@@ -93,7 +93,7 @@ struct FailoverArgs {
 #[derive(Debug, Clone, Args)]
 struct DatapathArgs {
     /// Alternating rounds (direct, VIP) per phase.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Seconds per wrk run.
     #[arg(long, default_value_t = 2)]

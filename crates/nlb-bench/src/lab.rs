@@ -210,7 +210,8 @@ pub(crate) struct Lab {
     procs: Vec<Proc>,
     /// The bridge, hosts and client.
     pub(crate) segment: Segment,
-    dir: tempfile::TempDir,
+    /// Always `Some` until dropped.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Lab {
@@ -230,7 +231,7 @@ impl Lab {
         let mut lab = Lab {
             procs: Vec::new(),
             segment,
-            dir,
+            dir: Some(dir),
         };
         for id in 1..=hosts {
             let server = Proc::spawn(
@@ -263,7 +264,10 @@ impl Lab {
 
     /// A path in the lab's directory.
     pub(crate) fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.dir
+            .as_ref()
+            .map_or_else(PathBuf::new, |d| d.path().to_owned())
+            .join(name)
     }
 
     /// Sets host `id`'s bridge port up or down (the host's side stays as it is).
@@ -357,7 +361,13 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.procs.clear();
-        locked(&DIRS).remove(self.dir.path());
+        // Unregistered only once deleted, so that an interrupt in between still
+        // removes it.
+        if let Some(dir) = self.dir.take() {
+            let path = dir.path().to_owned();
+            let _ = dir.close();
+            locked(&DIRS).remove(&path);
+        }
     }
 }
 

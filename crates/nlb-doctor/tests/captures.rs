@@ -459,5 +459,9 @@ fn a_vip_nobody_answers_for_is_an_error_with_cluster_advice() {
     let report = doctor_with(fixture("arp-unanswered.pcap"), settings);
     let unanswered = only(&report, Kind::UnansweredRequest, "198.18.0.250");
     assert_eq!(unanswered.severity, Severity::Error);
-    assert!(unanswered.advice.contains("nlb query"), "{}", unanswered.advice);
+    assert!(
+        unanswered.advice.contains("nlb query"),
+        "{}",
+        unanswered.advice
+    );
 }

@@ -465,6 +465,33 @@ impl Analyzer {
         index
     }
 
+    /// Counts one more frame of a finding (made on first sight) and adds `macs` to it.
+    fn count(
+        &mut self,
+        kind: Kind,
+        severity: Severity,
+        frame: &Frame<'_>,
+        ip: Option<Ipv4Addr>,
+        extra: u64,
+        macs: &[MacAddr],
+    ) -> &mut Acc {
+        let index = self.acc(
+            kind,
+            severity,
+            frame.vlan,
+            ip,
+            extra,
+            frame.number,
+            frame.ts_ns,
+        );
+        let acc = &mut self.accs[index];
+        acc.count += 1;
+        for &mac in macs {
+            acc.add_mac(mac);
+        }
+        acc
+    }
+
     /// Counts a malformed frame under `reason`.
     fn malformed(&mut self, frame: &Frame<'_>, reason: &'static str, severity: Severity) {
         self.counters.malformed += 1;
@@ -474,17 +501,7 @@ impl Analyzer {
             reason.hash(&mut hasher);
             hasher.finish()
         };
-        let index = self.acc(
-            Kind::Malformed,
-            severity,
-            frame.vlan,
-            None,
-            extra,
-            frame.number,
-            frame.ts_ns,
-        );
-        let acc = &mut self.accs[index];
-        acc.count += 1;
+        let acc = self.count(Kind::Malformed, severity, frame, None, extra, &[]);
         acc.text = reason;
         if let Some(src) = frame.src {
             acc.add_mac(src);
@@ -580,18 +597,14 @@ impl Analyzer {
             Some(NlbMac::UnicastCluster(vip) | NlbMac::MulticastCluster(vip)) => vip,
             _ => return,
         };
-        let index = self.acc(
+        self.count(
             Kind::ClusterMacAsSource,
             Severity::Error,
-            frame.vlan,
+            frame,
             Some(vip),
             mac_u64(src),
-            frame.number,
-            frame.ts_ns,
+            &[src],
         );
-        let acc = &mut self.accs[index];
-        acc.count += 1;
-        acc.add_mac(src);
     }
 
     fn note_igmp_cluster_traffic(&mut self, frame: &Frame<'_>, dst: MacAddr) {
@@ -712,23 +725,18 @@ impl Analyzer {
             && classify_mac(src).is_none()
             && classify_mac(repr.sender_mac).is_some()
             && self.cluster_member_for(repr.sender_ip, repr.sender_mac);
-        let index = self.acc(
+        let acc = self.count(
             Kind::SenderMacMismatch,
             if cluster_sender {
                 Severity::Info
             } else {
                 Severity::Warning
             },
-            frame.vlan,
+            frame,
             Some(repr.sender_ip),
             mac_u64(src) ^ mac_u64(repr.sender_mac).rotate_left(17),
-            frame.number,
-            frame.ts_ns,
+            &[src, repr.sender_mac],
         );
-        let acc = &mut self.accs[index];
-        acc.count += 1;
-        acc.add_mac(src);
-        acc.add_mac(repr.sender_mac);
         if masking {
             acc.flavour = FLAVOUR_MASKING;
         } else if cluster_sender {
@@ -779,18 +787,14 @@ impl Analyzer {
         recent.push_back(frame.ts_ns);
         if recent.len() > limit {
             recent.pop_front();
-            let index = self.acc(
+            self.count(
                 Kind::RequestStorm,
                 Severity::Warning,
-                frame.vlan,
+                frame,
                 Some(repr.sender_ip),
                 mac_u64(source),
-                frame.number,
-                frame.ts_ns,
+                &[source],
             );
-            let acc = &mut self.accs[index];
-            acc.count += 1;
-            acc.add_mac(source);
         }
     }
 
@@ -849,18 +853,14 @@ impl Analyzer {
     }
 
     fn unexpected_reply(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
-        let index = self.acc(
+        let acc = self.count(
             Kind::UnexpectedReply,
             Severity::Warning,
-            frame.vlan,
+            frame,
             Some(repr.sender_ip),
             mac_u64(repr.sender_mac),
-            frame.number,
-            frame.ts_ns,
+            &[repr.sender_mac],
         );
-        let acc = &mut self.accs[index];
-        acc.count += 1;
-        acc.add_mac(repr.sender_mac);
         acc.add_peer(repr.target_ip, repr.target_mac);
     }
 
@@ -871,34 +871,26 @@ impl Analyzer {
             _ if repr.is_strict_gratuitous_reply() => 2,
             _ => 3,
         };
-        let index = self.acc(
+        let acc = self.count(
             Kind::GratuitousArp,
             Severity::Info,
-            frame.vlan,
+            frame,
             Some(repr.sender_ip),
             (mac_u64(repr.sender_mac) << 2) | flavour,
-            frame.number,
-            frame.ts_ns,
+            &[repr.sender_mac],
         );
-        let acc = &mut self.accs[index];
-        acc.count += 1;
         acc.flavour = flavour as u8;
-        acc.add_mac(repr.sender_mac);
     }
 
     fn probe(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
-        let index = self.acc(
+        self.count(
             Kind::ArpProbe,
             Severity::Info,
-            frame.vlan,
+            frame,
             Some(repr.target_ip),
             0,
-            frame.number,
-            frame.ts_ns,
+            &[repr.sender_mac],
         );
-        let acc = &mut self.accs[index];
-        acc.count += 1;
-        acc.add_mac(repr.sender_mac);
         // A probe asks "who has" too: a reply to it is expected (RFC 5227 §2.1.1).
         let key = ip_key(frame.vlan, repr.target_ip);
         let window = self.settings.duplicate_window_ns;
@@ -946,19 +938,14 @@ impl Analyzer {
         if self.cluster_member_for(ip, prober) && self.cluster_member_for(ip, other) {
             return;
         }
-        let index = self.acc(
+        let acc = self.count(
             Kind::ProbeConflict,
             Severity::Error,
-            frame.vlan,
+            frame,
             Some(ip),
             0,
-            frame.number,
-            frame.ts_ns,
+            &[prober, other],
         );
-        let acc = &mut self.accs[index];
-        acc.count += 1;
-        acc.add_mac(prober);
-        acc.add_mac(other);
         if acc.text.is_empty() {
             acc.text = text;
         }
@@ -1015,34 +1002,24 @@ impl Analyzer {
             self.probe_conflict(frame, repr.sender_ip, prober, mac, "defended");
         }
         if let Some(other) = duplicate_of {
-            let index = self.acc(
+            self.count(
                 Kind::DuplicateIp,
                 Severity::Error,
-                frame.vlan,
+                frame,
                 Some(repr.sender_ip),
                 0,
-                frame.number,
-                ts,
+                &[other, mac],
             );
-            let acc = &mut self.accs[index];
-            acc.count += 1;
-            acc.add_mac(other);
-            acc.add_mac(mac);
         }
         if let Some(other) = flap {
-            let index = self.acc(
+            self.count(
                 Kind::IpMacFlap,
                 Severity::Error,
-                frame.vlan,
+                frame,
                 Some(repr.sender_ip),
                 0,
-                frame.number,
-                ts,
+                &[mac, other],
             );
-            let acc = &mut self.accs[index];
-            acc.count += 1;
-            acc.add_mac(mac);
-            acc.add_mac(other);
         }
         asked
     }
@@ -1238,20 +1215,14 @@ impl Analyzer {
     ) {
         let cluster_code = cluster_code(key);
         if duplicate {
-            let index = self.acc(
+            self.count(
                 Kind::NlbDuplicateHostId,
                 Severity::Error,
-                frame.vlan,
+                frame,
                 Some(cluster_ip),
                 (cluster_code << 8) | u64::from(host_id),
-                frame.number,
-                frame.ts_ns,
+                macs,
             );
-            let acc = &mut self.accs[index];
-            acc.count += 1;
-            for &mac in macs {
-                acc.add_mac(mac);
-            }
         }
         if inconsistent {
             let index = self.acc(

@@ -14,6 +14,15 @@ const GRATUITOUS_NAMES: [&str; 4] = [
     "gratuitous_reply",
 ];
 
+/// "1 frame", "2 frames".
+fn n(count: u64, one: &str, many: &str) -> String {
+    if count == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{count} {many}")
+    }
+}
+
 fn seconds(ns: i64) -> String {
     let s = ns as f64 / 1e9;
     if s < 10.0 {
@@ -47,9 +56,9 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
     match acc.kind {
         Kind::DuplicateIp => (
             format!(
-                "{ip}{vlan} is claimed by {} MACs ({macs}): {} ARP frames from a second MAC within the window after another.",
+                "{ip}{vlan} is claimed by {} MACs ({macs}): {} from a second MAC within the window after another.",
                 acc.macs.len(),
-                acc.count
+                n(acc.count, "ARP frame", "ARP frames")
             ),
             if vip {
                 "Every host of an NLB cluster must answer for the VIP with the one cluster MAC. Find the host that answers with its own MAC (the second MAC above) and put it in the cluster's mode, or remove the VIP from it.".to_owned()
@@ -67,8 +76,8 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
             if acc.flavour == 1 {
                 (
                     format!(
-                        "{} ARP frames for {ip}{vlan} come from Ethernet source {src} but name {sender} as the sender: the Windows NLB unicast masking pattern (02:<host id>:<ip> as source, 02:bf:<ip> in ARP).",
-                        acc.count
+                        "{} for {ip}{vlan} from Ethernet source {src} name {sender} as the sender: the Windows NLB unicast masking pattern (02:<host id>:<ip> as source, 02:bf:<ip> in ARP).",
+                        n(acc.count, "ARP frame", "ARP frames")
                     ),
                     format!(
                         "Most stacks answer to the ARP sender MAC ({sender}) and work. Devices that answer to the Ethernet source instead (some embedded TCP/IP chips, WIZnet among them) send their replies to {src}, which the cluster drops: their connections fail. Use multicast or IGMP mode for such clients, or give them a static ARP entry for {ip} → {sender}."
@@ -78,8 +87,8 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
             } else if acc.flavour == 2 {
                 (
                     format!(
-                        "{} ARP frames for the cluster IP {ip}{vlan} come from host MAC {src} and name the cluster MAC {sender} as the sender: how nlb answers, so that switches never learn the cluster MAC.",
-                        acc.count
+                        "{} for the cluster IP {ip}{vlan} from host MAC {src} name the cluster MAC {sender} as the sender: how nlb answers, so that switches never learn the cluster MAC.",
+                        n(acc.count, "ARP frame", "ARP frames")
                     ),
                     format!(
                         "Nothing to fix for stacks that answer to the ARP sender ({sender}), which is nearly all. A device that answers to the Ethernet source reaches only host {src}."
@@ -89,8 +98,8 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
             } else {
                 (
                     format!(
-                        "{} ARP frames for {ip}{vlan} come from Ethernet source {src} but name {sender} as the sender.",
-                        acc.count
+                        "{} for {ip}{vlan} from Ethernet source {src} name {sender} as the sender.",
+                        n(acc.count, "ARP frame", "ARP frames")
                     ),
                     format!(
                         "Receivers learn {sender}, but a switch learns {src}, and stacks that reply to the Ethernet source send to {src}. Unless this is deliberate (a proxy or an NLB cluster), find the device with {src} and fix its ARP configuration."
@@ -108,8 +117,8 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
                 .join(", ");
             (
                 format!(
-                    "{} requests for {ip}{vlan} got no reply, asked by {askers}; the longest wait was {}. The askers' neighbour entries for {ip} go INCOMPLETE and, after 3 unanswered requests, FAILED: traffic to {ip} is dropped.",
-                    acc.count,
+                    "{} for {ip}{vlan} got no reply, asked by {askers}; the longest wait was {}. The askers' neighbour entries for {ip} go INCOMPLETE and, after 3 unanswered requests, FAILED: traffic to {ip} is dropped.",
+                    n(acc.count, "request", "requests"),
                     seconds(acc.longest_ns)
                 ),
                 if vip {
@@ -127,8 +136,8 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
         }
         Kind::UnexpectedReply => (
             format!(
-                "{} replies from {macs} say {ip}{vlan} is at {}, without a request for them in the capture.",
-                acc.count,
+                "{} from {macs} say {ip}{vlan} is at {}, without a request for them in the capture.",
+                n(acc.count, "reply", "replies"),
                 acc.macs.first().map(ToString::to_string).unwrap_or_default()
             ),
             "Unsolicited replies update caches silently. If the capture started just before them, ignore this; otherwise check whether the sender is the real owner of the address: unsolicited replies are how ARP spoofing works.".to_owned(),
@@ -136,8 +145,8 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
         ),
         Kind::IpMacFlap => (
             format!(
-                "{ip}{vlan} moved back and forth between {macs} {} times.",
-                acc.count
+                "{ip}{vlan} moved back and forth between {macs}, {}.",
+                n(acc.count, "time", "times")
             ),
             "Two devices keep taking the address from each other: caches and switches follow each move, and every move breaks connections. Usually two hosts both think they own it (a split failover pair, a duplicate static address); make only one of them own it.".to_owned(),
             json!({"flaps": acc.count}),
@@ -158,15 +167,18 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
                 _ => "gratuitous replies (sender IP = target IP)",
             };
             (
-                format!("{} {flavour} for {ip} from {macs}{vlan}.", acc.count),
+                format!(
+                    "Gratuitous ARP for {ip}{vlan} from {macs}: {} of {flavour}.",
+                    n(acc.count, "frame", "frames")
+                ),
                 "Normal when an address comes up or moves (failover). Many of them for one address, or from several MACs, point at a fight over it.".to_owned(),
                 json!({"classification": GRATUITOUS_NAMES[usize::from(acc.flavour.min(3))]}),
             )
         }
         Kind::ArpProbe => (
             format!(
-                "{} RFC 5227 probes (sender IP 0.0.0.0) for {ip}{vlan} from {macs}.",
-                acc.count
+                "{} (sender IP 0.0.0.0) for {ip}{vlan} from {macs}.",
+                n(acc.count, "RFC 5227 probe", "RFC 5227 probes")
             ),
             "A host is checking that the address is free before using it (RFC 5227, Windows does this since Vista). Probes are not claims: a device that reports them as a duplicate address is wrong.".to_owned(),
             Value::Null,
@@ -187,8 +199,8 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
         }
         Kind::ClusterMacAsSource => (
             format!(
-                "{} frames{vlan} have the NLB cluster MAC {macs} as their Ethernet source.",
-                acc.count
+                "{}{vlan} with the NLB cluster MAC {macs} as Ethernet source.",
+                n(acc.count, "frame", "frames")
             ),
             format!(
                 "A switch learns {macs} on that one port and sends all traffic for the cluster ({ip}) to one host instead of flooding it to all: the other hosts stop serving (WLBS Q258609). Send from the host's own MAC (nlb always does; for Windows NLB keep MaskSourceMAC on)."
@@ -209,8 +221,8 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
         Kind::NlbInconsistentRules => inconsistent(&acc, analyzer),
         Kind::IgmpMissing => (
             format!(
-                "{} frames{vlan} went to the IGMP-mode cluster MAC {macs}, but no host reported membership in {ip}.",
-                acc.count
+                "{}{vlan} to the IGMP-mode cluster MAC {macs}, but no host reported membership in {ip}.",
+                n(acc.count, "frame", "frames")
             ),
             format!(
                 "A switch with IGMP snooping sends traffic for {ip} only to ports that reported it: the cluster hosts get nothing (or everything floods when snooping is off). Make every host join {ip} (nlb does; check `ip maddr`), and make sure a querier exists on the VLAN."
@@ -218,7 +230,7 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
             Value::Null,
         ),
         Kind::Malformed => (
-            format!("{} frames{vlan}: {}.", acc.count, acc.text),
+            format!("{}{vlan}: {}.", n(acc.count, "frame", "frames"), acc.text),
             if acc.text.contains("snap length") {
                 "The capture's snap length cut these frames. Capture again with `tcpdump -s 0` to see them whole.".to_owned()
             } else {

@@ -511,6 +511,22 @@ impl Analyzer {
         }
     }
 
+    /// Analyses one whole Ethernet frame as received live (no capture header): what
+    /// `nlb watch` and the lab feed in from an AF_PACKET socket.
+    pub fn handle_ethernet(&mut self, number: u64, ts_ns: i64, bytes: &[u8]) {
+        let record = crate::capture::Record {
+            number,
+            ts_ns: ts_ns.clamp(0, crate::capture::MAX_TS_NS),
+            link: crate::capture::LinkType::Ethernet,
+            data: bytes,
+            orig_len: bytes.len() as u32,
+        };
+        match crate::link::decode(&record) {
+            Ok(frame) => self.handle_frame(&frame),
+            Err(problem) => self.handle_link_problem(number, record.ts_ns, problem),
+        }
+    }
+
     /// A record whose link layer could not be decoded.
     pub fn handle_link_problem(&mut self, number: u64, ts_ns: i64, problem: LinkProblem) {
         self.note_time(ts_ns);

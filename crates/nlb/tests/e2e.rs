@@ -1494,6 +1494,9 @@ fn the_lab_plays_the_story_and_cleans_up() {
         "rejoined",
         "nlb drainstop on host 2",
         "drainstop under load   0 of",
+        "nlb cluster 198.18.0.10: multicast mode, 3 hosts",
+        // The doctor, watching the client's port all along, finds nothing wrong.
+        "0 errors, 0 warnings",
         "removing the namespaces",
     ] {
         assert!(

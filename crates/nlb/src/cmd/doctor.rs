@@ -137,7 +137,7 @@ pub(crate) struct WatchArgs {
     thresholds: Thresholds,
 }
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
@@ -200,18 +200,7 @@ pub(crate) fn watch(args: &WatchArgs) -> Result<(), CliError> {
                         match guard.get_inner().try_recv_tagged(&mut buf) {
                             Ok(frame) => {
                                 number += 1;
-                                let len = frame.len();
-                                let record = nlb_doctor::capture::Record {
-                                    number,
-                                    ts_ns: now_ns(),
-                                    link: nlb_doctor::LinkType::Ethernet,
-                                    data: &buf[frame],
-                                    orig_len: len as u32,
-                                };
-                                match nlb_doctor::link::decode(&record) {
-                                    Ok(frame) => analyzer.handle_frame(&frame),
-                                    Err(problem) => analyzer.handle_link_problem(number, record.ts_ns, problem),
-                                }
+                                analyzer.handle_ethernet(number, now_ns(), &buf[frame]);
                             }
                             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
                                 guard.clear_ready();

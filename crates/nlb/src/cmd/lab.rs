@@ -1,5 +1,6 @@
 //! `nlb lab`: a whole cluster on this machine, in network namespaces, playing its story
-//! with live output: convergence, serving, the ARP cache, a failover, a drain, a rejoin.
+//! with live output: convergence, serving, the ARP cache, a failover, a drain, a rejoin,
+//! and what `nlb watch`'s analysis saw on the client's port all along.
 //!
 //! It builds a Linux bridge, three hosts (`--hosts N`) each running a real `nlb run` and a small HTTP
 //! server on the VIP, and a client with 30 addresses, all inside namespaces it creates
@@ -185,6 +186,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     lab.say(format!(
         "built a Linux bridge, hosts 198.18.0.1-{hosts} and a client with {CLIENTS} addresses"
     ));
+    let doctor = Doctor::start(&lab);
     let mut processes = Processes(Vec::new());
     for (index, ns) in lab.segment.hosts.iter().enumerate() {
         let id = index as u8 + 1;
@@ -361,6 +363,29 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         "restart".to_owned(),
         format!("host 2 back in {} ms", took.as_millis()),
     ));
+    match doctor.finish() {
+        Ok((frames, findings)) => {
+            let count = |severity| findings.iter().filter(|f| f.severity == severity).count();
+            let (errors, warnings) = (
+                count(nlb_doctor::Severity::Error),
+                count(nlb_doctor::Severity::Warning),
+            );
+            lab.say(format!(
+                "the doctor watched the client's port all along (nlb watch): {frames} frames, \
+                 {errors} errors, {warnings} warnings"
+            ));
+            for finding in findings.iter().filter(|f| {
+                f.kind == nlb_doctor::Kind::NlbCluster || f.severity != nlb_doctor::Severity::Info
+            }) {
+                println!("           {}: {}", finding.kind.name(), finding.message);
+            }
+            summary.push((
+                "doctor (client port)".to_owned(),
+                format!("{frames} frames, {errors} errors, {warnings} warnings"),
+            ));
+        }
+        Err(why) => lab.say(format!("the doctor could not watch: {why}")),
+    }
     println!("\n  {:<22} result", "step");
     for (step, result) in &summary {
         println!("  {step:<22} {result}");
@@ -463,6 +488,58 @@ impl Load {
             .unwrap_or_default();
         let failed = results.iter().filter(|(_, _, ok)| !ok).count();
         (results.len(), failed, outage)
+    }
+}
+
+/// The doctor's live analysis on the client's port, from the start of the story to its
+/// end (the same socket and analyzer as `nlb watch`, which sends nothing).
+struct Doctor {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<(u64, Vec<nlb_doctor::Finding>), String>>,
+}
+
+impl Doctor {
+    fn start(lab: &Lab) -> Doctor {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let client = lab.segment.client.name().to_owned();
+        let thread = std::thread::spawn(move || {
+            let handle = std::fs::File::open(format!("/run/netns/{client}"))
+                .map_err(|e| format!("the client namespace: {e}"))?;
+            nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("entering the client: {e}"))?;
+            let socket = nlb_linux::packet::PacketSocket::observe("eth0")
+                .map_err(|e| format!("watching the client's eth0: {e}"))?;
+            let mut analyzer = nlb_doctor::Analyzer::new(nlb_doctor::Settings {
+                vips: vec![VIP],
+                ..nlb_doctor::Settings::default()
+            });
+            let mut buf = vec![0u8; 65536 + 4];
+            let mut frames = 0u64;
+            while !stop_flag.load(Ordering::Relaxed) {
+                match socket.try_recv_tagged(&mut buf) {
+                    Ok(frame) => {
+                        frames += 1;
+                        analyzer.handle_ethernet(frames, super::doctor::now_ns(), &buf[frame]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        analyzer.handle_timeout(super::doctor::now_ns());
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(e) => return Err(format!("watching the client's eth0: {e}")),
+                }
+            }
+            analyzer.handle_timeout(super::doctor::now_ns());
+            Ok((frames, analyzer.finish()))
+        });
+        Doctor { stop, thread }
+    }
+
+    fn finish(self) -> Result<(u64, Vec<nlb_doctor::Finding>), String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err("the watcher thread panicked".to_owned()))
     }
 }
 

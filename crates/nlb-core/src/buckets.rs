@@ -158,9 +158,12 @@ impl BucketMap {
     }
 }
 
-/// Each host's number of buckets: its weight's share of `total`, rounded by largest
-/// remainder (Hamilton). Ties in the remainder go to the host that holds more now
-/// (`held`), so that rounding moves nothing it need not, then to the lowest id.
+/// Each host's number of buckets: its weight's share of `total`, rounded down, and the
+/// buckets left over one each to hosts that already hold more than their share rounded
+/// down (so that rounding takes nothing away it need not), then by largest remainder
+/// (Hamilton), then to the host that holds more now (`held`), then to the lowest id.
+/// Every quota is its exact share rounded down or up, so the balance bound is
+/// Hamilton's.
 pub fn quotas(
     total: u16,
     weights: &[(HostId, u32)],
@@ -180,11 +183,18 @@ pub fn quotas(
         given += floor;
         quotas.insert(host, floor as usize);
         if weight > 0 {
-            remainders.push((exact % sum, held(host), host));
+            let holds = held(host);
+            let keeps_ceiling = holds > floor as usize;
+            remainders.push((keeps_ceiling, exact % sum, holds, host));
         }
     }
-    remainders.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
-    for &(_, _, host) in remainders.iter().take((total - given) as usize) {
+    remainders.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then(b.1.cmp(&a.1))
+            .then(b.2.cmp(&a.2))
+            .then(a.3.cmp(&b.3))
+    });
+    for &(_, _, _, host) in remainders.iter().take((total - given) as usize) {
         *quotas.get_mut(&host).expect("host has a quota") += 1;
     }
     quotas

@@ -215,6 +215,25 @@ mod tests {
         assert_eq!(map.shares(), BTreeMap::from([(1, 86), (2, 85), (3, 85)]));
     }
 
+    /// With unequal weights, plain largest-remainder rounding could raise an old host's
+    /// quota when another joins, moving buckets between hosts that stayed. Growing a
+    /// cluster to 64 hosts one at a time, every join moves exactly the joiner's quota.
+    #[test]
+    fn joins_with_unequal_weights_move_only_the_joiners_share() {
+        let weight = |host: HostId| 100 * (1 + u32::from(host - 1) % 4);
+        let mut map = BucketMap::unowned().rebalance(&[(1, weight(1))]);
+        for joiner in 2..=64 {
+            let members: Vec<(HostId, u32)> = (1..=joiner).map(|h| (h, weight(h))).collect();
+            let next = map.rebalance(&members);
+            assert_eq!(
+                map.moved_to(&next),
+                next.share(joiner),
+                "join of host {joiner}"
+            );
+            map = next;
+        }
+    }
+
     #[test]
     fn leave_moves_only_the_departed_hosts_buckets_evenly() {
         let before = BucketMap::unowned().rebalance(&equal(&[1, 2, 3]));

@@ -87,7 +87,7 @@ impl Report {
         let count = |s: Severity| self.findings.iter().filter(|f| f.severity == s).count();
         let _ = writeln!(
             out,
-            "{} findings: {} errors, {} warnings, {} info\n",
+            "findings: {} ({} error, {} warning, {} info)\n",
             self.findings.len(),
             count(Severity::Error),
             count(Severity::Warning),

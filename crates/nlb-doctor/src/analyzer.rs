@@ -74,12 +74,24 @@ impl Default for Settings {
     }
 }
 
+/// Askers remembered per requested IP, for matching replies.
+const ASKER_SLOTS: usize = 8;
+
 /// RFC 5227 §1.1: PROBE_WAIT + PROBE_NUM × PROBE_MAX, about the time a prober listens.
 const PROBE_LISTEN_NS: i64 = 2 * SECOND;
 /// MACs listed per finding at most.
 const MAX_MACS: usize = 16;
 /// Peers (askers) listed per finding at most.
 const MAX_PEERS: usize = 16;
+/// Clusters, and IGMP cluster MACs, tracked at most.
+const MAX_CLUSTERS: usize = 1024;
+/// Hosts tracked per cluster at most.
+const MAX_HOSTS: usize = 256;
+/// Findings kept one by one at most; beyond, each kind's further findings are counted in
+/// one catch-all finding, so memory stays bounded on hostile traffic.
+const MAX_FINDINGS: usize = 100_000;
+/// `Acc::extra` of a kind's catch-all finding.
+pub(crate) const OVERFLOW: u64 = u64::MAX;
 
 /// Counts for the capture summary.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -187,11 +199,32 @@ struct IpState {
     /// `owner` took the IP over with a gratuitous ARP: not a duplicate unless `previous`
     /// claims it again.
     takeover: bool,
-    /// Recent requests for this IP: (asker IP, time).
-    askers: [(u32, i64); 4],
+    /// Recent requests for this IP: (asker IP, time), one slot per asker; the first
+    /// `asker_len` slots are in use.
+    askers: [(u32, i64); ASKER_SLOTS],
     asker_next: u8,
+    asker_len: u8,
     episode: Option<Episode>,
     last_probe: Option<(MacAddr, i64)>,
+}
+
+impl IpState {
+    /// Remembers that `asker` asked for this IP at `ts`: its own slot if it has one,
+    /// else a free one, else the oldest.
+    fn note_asker(&mut self, asker: Ipv4Addr, ts: i64) {
+        let asker = u32::from(asker);
+        let used = usize::from(self.asker_len);
+        if let Some(slot) = self.askers[..used].iter_mut().find(|(ip, _)| *ip == asker) {
+            slot.1 = ts;
+        } else if used < ASKER_SLOTS {
+            self.askers[used] = (asker, ts);
+            self.asker_len += 1;
+        } else {
+            let slot = usize::from(self.asker_next) % ASKER_SLOTS;
+            self.askers[slot] = (asker, ts);
+            self.asker_next = self.asker_next.wrapping_add(1);
+        }
+    }
 }
 
 /// What the heartbeats of one cluster host said.
@@ -265,6 +298,9 @@ pub struct Analyzer {
     acc_index: HashMap<AccKey, usize>,
     raised: usize,
     ips: HashMap<u64, IpState>,
+    /// Reply deadlines (deadline, IP key, episode start), kept sorted, earliest first, so
+    /// that one frame with a wild timestamp cannot hold the others back. Time nearly
+    /// always moves forward, so nearly every deadline goes at the back.
     deadlines: VecDeque<(i64, u64, i64)>,
     storms: HashMap<u64, StormWindow>,
     clusters: BTreeMap<ClusterKey, ClusterSeen>,
@@ -361,8 +397,9 @@ impl Analyzer {
     /// waited longer than the reply timeout. Frames call this themselves.
     pub fn handle_timeout(&mut self, now: i64) {
         self.last_ts = self.last_ts.max(now);
+        // A reply exactly at the deadline is in time ("within"), hence `>=`.
         while let Some(&(deadline, key, first_ts)) = self.deadlines.front() {
-            if deadline > now {
+            if deadline >= now {
                 break;
             }
             self.deadlines.pop_front();
@@ -431,12 +468,23 @@ impl Analyzer {
         frame: u64,
         ts: i64,
     ) -> usize {
-        let key = AccKey {
+        let mut key = AccKey {
             kind,
             vlan: vlan_code(vlan),
             ip: ip.map_or(0, u32::from),
             extra,
         };
+        let (mut vlan, mut ip, mut extra) = (vlan, ip, extra);
+        if self.accs.len() >= MAX_FINDINGS && !self.acc_index.contains_key(&key) {
+            // Full: the kind's catch-all finding counts the rest.
+            key = AccKey {
+                kind,
+                vlan: u16::MAX,
+                ip: 0,
+                extra: OVERFLOW,
+            };
+            (vlan, ip, extra) = (None, None, OVERFLOW);
+        }
         if let Some(&index) = self.acc_index.get(&key) {
             let acc = &mut self.accs[index];
             acc.last_frame = acc.last_frame.max(frame);
@@ -554,8 +602,9 @@ impl Analyzer {
 
     /// The end of a capture file that was cut inside a record or is corrupt.
     pub fn handle_capture_end_problem(&mut self, reason: &'static str) {
+        // The record after the last whole frame: not a frame, so not in the frame count.
         let frame = Frame {
-            number: self.counters.frames,
+            number: self.counters.frames + 1,
             ts_ns: self.last_ts,
             vlan: None,
             src: None,
@@ -565,6 +614,7 @@ impl Analyzer {
             cut: false,
         };
         self.malformed(&frame, reason, Severity::Warning);
+        self.counters.malformed -= 1;
     }
 
     fn note_time(&mut self, ts: i64) {
@@ -624,8 +674,18 @@ impl Analyzer {
     }
 
     fn note_igmp_cluster_traffic(&mut self, frame: &Frame<'_>, dst: MacAddr) {
-        // IGMP reports themselves go to the group's MAC; they are not traffic.
-        if frame.ethertype == ETHERTYPE_IPV4 && frame.payload.get(9) == Some(&2) {
+        // Cluster traffic is a unicast IPv4 packet (for the VIP) inside the multicast
+        // MAC, or a heartbeat. Ordinary multicast that shares the MAC prefix (SSDP to
+        // 239.255.255.250, say) and IGMP reports themselves are not.
+        let cluster_traffic = match frame.ethertype {
+            ETHERTYPE_IPV4 => frame
+                .payload
+                .get(16..20)
+                .is_some_and(|d| !Ipv4Addr::new(d[0], d[1], d[2], d[3]).is_multicast()),
+            ETHERTYPE_NLB_HEARTBEAT | ETHERTYPE_MS_NLB => true,
+            _ => false,
+        };
+        if !cluster_traffic || self.igmp_traffic.len() >= MAX_CLUSTERS {
             return;
         }
         let traffic = self
@@ -656,8 +716,10 @@ impl Analyzer {
             match IgmpV3Report::new_checked(carrier.message) {
                 Ok(report) => {
                     for record in report.records().filter(|r| r.is_membership()) {
-                        self.igmp_reported
-                            .insert((vlan_code(frame.vlan), record.group));
+                        if self.igmp_reported.len() < self.settings.max_tracked {
+                            self.igmp_reported
+                                .insert((vlan_code(frame.vlan), record.group));
+                        }
                     }
                 }
                 Err(err) if !frame.cut => {
@@ -671,6 +733,7 @@ impl Analyzer {
             Ok(datagram) => {
                 if let IgmpRepr::MembershipReportV1 { group }
                 | IgmpRepr::MembershipReportV2 { group } = datagram.igmp
+                    && self.igmp_reported.len() < self.settings.max_tracked
                 {
                     self.igmp_reported.insert((vlan_code(frame.vlan), group));
                 }
@@ -753,10 +816,14 @@ impl Analyzer {
             mac_u64(src) ^ mac_u64(repr.sender_mac).rotate_left(17),
             &[src, repr.sender_mac],
         );
+        // The wording follows the latest frame's pattern, and the severity with it (a
+        // host's first ARP can come before its first heartbeat).
         if masking {
             acc.flavour = FLAVOUR_MASKING;
+            acc.severity = Severity::Warning;
         } else if cluster_sender {
             acc.flavour = FLAVOUR_CLUSTER_SENDER;
+            acc.severity = Severity::Info;
         }
     }
 
@@ -786,7 +853,7 @@ impl Analyzer {
             }
             Entry::Vacant(entry) => entry.insert(StormWindow {
                 last: i64::MIN,
-                recent: VecDeque::with_capacity(limit + 1),
+                recent: VecDeque::with_capacity((limit + 1).min(64)),
             }),
         };
         let recent = &mut window_state.recent;
@@ -803,14 +870,16 @@ impl Analyzer {
         recent.push_back(frame.ts_ns);
         if recent.len() > limit {
             recent.pop_front();
-            self.count(
+            // Keyed by the source MAC alone: one that rotates its sender IP is one storm.
+            let acc = self.count(
                 Kind::RequestStorm,
                 Severity::Warning,
                 frame,
-                Some(repr.sender_ip),
+                None,
                 mac_u64(source),
                 &[source],
             );
+            acc.add_peer(repr.sender_ip, source);
         }
     }
 
@@ -820,9 +889,7 @@ impl Analyzer {
         let Some(state) = self.tracked(key) else {
             return;
         };
-        let slot = usize::from(state.asker_next % 4);
-        state.askers[slot] = (u32::from(repr.sender_ip), frame.ts_ns);
-        state.asker_next = state.asker_next.wrapping_add(1);
+        state.note_asker(repr.sender_ip, frame.ts_ns);
         let mut new_episode = false;
         match state.episode.as_mut() {
             Some(episode) => {
@@ -846,8 +913,13 @@ impl Analyzer {
         }
         let open = state.episode.expect("just set");
         if new_episode {
-            self.deadlines
-                .push_back((frame.ts_ns + timeout, key, frame.ts_ns));
+            let entry = (frame.ts_ns + timeout, key, frame.ts_ns);
+            if self.deadlines.back().is_none_or(|last| last.0 <= entry.0) {
+                self.deadlines.push_back(entry);
+            } else {
+                let at = self.deadlines.partition_point(|e| e.0 <= entry.0);
+                self.deadlines.insert(at, entry);
+            }
         } else if let Some(index) = open.acc {
             let acc = &mut self.accs[index];
             acc.count += 1;
@@ -862,10 +934,9 @@ impl Analyzer {
     /// Whether someone asked for `repr.sender_ip` (the replier) recently: the reply's
     /// target IP among the askers remembered in `state`.
     fn was_asked(state: &IpState, repr: &ArpRepr, now: i64, memory: i64) -> bool {
-        state
-            .askers
+        state.askers[..usize::from(state.asker_len)]
             .iter()
-            .any(|&(asker, ts)| ts != 0 && asker == u32::from(repr.target_ip) && now - ts <= memory)
+            .any(|&(asker, ts)| asker == u32::from(repr.target_ip) && now - ts <= memory)
     }
 
     fn unexpected_reply(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
@@ -913,9 +984,7 @@ impl Analyzer {
         let Some(state) = self.tracked(key) else {
             return;
         };
-        let slot = usize::from(state.asker_next % 4);
-        state.askers[slot] = (0, frame.ts_ns);
-        state.asker_next = state.asker_next.wrapping_add(1);
+        state.note_asker(Ipv4Addr::UNSPECIFIED, frame.ts_ns);
         let in_use = state.owner.filter(|&owner| {
             owner != repr.sender_mac && frame.ts_ns - state.owner_last_ts <= window
         });
@@ -939,8 +1008,23 @@ impl Analyzer {
         match classify_mac(mac) {
             Some(NlbMac::UnicastCluster(vip) | NlbMac::MulticastCluster(vip)) => vip == ip,
             Some(NlbMac::IgmpCluster(group)) => group.octets()[2..] == [c, d],
-            _ => self.cluster_hosts.contains(&mac) || self.vips.contains(&ip),
+            _ => self.cluster_hosts.contains(&mac) && self.is_cluster_ip(ip),
         }
+    }
+
+    /// Whether `ip` is a VIP given with `--vip`, or the IP of a cluster seen in the
+    /// heartbeats (for an IGMP-mode cluster, whose MAC names only the VIP's last two
+    /// bytes: one whose cluster MAC ends in them).
+    fn is_cluster_ip(&self, ip: Ipv4Addr) -> bool {
+        let [_, _, c, d] = ip.octets();
+        self.vips.contains(&ip)
+            || self.clusters.values().any(|cluster| {
+                cluster.cluster_ip == Some(ip)
+                    || cluster.dst_macs.iter().any(|mac| {
+                        matches!(classify_mac(*mac), Some(NlbMac::IgmpCluster(_)))
+                            && mac.0[4..] == [c, d]
+                    })
+            })
     }
 
     fn probe_conflict(
@@ -1040,7 +1124,13 @@ impl Analyzer {
         asked
     }
 
-    fn cluster_entry(&mut self, key: ClusterKey, frame: &Frame<'_>) -> &mut ClusterSeen {
+    /// The cluster's record, made on first sight; `None` once [`MAX_CLUSTERS`] are
+    /// tracked and this is another one.
+    fn cluster_entry(&mut self, key: ClusterKey, frame: &Frame<'_>) -> Option<&mut ClusterSeen> {
+        if self.clusters.len() >= MAX_CLUSTERS && !self.clusters.contains_key(&key) {
+            self.counters.untracked += 1;
+            return None;
+        }
         if let Some(src) = frame.src
             && self.cluster_hosts.len() < self.settings.max_tracked
         {
@@ -1060,7 +1150,7 @@ impl Analyzer {
         {
             cluster.dst_macs.push(dst);
         }
-        cluster
+        Some(cluster)
     }
 
     fn handle_msnlb(&mut self, frame: &Frame<'_>) {
@@ -1085,7 +1175,9 @@ impl Analyzer {
             cluster_ip: u32::from(heartbeat.cluster_ip),
         };
         let src = frame.src;
-        let cluster = self.cluster_entry(key, frame);
+        let Some(cluster) = self.cluster_entry(key, frame) else {
+            return;
+        };
         cluster.cluster_ip = Some(heartbeat.cluster_ip);
         cluster.version = Some(heartbeat.version);
         cluster.truncated |= heartbeat.truncation.is_some();
@@ -1097,6 +1189,9 @@ impl Analyzer {
                 })
         {
             cluster.masked_sources = true;
+        }
+        if cluster.hosts.len() >= MAX_HOSTS && !cluster.hosts.contains_key(&heartbeat.host_id) {
+            return;
         }
         let host = cluster
             .hosts
@@ -1129,7 +1224,6 @@ impl Analyzer {
         self.cluster_problems(
             frame,
             key,
-            heartbeat.cluster_ip,
             heartbeat.host_id,
             duplicate,
             &macs,
@@ -1161,7 +1255,9 @@ impl Analyzer {
             cluster_id: heartbeat.cluster_id,
         };
         let src = frame.src;
-        let cluster = self.cluster_entry(key, frame);
+        let Some(cluster) = self.cluster_entry(key, frame) else {
+            return;
+        };
         if cluster.cluster_ip.is_none() {
             cluster.cluster_ip = frame.dst.and_then(|dst| match classify_mac(dst) {
                 Some(NlbMac::UnicastCluster(vip) | NlbMac::MulticastCluster(vip)) => Some(vip),
@@ -1193,12 +1289,10 @@ impl Analyzer {
             host.macs.push(mac);
         }
         let macs = host.macs.clone();
-        let cluster_ip = cluster.cluster_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         let inconsistent = self.rules_disagree(key);
         self.cluster_problems(
             frame,
             key,
-            cluster_ip,
             u32::from(heartbeat.host_id),
             duplicate,
             &macs,
@@ -1223,36 +1317,33 @@ impl Analyzer {
         &mut self,
         frame: &Frame<'_>,
         key: ClusterKey,
-        cluster_ip: Ipv4Addr,
         host_id: u32,
         duplicate: bool,
         macs: &[MacAddr],
         inconsistent: bool,
     ) {
+        // Keyed by the cluster, not its IP, which may be learnt only later (IGMP mode);
+        // render() fills the IP in. Bits 48..60 of the code are free for the host id.
         let cluster_code = cluster_code(key);
         if duplicate {
             self.count(
                 Kind::NlbDuplicateHostId,
                 Severity::Error,
                 frame,
-                Some(cluster_ip),
-                (cluster_code << 8) | u64::from(host_id),
+                None,
+                cluster_code | (u64::from(host_id.min(0xfff)) << 48),
                 macs,
             );
         }
         if inconsistent {
-            let index = self.acc(
+            self.count(
                 Kind::NlbInconsistentRules,
                 Severity::Error,
-                frame.vlan,
-                Some(cluster_ip),
+                frame,
+                None,
                 cluster_code,
-                frame.number,
-                frame.ts_ns,
+                &[],
             );
-            let acc = &mut self.accs[index];
-            acc.count += 1;
-            acc.extra = cluster_code;
         }
     }
 
@@ -1275,21 +1366,30 @@ impl Analyzer {
         self.fill_cluster_ips();
         // A storming source's unanswered requests are part of its storm (a scan), not one
         // finding per address it tried.
-        let stormers: Vec<(Option<u16>, MacAddr)> = self
+        let window = self.settings.storm_window_ns;
+        let stormers: Vec<(Option<u16>, MacAddr, i64, i64)> = self
             .accs
             .iter()
             .filter(|a| a.kind == Kind::RequestStorm)
-            .filter_map(|a| a.macs.first().map(|m| (a.vlan, *m)))
+            .filter_map(|a| {
+                let mac = *a.macs.first()?;
+                // From a window before the storm was seen to a window after it ended.
+                Some((a.vlan, mac, a.first_ts - window, a.last_ts + window))
+            })
             .collect();
         let mut absorbed: HashMap<(Option<u16>, MacAddr), u64> = HashMap::default();
         let mut findings: Vec<Finding> = Vec::new();
         for acc in &self.accs {
             if acc.kind == Kind::UnansweredRequest
-                && let Some(stormer) = stormers
-                    .iter()
-                    .find(|(vlan, mac)| *vlan == acc.vlan && acc.peers.iter().all(|p| p.1 == *mac))
+                && acc.severity != Severity::Error
+                && !acc.peers.is_empty()
+                && let Some(&(vlan, mac, _, _)) = stormers.iter().find(|&&(vlan, mac, from, to)| {
+                    vlan == acc.vlan
+                        && (from..=to).contains(&acc.first_ts)
+                        && acc.peers.iter().all(|p| p.1 == mac)
+                })
             {
-                *absorbed.entry(*stormer).or_default() += 1;
+                *absorbed.entry((vlan, mac)).or_default() += 1;
                 continue;
             }
             findings.push(self.render(acc));
@@ -1371,14 +1471,25 @@ impl Analyzer {
     }
 
     fn render(&self, acc: &Acc) -> Finding {
-        let (message, advice, details) = crate::explain::explain(acc_view(acc), self);
+        let mut view = acc_view(acc);
+        if matches!(
+            acc.kind,
+            Kind::NlbDuplicateHostId | Kind::NlbInconsistentRules
+        ) && acc.extra != OVERFLOW
+        {
+            view.ip = self
+                .cluster_by_code(cluster_code_of(acc.extra))
+                .and_then(|cluster| cluster.cluster_ip);
+        }
+        let ip = view.ip;
+        let (message, advice, details) = crate::explain::explain(view, self);
         Finding {
             kind: acc.kind,
             severity: acc.severity,
             first_frame: acc.first_frame,
             last_frame: acc.last_frame,
             count: acc.count,
-            ip: acc.ip,
+            ip,
             macs: acc.macs.clone(),
             vlan: acc.vlan,
             message,
@@ -1449,6 +1560,11 @@ fn igmp_reason(err: &Error) -> &'static str {
         Error::Truncated { .. } => "IGMP: truncated message",
         _ => "IGMP: malformed message",
     }
+}
+
+/// The cluster code in an `Acc::extra` that may carry a host id in bits 48..60.
+pub(crate) fn cluster_code_of(extra: u64) -> u64 {
+    extra & !(0xfff << 48)
 }
 
 fn cluster_code(key: ClusterKey) -> u64 {
@@ -1588,5 +1704,169 @@ fn cluster_view<'a>(
         hosts: cluster.hosts.iter().map(|(id, h)| (*id, h)).collect(),
         truncated: cluster.truncated,
         version: cluster.version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nlb_wire::ethernet::EthernetRepr;
+
+    const S: i64 = SECOND;
+
+    fn mac(last: u8) -> MacAddr {
+        MacAddr([0x52, 0x54, 0, 0, 0, last])
+    }
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, 0, last)
+    }
+
+    /// Feeds frames (time, bytes) and returns the findings.
+    fn analyse(settings: Settings, frames: &[(i64, Vec<u8>)]) -> Vec<Finding> {
+        let mut analyzer = Analyzer::new(settings);
+        for (number, (ts, bytes)) in frames.iter().enumerate() {
+            analyzer.handle_ethernet(number as u64 + 1, *ts, bytes);
+        }
+        analyzer.finish()
+    }
+
+    fn of(findings: &[Finding], kind: Kind) -> Vec<&Finding> {
+        findings.iter().filter(|f| f.kind == kind).collect()
+    }
+
+    fn request(from: u8, target: Ipv4Addr) -> Vec<u8> {
+        ArpRepr::request(mac(from), ip(from), target).to_frame(mac(from), None)
+    }
+
+    #[test]
+    fn a_wild_timestamp_does_not_stop_unanswered_detection() {
+        let frames = vec![
+            (1 << 61, request(1, ip(50))),
+            (10 * S, request(2, ip(51))),
+            (12 * S, request(3, ip(52))),
+            (15 * S, request(4, ip(60))),
+        ];
+        let findings = analyse(Settings::default(), &frames);
+        let ips: Vec<Option<Ipv4Addr>> = of(&findings, Kind::UnansweredRequest)
+            .iter()
+            .map(|f| f.ip)
+            .collect();
+        assert!(ips.contains(&Some(ip(51))), "{ips:?}");
+        assert!(ips.contains(&Some(ip(52))), "{ips:?}");
+    }
+
+    #[test]
+    fn a_reply_exactly_at_the_deadline_is_in_time() {
+        let asked = ArpRepr::request(mac(1), ip(1), ip(2));
+        let reply = ArpRepr::reply_to(&asked, mac(2), ip(2));
+        let frames = vec![
+            (S, asked.to_frame(mac(1), None)),
+            (2 * S, reply.to_frame(mac(2), None)),
+            (9 * S, request(3, ip(3))),
+        ];
+        let findings = analyse(Settings::default(), &frames);
+        assert!(
+            of(&findings, Kind::UnansweredRequest)
+                .iter()
+                .all(|f| f.ip != Some(ip(2)))
+        );
+    }
+
+    #[test]
+    fn ssdp_multicast_is_not_igmp_cluster_traffic() {
+        // UDP to 239.255.255.250 (SSDP) shares the 01:00:5e:7f prefix with IGMP clusters.
+        let mut ipv4 = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 1, 17, 0, 0];
+        ipv4.extend_from_slice(&ip(7).octets());
+        ipv4.extend_from_slice(&[239, 255, 255, 250]);
+        ipv4.extend_from_slice(&[0x07, 0x6c, 0x07, 0x6c, 0, 8, 0, 0]);
+        let frame = EthernetRepr {
+            dst: MacAddr([0x01, 0x00, 0x5e, 0x7f, 0xff, 0xfa]),
+            src: mac(7),
+            vlan: None,
+            ethertype: ETHERTYPE_IPV4,
+        }
+        .frame(&ipv4);
+        let frames: Vec<(i64, Vec<u8>)> = (0..5).map(|i| (i * S, frame.clone())).collect();
+        assert!(of(&analyse(Settings::default(), &frames), Kind::IgmpMissing).is_empty());
+    }
+
+    #[test]
+    fn a_probe_defended_on_a_vip_is_still_a_conflict() {
+        let vip = ip(100);
+        let frames = vec![
+            (0, ArpRepr::announcement(mac(1), vip).to_frame(mac(1), None)),
+            (S, ArpRepr::probe(mac(9), vip).to_frame(mac(9), None)),
+        ];
+        let settings = Settings {
+            vips: vec![vip],
+            ..Settings::default()
+        };
+        let conflicts = of(&analyse(settings, &frames), Kind::ProbeConflict).len();
+        assert_eq!(conflicts, 1);
+    }
+
+    #[test]
+    fn a_storm_does_not_swallow_a_later_unanswered_vip() {
+        let vip = ip(100);
+        let mut frames: Vec<(i64, Vec<u8>)> = (0..40)
+            .map(|k| (k * MS, request(1, Ipv4Addr::new(198, 18, 1, k as u8))))
+            .collect();
+        for k in 0..3 {
+            frames.push((3600 * S + k * S, request(1, vip)));
+        }
+        frames.push((3610 * S, request(2, ip(2))));
+        let settings = Settings {
+            vips: vec![vip],
+            ..Settings::default()
+        };
+        let findings = analyse(settings, &frames);
+        assert_eq!(of(&findings, Kind::RequestStorm).len(), 1);
+        let unanswered = of(&findings, Kind::UnansweredRequest);
+        let on_vip: Vec<&&Finding> = unanswered.iter().filter(|f| f.ip == Some(vip)).collect();
+        assert_eq!(on_vip.len(), 1, "{findings:#?}");
+        assert_eq!(on_vip[0].severity, Severity::Error);
+    }
+
+    #[test]
+    fn priority_tags_are_untagged_traffic() {
+        let asked = ArpRepr::request(mac(1), ip(1), ip(2));
+        let reply = ArpRepr::reply_to(&asked, mac(2), ip(2));
+        let frames = vec![
+            (S, asked.to_frame(mac(1), None)),
+            (S + MS, reply.to_frame(mac(2), Some(0))),
+            (9 * S, request(3, ip(3))),
+        ];
+        let findings = analyse(Settings::default(), &frames);
+        assert!(
+            of(&findings, Kind::UnexpectedReply).is_empty(),
+            "{findings:#?}"
+        );
+        assert!(
+            of(&findings, Kind::UnansweredRequest)
+                .iter()
+                .all(|f| f.ip != Some(ip(2)))
+        );
+    }
+
+    #[test]
+    fn many_askers_at_once_all_expect_their_reply() {
+        // Eight hosts ask for the gateway at once (times from 0, as in a capture whose
+        // clock starts at zero), then it answers each.
+        let gateway = ip(254);
+        let mut frames = Vec::new();
+        for host in 1..=8 {
+            frames.push((i64::from(host) - 1, request(host, gateway)));
+        }
+        for host in 1..=8 {
+            let asked = ArpRepr::request(mac(host), ip(host), gateway);
+            let reply = ArpRepr::reply_to(&asked, mac(254), gateway);
+            frames.push((MS + i64::from(host), reply.to_frame(mac(254), None)));
+        }
+        let findings = analyse(Settings::default(), &frames);
+        assert!(
+            of(&findings, Kind::UnexpectedReply).is_empty(),
+            "{findings:#?}"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! Plain words for each finding: what was seen, why it matters, and what to do. Kept apart
 //! from the analysis so the wording can change without touching the rules.
 
-use crate::analyzer::{AccView, Analyzer, ClusterView};
+use crate::analyzer::{AccView, Analyzer, ClusterView, OVERFLOW};
 use crate::finding::Kind;
 use nlb_wire::MacAddr;
+use nlb_wire::addressing::classify_mac;
 use serde_json::{Value, json};
 
 /// Gratuitous ARP classes, by `flavour`.
@@ -49,6 +50,18 @@ fn ip_text(acc: &AccView<'_>) -> String {
 
 /// The message, advice and details of one aggregated finding.
 pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String, Value) {
+    if acc.extra == OVERFLOW {
+        return (
+            format!(
+                "{} more {} findings, not listed one by one: the doctor keeps at most 100,000 findings.",
+                acc.count,
+                acc.kind.name()
+            ),
+            "Narrow the capture (a VLAN, a time range, `tcpdump arp`) to see them individually."
+                .to_owned(),
+            json!({"overflow": true}),
+        );
+    }
     let ip = ip_text(&acc);
     let vlan = on_vlan(acc.vlan);
     let macs = list(acc.macs);
@@ -61,7 +74,16 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
                 n(acc.count, "ARP frame", "ARP frames")
             ),
             if vip {
-                "Every host of an NLB cluster must answer for the VIP with the one cluster MAC. Find the host that answers with its own MAC (the second MAC above) and put it in the cluster's mode, or remove the VIP from it.".to_owned()
+                format!(
+                    "Every host of an NLB cluster must answer for the VIP with the one cluster MAC. Find the device with {} and put it in the cluster's mode, or remove the VIP from it.",
+                    list(
+                        &acc.macs
+                            .iter()
+                            .copied()
+                            .filter(|mac| classify_mac(*mac).is_none())
+                            .collect::<Vec<_>>()
+                    )
+                )
             } else {
                 "Two devices are configured with one address. Find them by MAC (switch MAC table, `ip neigh`), give one of them another address, and flush the neighbour caches (`ip neigh flush`) of hosts that talk to it.".to_owned()
             },
@@ -208,7 +230,7 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
             Value::Null,
         ),
         Kind::NlbDuplicateHostId => {
-            let host_id = acc.extra & 0xff;
+            let host_id = (acc.extra >> 48) & 0xfff;
             (
                 format!(
                     "Host id {host_id} of cluster {ip}{vlan} is announced by {} MACs ({macs}).",
@@ -231,7 +253,9 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
         ),
         Kind::Malformed => (
             format!("{}{vlan}: {}.", n(acc.count, "frame", "frames"), acc.text),
-            if acc.text.contains("snap length") {
+            if acc.text.starts_with("capture:") {
+                "The file itself is cut or damaged: a capture that was killed, or a partial copy. Copy it again, or stop tcpdump with Ctrl-C so that it writes its last records.".to_owned()
+            } else if acc.text.contains("snap length") {
                 "The capture's snap length cut these frames. Capture again with `tcpdump -s 0` to see them whole.".to_owned()
             } else {
                 "Frames like these come from buggy stacks, bad NICs or cabling, or a fuzzer. Find the sender by MAC if it recurs.".to_owned()

@@ -74,7 +74,8 @@ pub fn decode<'a>(record: &Record<'a>) -> Result<Frame<'a>, LinkProblem> {
                 Error::Malformed(why) => LinkProblem::Malformed(why),
                 _ => LinkProblem::Truncated,
             })?;
-            frame.vlan = eth.vlan;
+            // VID 0 is a priority tag (802.1p), not a VLAN: the frame is untagged traffic.
+            frame.vlan = eth.vlan.filter(|&vid| vid != 0);
             frame.src = Some(eth.src);
             frame.dst = Some(eth.dst);
             frame.ethertype = eth.ethertype;
@@ -113,7 +114,7 @@ pub fn decode<'a>(record: &Record<'a>) -> Result<Frame<'a>, LinkProblem> {
     // libpcap puts a VLAN tag back in front of the payload when the kernel stripped it.
     if protocol == ETHERTYPE_VLAN {
         let tag = rest.get(..4).ok_or(LinkProblem::Truncated)?;
-        frame.vlan = Some(u16::from_be_bytes([tag[0], tag[1]]) & 0x0fff);
+        frame.vlan = Some(u16::from_be_bytes([tag[0], tag[1]]) & 0x0fff).filter(|&vid| vid != 0);
         frame.ethertype = u16::from_be_bytes([tag[2], tag[3]]);
         frame.payload = &rest[4..];
     }

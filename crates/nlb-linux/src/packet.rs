@@ -188,6 +188,8 @@ impl PacketSocket {
             while !cmsg.is_null() {
                 if (*cmsg).cmsg_level == libc::SOL_PACKET
                     && (*cmsg).cmsg_type == libc::PACKET_AUXDATA
+                    && (*cmsg).cmsg_len as usize
+                        >= libc::CMSG_LEN(size_of::<libc::tpacket_auxdata>() as u32) as usize
                 {
                     let aux: libc::tpacket_auxdata =
                         std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());

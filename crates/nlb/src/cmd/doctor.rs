@@ -131,10 +131,20 @@ pub(crate) struct WatchArgs {
     #[arg(long)]
     json: bool,
     /// Stop after this many seconds instead of at Ctrl-C.
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", value_parser = parse_duration)]
     duration: Option<f64>,
     #[command(flatten)]
     thresholds: Thresholds,
+}
+
+/// Seconds for `--duration`: finite, from 0 to a year.
+fn parse_duration(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.0..=31_536_000.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 0 to 31536000"
+        )),
+    }
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -171,7 +181,8 @@ pub(crate) fn watch(args: &WatchArgs) -> Result<(), CliError> {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .map_err(|err| CliError::failed(format!("cannot handle SIGTERM: {err}")))?;
         let deadline = args.duration.map(|s| {
-            tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0))
+            // `--duration` is checked by clap to be a finite number of seconds.
+            tokio::time::Instant::now() + Duration::from_secs_f64(s)
         });
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut buf = vec![0u8; 65536 + 4];

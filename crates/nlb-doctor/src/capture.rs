@@ -114,6 +114,8 @@ pub struct CaptureReader<'r> {
     /// Set once a classic pcap header is read: its records are read straight from the
     /// buffer (see [`CaptureReader::next_legacy`]).
     legacy_order: Option<Endian>,
+    /// Set once a pcapng section header is read.
+    pcapng: bool,
     interfaces: Vec<Interface>,
     link_types: Vec<LinkType>,
     number: u64,
@@ -138,6 +140,7 @@ impl<'r> CaptureReader<'r> {
                 offset_s: 0,
             },
             legacy_order: None,
+            pcapng: false,
             interfaces: Vec::new(),
             link_types: Vec::new(),
             number: 0,
@@ -178,6 +181,15 @@ impl<'r> CaptureReader<'r> {
             if self.end.is_some() {
                 return None;
             }
+            if self.pcapng
+                && let Some(length) = short_pcapng_block(self.inner.data())
+            {
+                self.end = Some(End::Corrupt(format!(
+                    "a pcapng block after frame {} claims {length} bytes, less than a block header",
+                    self.number
+                )));
+                return None;
+            }
             match self.inner.next() {
                 Ok((offset, block)) => {
                     self.consumed += offset as u64;
@@ -211,6 +223,7 @@ impl<'r> CaptureReader<'r> {
                             })
                         }
                         PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                            self.pcapng = true;
                             self.interfaces.clear();
                             None
                         }
@@ -422,6 +435,17 @@ impl Endian {
     }
 }
 
+/// A pcapng block's total length field (bytes 4..8) below 12, the smallest block, in
+/// either byte order: pcap-parser 0.17 subtracts 12 from it after checking it only
+/// against the header size, which overflows (a panic with overflow checks). Reading the
+/// length both ways needs no knowledge of the section's byte order; the only valid
+/// lengths it refuses are over 16 MiB, which [`MAX_BUFFER`] refuses anyway.
+fn short_pcapng_block(data: &[u8]) -> Option<u32> {
+    let field: [u8; 4] = data.get(4..8)?.try_into().ok()?;
+    let length = u32::from_le_bytes(field).min(u32::from_be_bytes(field));
+    (length < 12).then_some(length)
+}
+
 fn describe(err: &PcapError<&[u8]>) -> String {
     match err {
         PcapError::NomError(_, kind) => format!("parse error ({kind:?})"),
@@ -499,6 +523,7 @@ mod tests {
             file.extend_from_slice(&[0xab; 60]);
         }
         let (records, end) = read_all(&file);
+
         assert_eq!(
             records,
             vec![(1, 7_000_000_005, 60, 60), (2, 8_999_999_999, 60, 60)]
@@ -531,6 +556,21 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("not a pcap or pcapng file"));
+    }
+
+    /// Found by the fuzzer: a process-information block whose length (4) is below a
+    /// block header made pcap-parser subtract past zero.
+    #[test]
+    fn a_pcapng_block_shorter_than_its_header_is_corruption() {
+        let file: &[u8] = &[
+            10, 13, 13, 10, 52, 0, 0, 0, 77, 60, 43, 26, 1, 0, 0, 0, 255, 255, 255, 255, 255, 255,
+            255, 255, 4, 0, 13, 7, 69, 100, 105, 116, 99, 105, 0, 0, 77, 60, 43, 26, 1, 0, 0, 4,
+            255, 255, 255, 255, 255, 255, 255, 255, 1, 0, 0, 128, 4, 0, 0, 0, 35, 0, 0, 0, 35, 0,
+            0, 0, 0, 87, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 52, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let (records, end) = read_all(&file);
+        assert!(records.is_empty());
+        assert!(matches!(end, End::Corrupt(_)), "{end:?}");
     }
 
     #[test]

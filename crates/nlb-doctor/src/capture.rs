@@ -568,7 +568,7 @@ mod tests {
             255, 255, 255, 255, 255, 255, 255, 255, 1, 0, 0, 128, 4, 0, 0, 0, 35, 0, 0, 0, 35, 0,
             0, 0, 0, 87, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 52, 0, 0, 0, 0, 0, 0, 0,
         ];
-        let (records, end) = read_all(&file);
+        let (records, end) = read_all(file);
         assert!(records.is_empty());
         assert!(matches!(end, End::Corrupt(_)), "{end:?}");
     }

@@ -228,16 +228,7 @@ impl Cluster for NlbCluster {
     }
 
     fn fail(&mut self, id: u8, kind: FailureKind) -> Result<()> {
-        match kind {
-            FailureKind::LinkDown => self.lab.link(id, false),
-            FailureKind::Sigkill => {
-                let daemon = self.daemons[usize::from(id) - 1]
-                    .take()
-                    .context("the victim's daemon is not running")?;
-                daemon.stop(Signal::SIGKILL, Duration::from_secs(5))?;
-                Ok(())
-            }
-        }
+        fail_host(&self.lab, &mut self.daemons, id, kind, "daemon")
     }
 
     fn wait_takeover(&self, id: u8) -> Result<Instant> {
@@ -280,6 +271,27 @@ pub(crate) enum VrrpTimers {
     Defaults,
     /// VRRPv3 with the shortest advert interval keepalived accepts, 10 ms.
     Fast,
+}
+
+/// Fails host `id` of either contender: its link goes down, or its `what` process gets
+/// SIGKILL.
+fn fail_host(
+    lab: &Lab,
+    daemons: &mut [Option<Proc>],
+    id: u8,
+    kind: FailureKind,
+    what: &str,
+) -> Result<()> {
+    match kind {
+        FailureKind::LinkDown => lab.link(id, false),
+        FailureKind::Sigkill => {
+            let daemon = daemons[usize::from(id) - 1]
+                .take()
+                .with_context(|| format!("the victim's {what} is not running"))?;
+            daemon.stop(Signal::SIGKILL, Duration::from_secs(5))?;
+            Ok(())
+        }
+    }
 }
 
 /// A keepalived VRRP cluster on a lab: one instance, one VIP, host 1 the master
@@ -415,16 +427,7 @@ impl Cluster for KeepalivedCluster {
     }
 
     fn fail(&mut self, id: u8, kind: FailureKind) -> Result<()> {
-        match kind {
-            FailureKind::LinkDown => self.lab.link(id, false),
-            FailureKind::Sigkill => {
-                let daemon = self.daemons[usize::from(id) - 1]
-                    .take()
-                    .context("the victim's keepalived is not running")?;
-                daemon.stop(Signal::SIGKILL, Duration::from_secs(5))?;
-                Ok(())
-            }
-        }
+        fail_host(&self.lab, &mut self.daemons, id, kind, "keepalived")
     }
 
     fn wait_takeover(&self, id: u8) -> Result<Instant> {

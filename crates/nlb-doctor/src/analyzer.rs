@@ -140,8 +140,8 @@ struct AccKey {
 }
 
 /// Sub-classifications carried in `Acc::flavour`.
-const FLAVOUR_MASKING: u8 = 1;
-const FLAVOUR_CLUSTER_SENDER: u8 = 2;
+pub(crate) const FLAVOUR_MASKING: u8 = 1;
+pub(crate) const FLAVOUR_CLUSTER_SENDER: u8 = 2;
 
 #[derive(Debug, Clone)]
 struct Acc {
@@ -1190,18 +1190,9 @@ impl Analyzer {
         {
             cluster.masked_sources = true;
         }
-        if cluster.hosts.len() >= MAX_HOSTS && !cluster.hosts.contains_key(&heartbeat.host_id) {
+        let Some(host) = self.heard_host(key, frame, heartbeat.host_id) else {
             return;
-        }
-        let host = cluster
-            .hosts
-            .entry(heartbeat.host_id)
-            .or_insert_with(|| HostSeen {
-                first_ts: frame.ts_ns,
-                ..HostSeen::default()
-            });
-        host.heartbeats += 1;
-        host.last_ts = frame.ts_ns;
+        };
         host.dedicated_ip = Some(heartbeat.dedicated_ip);
         if let Some(body) = &heartbeat.membership {
             host.convergence_state = body.convergence_state.or(host.convergence_state);
@@ -1212,23 +1203,7 @@ impl Analyzer {
                 host.rule_codes = Some(body.port_rule_codes[..usize::from(count)].to_vec());
             }
         }
-        let new_mac = src.filter(|mac| !host.macs.contains(mac));
-        let duplicate = new_mac.is_some() && !host.macs.is_empty();
-        if let Some(mac) = new_mac
-            && host.macs.len() < MAX_MACS
-        {
-            host.macs.push(mac);
-        }
-        let macs = host.macs.clone();
-        let inconsistent = self.rules_disagree(key);
-        self.cluster_problems(
-            frame,
-            key,
-            heartbeat.host_id,
-            duplicate,
-            &macs,
-            inconsistent,
-        );
+        self.check_cluster(frame, key, heartbeat.host_id);
     }
 
     fn handle_nlb_heartbeat(&mut self, frame: &Frame<'_>) {
@@ -1254,7 +1229,6 @@ impl Analyzer {
             vlan: vlan_code(frame.vlan),
             cluster_id: heartbeat.cluster_id,
         };
-        let src = frame.src;
         let Some(cluster) = self.cluster_entry(key, frame) else {
             return;
         };
@@ -1264,15 +1238,10 @@ impl Analyzer {
                 _ => None,
             });
         }
-        let host = cluster
-            .hosts
-            .entry(u32::from(heartbeat.host_id))
-            .or_insert_with(|| HostSeen {
-                first_ts: frame.ts_ns,
-                ..HostSeen::default()
-            });
-        host.heartbeats += 1;
-        host.last_ts = frame.ts_ns;
+        let host_id = u32::from(heartbeat.host_id);
+        let Some(host) = self.heard_host(key, frame, host_id) else {
+            return;
+        };
         host.state = Some(heartbeat.state.name().to_owned());
         host.fingerprint = Some(heartbeat.config_fingerprint);
         host.field_digests = Some(heartbeat.field_digests.to_vec());
@@ -1281,7 +1250,41 @@ impl Analyzer {
         host.incarnation = Some(heartbeat.incarnation);
         host.owned_equals_target = heartbeat.rules.iter().all(|r| r.owned == r.target);
         host.owned_buckets = heartbeat.rules.iter().map(|r| r.owned.len()).sum();
-        let new_mac = src.filter(|mac| !host.macs.contains(mac));
+        self.check_cluster(frame, key, host_id);
+    }
+
+    /// The record of host `host_id` of cluster `key`, counting this heartbeat; `None`
+    /// once the cluster has [`MAX_HOSTS`] and this is another.
+    fn heard_host(
+        &mut self,
+        key: ClusterKey,
+        frame: &Frame<'_>,
+        host_id: u32,
+    ) -> Option<&mut HostSeen> {
+        let cluster = self.clusters.get_mut(&key)?;
+        if cluster.hosts.len() >= MAX_HOSTS && !cluster.hosts.contains_key(&host_id) {
+            return None;
+        }
+        let host = cluster.hosts.entry(host_id).or_insert_with(|| HostSeen {
+            first_ts: frame.ts_ns,
+            ..HostSeen::default()
+        });
+        host.heartbeats += 1;
+        host.last_ts = frame.ts_ns;
+        Some(host)
+    }
+
+    /// After a heartbeat's facts are recorded: a second source MAC for one host id is a
+    /// duplicate id, and the hosts' configurations must agree.
+    fn check_cluster(&mut self, frame: &Frame<'_>, key: ClusterKey, host_id: u32) {
+        let Some(host) = self
+            .clusters
+            .get_mut(&key)
+            .and_then(|cluster| cluster.hosts.get_mut(&host_id))
+        else {
+            return;
+        };
+        let new_mac = frame.src.filter(|mac| !host.macs.contains(mac));
         let duplicate = new_mac.is_some() && !host.macs.is_empty();
         if let Some(mac) = new_mac
             && host.macs.len() < MAX_MACS
@@ -1290,14 +1293,7 @@ impl Analyzer {
         }
         let macs = host.macs.clone();
         let inconsistent = self.rules_disagree(key);
-        self.cluster_problems(
-            frame,
-            key,
-            u32::from(heartbeat.host_id),
-            duplicate,
-            &macs,
-            inconsistent,
-        );
+        self.cluster_problems(frame, key, host_id, duplicate, &macs, inconsistent);
     }
 
     /// Whether the latest heartbeats of a cluster's hosts disagree on configuration.

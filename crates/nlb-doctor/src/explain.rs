@@ -1,7 +1,9 @@
 //! Plain words for each finding: what was seen, why it matters, and what to do. Kept apart
 //! from the analysis so the wording can change without touching the rules.
 
-use crate::analyzer::{AccView, Analyzer, ClusterView, OVERFLOW};
+use crate::analyzer::{
+    AccView, Analyzer, ClusterView, FLAVOUR_CLUSTER_SENDER, FLAVOUR_MASKING, OVERFLOW,
+};
 use crate::finding::Kind;
 use nlb_wire::MacAddr;
 use nlb_wire::addressing::classify_mac;
@@ -95,7 +97,7 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
                 src.map(ToString::to_string).unwrap_or_default(),
                 sender.map(ToString::to_string).unwrap_or_default(),
             );
-            if acc.flavour == 1 {
+            if acc.flavour == FLAVOUR_MASKING {
                 (
                     format!(
                         "{} for {ip}{vlan} from Ethernet source {src} name {sender} as the sender: the Windows NLB unicast masking pattern (02:<host id>:<ip> as source, 02:bf:<ip> in ARP).",
@@ -106,7 +108,7 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
                     ),
                     json!({"pattern": "nlb_unicast_masking", "ethernet_source": src, "arp_sender": sender}),
                 )
-            } else if acc.flavour == 2 {
+            } else if acc.flavour == FLAVOUR_CLUSTER_SENDER {
                 (
                     format!(
                         "{} for the cluster IP {ip}{vlan} from host MAC {src} name the cluster MAC {sender} as the sender: how nlb answers, so that switches never learn the cluster MAC.",

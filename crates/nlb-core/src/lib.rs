@@ -11,5 +11,6 @@ pub mod buckets;
 pub mod config;
 pub mod filter;
 pub mod jhash;
+pub mod lease;
 pub mod node;
 pub mod time;

@@ -35,6 +35,26 @@
 //! 4. Connections a host already has stay with it: the kernel's conntrack accepts their
 //!    packets whatever the bucket owner is. Only new connections follow the map.
 //!
+//! # Stalls: a host that did not run
+//!
+//! The kernel honours a host's buckets only for the ownership lease after the daemon's
+//! last refresh, and peers declare a host dead after the failure window of silence
+//! ([`crate::lease`] has both numbers and how they relate). A host that was paused
+//! (a VM frozen for a migration or a snapshot, a swap storm), whose clock jumped
+//! forward, or whose loop was starved, cannot know what its peers decided meanwhile:
+//! they may have taken its buckets. So at every input, before anything else, a host
+//! that has not sent a heartbeat for [`stall_threshold`] **suspects itself**:
+//!
+//! - it releases every bucket (existing connections stay, as in a drainstop);
+//! - it forgets its view and every peer's last heartbeat, all of which may be stale;
+//! - it comes back through the join path: it listens for a whole failure window, so that
+//!   every live peer is heard (and every queued, stale frame is superseded by a fresh
+//!   one) before it may install any view, and then it claims a bucket only under a view
+//!   every member advertises and no live peer lists the bucket (rule 3 above).
+//!
+//! The node cannot tell a pause from a jump of the clock or a starved loop, and does not
+//! need to: in each case its ownership may no longer be its own.
+//!
 //! A host probes its VIPs (RFC 5227 §2.1) before it first joins, and refuses to join if
 //! a MAC outside the cluster answers. While probing it only listens, which also lets it
 //! learn the cluster before it is counted.
@@ -51,6 +71,7 @@
 
 use crate::buckets::{BUCKETS, BucketMap, HostId};
 use crate::config::{Config, InitialState, RuleMode, field_name};
+use crate::lease::{failure_window, stall_threshold};
 use crate::time::Instant;
 use nlb_wire::MacAddr;
 use nlb_wire::addressing::cluster_mac;
@@ -304,6 +325,12 @@ pub enum Event {
         /// The prober's MAC.
         mac: MacAddr,
     },
+    /// This host did not run for longer than the stall threshold (see the module docs):
+    /// it released every bucket and rejoins.
+    Stalled {
+        /// Time since its last heartbeat.
+        silent: Duration,
+    },
 }
 
 /// Counters for metrics.
@@ -333,6 +360,8 @@ pub struct Stats {
     pub convergences: u64,
     /// Duration of the last convergence.
     pub last_convergence: Option<Duration>,
+    /// Times this host found it had stalled, and rejoined.
+    pub stalls: u64,
 }
 
 /// A peer as `nlb query` shows it.
@@ -446,6 +475,8 @@ pub struct Node {
     heartbeat_dst: MacAddr,
     period: Duration,
     window: Duration,
+    /// Silence of this host's own heartbeats after which it suspects itself.
+    stall_after: Duration,
 
     incarnation: u32,
     sequence: u64,
@@ -515,7 +546,8 @@ impl Node {
             .collect();
         let lowest_vip = *config.cluster.vips.iter().min().expect("at least one VIP");
         let period = Duration::from_millis(u64::from(config.cluster.heartbeat_ms));
-        let window = period * u32::from(config.cluster.tolerance);
+        let window = failure_window(&config);
+        let stall_after = stall_threshold(&config);
         let (admin, suspended) = match config.host.initial_state {
             InitialState::Started => (Admin::Started, false),
             InitialState::Stopped => (Admin::Stopped, false),
@@ -532,6 +564,7 @@ impl Node {
             cluster_macs,
             period,
             window,
+            stall_after,
             incarnation,
             sequence: 0,
             admin,
@@ -599,6 +632,7 @@ impl Node {
     /// Handles one received Ethernet frame. Frames this host sent itself, and frames of
     /// no interest, are ignored. Never panics, whatever the bytes.
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) {
+        self.detect_stall(now);
         let Ok(frame) = EthernetFrame::parse(bytes) else {
             return;
         };
@@ -615,6 +649,7 @@ impl Node {
     /// Runs whatever is due at `now`: heartbeats, failure detection, probes and
     /// announcements.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.detect_stall(now);
         self.update(now);
     }
 
@@ -624,6 +659,7 @@ impl Node {
         now: Instant,
         command: Command,
     ) -> Result<HostState, CommandError> {
+        self.detect_stall(now);
         if self.suspended && !matches!(command, Command::Resume | Command::SetConnections(_)) {
             return Err(CommandError::Suspended);
         }
@@ -1008,6 +1044,46 @@ impl Node {
     }
 
     // ----- the state machine --------------------------------------------------------
+
+    /// The stall rule of the module docs: run at every input, before anything else.
+    fn detect_stall(&mut self, now: Instant) {
+        let Some(last) = self.last_heartbeat else {
+            return;
+        };
+        let silent = now.saturating_since(last);
+        if silent <= self.stall_after {
+            return;
+        }
+        self.stats.stalls += 1;
+        self.events.push_back(Event::Stalled { silent });
+        // Release first: whatever follows, this host accepts nothing new until it has
+        // rejoined.
+        for slot in 0..self.owned.len() {
+            if !self.owned[slot].is_empty() {
+                self.owned[slot] = BucketBitmap::new(BUCKETS);
+                self.actions.push_back(Action::SetRule {
+                    rule: slot,
+                    owned: self.owned[slot].clone(),
+                    keep_established: self.keep_established[slot],
+                });
+            }
+        }
+        // The epoch stays: views only move forward.
+        self.view.members = MemberSet::EMPTY;
+        self.view.maps = vec![BucketMap::unowned(); self.owned.len()];
+        self.view.inputs = vec![RuleInput::Nobody; self.owned.len()];
+        self.peers.clear();
+        self.targets_changed = true;
+        self.converged = false;
+        self.change_started = now;
+        if self.participating() {
+            // Rejoin, listening for a whole window first. `was_participating` stays
+            // set so that the usual, shorter join wait does not replace this one.
+            self.join_wait_until = Some(now + self.window);
+        }
+        // Tell the peers at once that this host owns nothing.
+        self.next_heartbeat = now;
+    }
 
     /// Re-derives everything from the inputs. Called after every input.
     fn update(&mut self, now: Instant) {

@@ -65,6 +65,20 @@ fn running_node() -> Node {
     node
 }
 
+/// Runs a node's timers up to `until`, as its daemon's loop would, so that it does not
+/// find itself stalled; its frames and events meanwhile are dropped.
+fn run_until(node: &mut Node, until: Instant) {
+    loop {
+        let next = node.poll_timeout();
+        if next > until {
+            break;
+        }
+        node.handle_timeout(next);
+    }
+    arp_out(node);
+    events(node);
+}
+
 fn arp_frame(eth_src: MacAddr, repr: ArpRepr) -> Vec<u8> {
     repr.to_frame(eth_src, None)
 }
@@ -188,6 +202,7 @@ fn conflicts_are_reported_and_defended_once_per_ten_seconds() {
     let mut defended = Vec::new();
     for second in 0..25 {
         let now = ms(3000 + second * 1000);
+        run_until(&mut node, now);
         node.handle_frame(now, &claim);
         for event in events(&mut node) {
             if let Event::Conflict {
@@ -219,6 +234,7 @@ fn frames_from_the_cluster_itself_are_not_conflicts() {
     // A member's kernel ARPing from the VIP, sender rewritten to the cluster MAC.
     let member_mac = MacAddr([0x52, 0x54, 0, 0, 0, 2]);
     let from_vip = ArpRepr::request(CLUSTER_MAC, VIP, CLIENT);
+    run_until(&mut node, ms(3000));
     node.handle_frame(ms(3000), &arp_frame(member_mac, from_vip));
     assert!(events(&mut node).is_empty());
     assert!(arp_out(&mut node).is_empty());
@@ -374,4 +390,38 @@ fn arbitrary_frames_never_panic() {
         node.handle_frame(ms(3000 + i), &frame);
     }
     node.handle_timeout(ms(30_000));
+}
+
+/// A node that finds it has not run for longer than its lease releases everything at
+/// once, says so, and claims nothing again before a whole failure window of listening;
+/// a node whose timers ran on time never stalls.
+#[test]
+fn a_node_that_did_not_run_releases_and_rejoins() {
+    let mut node = running_node();
+    let now = node.poll_timeout();
+    run_until(&mut node, now + Duration::from_secs(2));
+    assert_eq!(node.stats().stalls, 0, "timers on time are no stall");
+    assert!(node.owned().iter().any(|b| !b.is_empty()));
+    while node.poll_action().is_some() {}
+    // The stall: no input for 200 ms (the lease is 75 ms), then a timeout.
+    let resumed = now + Duration::from_millis(2200);
+    node.handle_timeout(resumed);
+    let stalled: Vec<Event> = events(&mut node)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Stalled { .. }))
+        .collect();
+    assert_eq!(stalled.len(), 1);
+    assert!(node.owned().iter().all(BucketBitmap::is_empty));
+    let released = std::iter::from_fn(|| node.poll_action()).count();
+    assert!(released > 0, "the release goes to the kernel");
+    assert_eq!(node.view().1, MemberSet::EMPTY);
+    // Alone on its segment it may own again, but only after a whole failure window.
+    let mut now = resumed;
+    while node.owned().iter().all(BucketBitmap::is_empty) {
+        now = node.poll_timeout();
+        node.handle_timeout(now);
+        assert!(now < resumed + Duration::from_secs(2), "never rejoined");
+    }
+    assert!(now.saturating_since(resumed) >= Duration::from_millis(150));
+    assert_eq!(node.stats().stalls, 1);
 }

@@ -14,7 +14,10 @@
 //!   bucket accept it) and close them later;
 //! - **faults**: seeded heartbeat loss, partitions (directional, so asymmetric ones
 //!   too), host crashes (kernel and daemon gone), daemon kills and restarts (kernel
-//!   stays, lease runs out), and port moves (live migration).
+//!   stays, lease runs out), daemon freezes (a paused VM or a stopped process: its
+//!   frames queue, its timers do not fire, its lease runs out, and when it thaws
+//!   everything is handed to it at once, in a seeded order), and port moves (live
+//!   migration).
 //!
 //! After every step the simulator checks the safety property: no two hosts whose
 //! kernels run accept new connections for one bucket of one rule. Violations are
@@ -51,8 +54,6 @@ pub struct SimConfig {
     pub latency: Duration,
     /// Probability that a heartbeat frame is lost on its way to one receiver.
     pub heartbeat_loss: f64,
-    /// How long a host's kernel keeps accepting its buckets after its daemon dies.
-    pub lease: Duration,
     /// Whether the switch snoops IGMP and sends group MACs only to joined ports.
     pub igmp_snooping: bool,
     /// How long the switch remembers a learned MAC.
@@ -65,7 +66,6 @@ impl Default for SimConfig {
             seed: 1,
             latency: Duration::from_micros(50),
             heartbeat_loss: 0.0,
-            lease: Duration::from_millis(100),
             igmp_snooping: false,
             mac_ageing: Duration::from_secs(300),
         }
@@ -146,8 +146,11 @@ pub struct DataPlane {
     pub owned: Vec<BucketBitmap>,
     /// Whether established connections are accepted, per rule slot.
     pub keep_established: Vec<bool>,
-    /// When the ownership lease runs out, once the daemon is gone.
+    /// When the ownership lease runs out, once the daemon is gone or frozen.
     pub lease_until: Option<Instant>,
+    /// Whether the lease ran out while the daemon was frozen: the kernel holds the
+    /// elements no more, until the thawed daemon refreshes them.
+    pub lease_expired: bool,
 }
 
 impl DataPlane {
@@ -156,12 +159,14 @@ impl DataPlane {
             owned: vec![BucketBitmap::new(BUCKETS); slots],
             keep_established: vec![true; slots],
             lease_until: None,
+            lease_expired: false,
         }
     }
 
     /// The buckets accepted now, after the lease.
     pub fn effective_owned(&self, now: Instant, slot: usize) -> Option<&BucketBitmap> {
         match self.lease_until {
+            _ if self.lease_expired => None,
             Some(until) if now >= until => None,
             _ => self.owned.get(slot),
         }
@@ -185,7 +190,18 @@ pub struct SimHost {
     pub dataplane: DataPlane,
     /// Connections this host has, by flow id.
     pub conntrack: BTreeSet<u64>,
+    /// While the daemon is frozen: until when, and the frames that queued for it.
+    pub frozen: Option<Frozen>,
     incarnation: u32,
+}
+
+/// A frozen daemon's pause.
+#[derive(Debug, Clone)]
+pub struct Frozen {
+    /// When it thaws.
+    pub until: Instant,
+    /// Frames that arrived meanwhile, in order, as its socket queues them.
+    pub held: Vec<Vec<u8>>,
 }
 
 /// A client connection.
@@ -297,6 +313,7 @@ impl Sim {
                 kernel_up: true,
                 dataplane: DataPlane::new(slots),
                 conntrack: BTreeSet::new(),
+                frozen: None,
                 incarnation: 0,
             });
             sim.start_daemon(index);
@@ -321,6 +338,8 @@ impl Sim {
         let host = &mut self.hosts[index];
         host.incarnation += 1;
         host.dataplane.lease_until = None;
+        host.dataplane.lease_expired = false;
+        host.frozen = None;
         let node = Node::new(host.config.clone(), host.mac, host.incarnation, None, now);
         host.node = Some(node);
         if host.config.cluster.mode == ClusterMode::Igmp {
@@ -340,16 +359,74 @@ impl Sim {
     /// Kills host `index`'s daemon; its kernel keeps the last ownership until the lease
     /// runs out, and keeps its connections.
     pub fn kill_daemon(&mut self, index: usize) {
-        let lease = self.config.lease;
         let host = &mut self.hosts[index];
+        let lease = nlb_core::lease::ownership_lease(&host.config);
+        host.frozen = None;
         host.node = None;
         host.dataplane.lease_until = Some(self.now + lease);
+    }
+
+    /// Freezes host `index`'s daemon for `duration`, as SIGSTOP or a paused VM would: it
+    /// stops refreshing the kernel's lease, its timers do not fire, and frames for it
+    /// queue. Its kernel runs on and keeps its connections. When it thaws, the daemon
+    /// gets the overdue timeout and every queued frame at once, in an order the seed
+    /// picks (timeout first or frames first), and refreshes its lease after the node
+    /// has judged them, as the daemon's ordering contract says.
+    pub fn freeze(&mut self, index: usize, duration: Duration) {
+        let now = self.now;
+        let host = &mut self.hosts[index];
+        if host.node.is_none() {
+            return;
+        }
+        let lease = nlb_core::lease::ownership_lease(&host.config);
+        host.dataplane.lease_until = Some(host.dataplane.lease_until.unwrap_or(now + lease));
+        host.frozen = Some(Frozen {
+            until: now + duration,
+            held: Vec::new(),
+        });
+    }
+
+    /// Whether host `index`'s daemon is frozen now.
+    pub fn is_frozen(&self, index: usize) -> bool {
+        self.hosts[index].frozen.is_some()
+    }
+
+    fn thaw(&mut self, index: usize) {
+        let now = self.now;
+        let Some(frozen) = self.hosts[index].frozen.take() else {
+            return;
+        };
+        if self.hosts[index].node.is_none() {
+            return;
+        }
+        // The daemon applies what one input produced before it takes the next (and its
+        // lease refresh follows the node's judgement), so the data plane is checked
+        // between the two.
+        let timeout_first = self.rng.random_bool(0.5);
+        for step in [timeout_first, !timeout_first] {
+            let node = self.hosts[index].node.as_mut().expect("checked");
+            if step {
+                node.handle_timeout(now);
+            } else {
+                for frame in &frozen.held {
+                    node.handle_frame(now, frame);
+                }
+            }
+            self.drain(index);
+            let dataplane = &mut self.hosts[index].dataplane;
+            dataplane.lease_until = None;
+            dataplane.lease_expired = false;
+            self.dataplane_dirty = true;
+            self.check_safety();
+        }
+        self.report_connections(index);
     }
 
     /// Crashes host `index`: kernel and daemon gone, its connections lost.
     pub fn crash(&mut self, index: usize) {
         let host = &mut self.hosts[index];
         host.node = None;
+        host.frozen = None;
         host.kernel_up = false;
         let lost: Vec<u64> = std::mem::take(&mut host.conntrack).into_iter().collect();
         for flow in lost {
@@ -542,6 +619,10 @@ impl Sim {
     fn report_connections(&mut self, index: usize) {
         let now = self.now;
         let count = self.hosts[index].conntrack.len() as u32;
+        if self.hosts[index].frozen.is_some() {
+            // A frozen daemon counts its connections when it thaws.
+            return;
+        }
         if let Some(node) = self.hosts[index].node.as_mut() {
             let _ = node.handle_command(now, Command::SetConnections(count));
             self.drain(index);
@@ -693,7 +774,10 @@ impl Sim {
         let timers = self
             .hosts
             .iter()
-            .filter_map(|h| h.node.as_ref().map(Node::poll_timeout))
+            .filter_map(|h| match &h.frozen {
+                Some(frozen) => Some(frozen.until),
+                None => h.node.as_ref().map(Node::poll_timeout),
+            })
             .min();
         let leases = self
             .hosts
@@ -731,9 +815,13 @@ impl Sim {
             let Reverse((_, _, pending)) = self.queue.pop().expect("peeked");
             match pending {
                 Pending::Deliver { port, frame } => {
-                    if let Some(index) = self.hosts.iter().position(|h| h.port == port)
-                        && let Some(node) = self.hosts[index].node.as_mut()
-                    {
+                    let Some(index) = self.hosts.iter().position(|h| h.port == port) else {
+                        continue;
+                    };
+                    let host = &mut self.hosts[index];
+                    if let Some(frozen) = host.frozen.as_mut() {
+                        frozen.held.push(frame);
+                    } else if let Some(node) = host.node.as_mut() {
                         node.handle_frame(now, &frame);
                         self.drain(index);
                     }
@@ -743,10 +831,18 @@ impl Sim {
             }
         }
         for index in 0..self.hosts.len() {
-            let due = self.hosts[index]
-                .node
+            if self.hosts[index]
+                .frozen
                 .as_ref()
-                .is_some_and(|n| n.poll_timeout() <= now);
+                .is_some_and(|frozen| frozen.until <= now)
+            {
+                self.thaw(index);
+            }
+            let due = self.hosts[index].frozen.is_none()
+                && self.hosts[index]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.poll_timeout() <= now);
             if due {
                 self.hosts[index]
                     .node
@@ -759,8 +855,12 @@ impl Sim {
         for host in &mut self.hosts {
             if host.dataplane.lease_until.is_some_and(|until| until <= now) {
                 self.dataplane_dirty = true;
-                for owned in &mut host.dataplane.owned {
-                    *owned = BucketBitmap::new(BUCKETS);
+                if host.frozen.is_some() {
+                    host.dataplane.lease_expired = true;
+                } else {
+                    for owned in &mut host.dataplane.owned {
+                        *owned = BucketBitmap::new(BUCKETS);
+                    }
                 }
                 host.dataplane.lease_until = None;
             }

@@ -549,3 +549,90 @@ fn reload_applies_host_weights_and_refuses_cluster_changes() {
         .reload(sim.now, other_mode);
     assert!(refused.unwrap_err().starts_with("cluster.mode changed"));
 }
+
+/// Freeze a daemon (SIGSTOP, a paused VM) for lengths around the lease and the failure
+/// window, under a steady stream of new connections, in 2- and 3-host clusters. Whatever
+/// order the thawed daemon sees its overdue timeout and its queued frames in, no bucket
+/// is ever accepted by two hosts, no connection breaks (the frozen host's kernel keeps
+/// its own), the host that stalled owns nothing until it shares a view with the others,
+/// and the cluster converges again with every bucket owned.
+#[test]
+fn a_frozen_daemon_rejoins_without_sharing_a_bucket() {
+    // Defaults: heartbeat 10 ms, lease and stall threshold 75 ms, window 150 ms. A pause
+    // under 65 ms (75 less a period) never stalls; one over 75 ms always does.
+    let pauses_ms = [40, 60, 100, 140, 160, 300, 1000, 5000];
+    let mut stalls_seen = 0;
+    for (trial, &pause_ms) in pauses_ms.iter().enumerate() {
+        for n in [2u8, 3] {
+            let seed = trial as u64 * 10 + u64::from(n);
+            let mut sim = cluster(
+                n,
+                ClusterMode::Multicast,
+                SimConfig {
+                    seed,
+                    ..SimConfig::default()
+                },
+            );
+            let hosts: Vec<usize> = (0..usize::from(n)).collect();
+            converge(&mut sim, &hosts);
+            let pause = Duration::from_millis(pause_ms);
+            sim.open_random_flows(
+                400,
+                pause + Duration::from_secs(2),
+                VIP,
+                80,
+                Duration::from_millis(300),
+            );
+            sim.run_for(Duration::from_millis(20));
+            let victim = usize::from(n) - 1;
+            let frozen_at = sim.now;
+            sim.freeze(victim, pause);
+            sim.run_until_true(pause + Duration::from_secs(1), |sim| !sim.is_frozen(victim))
+                .expect("the daemon thaws");
+            let stalled = sim
+                .events_matching(|e| matches!(e, Event::Stalled { .. }))
+                .iter()
+                .any(|&(at, index)| index == victim && at >= frozen_at);
+            if pause > Duration::from_millis(75) {
+                assert!(
+                    stalled,
+                    "{pause_ms} ms pause: the host did not notice its stall"
+                );
+                stalls_seen += 1;
+                // It owns nothing until it shares a view with every other host.
+                let others: Vec<usize> = hosts.iter().copied().filter(|&h| h != victim).collect();
+                let mut claimed_early = false;
+                sim.run_until_true(Duration::from_secs(2), |sim| {
+                    let node = sim.node(victim);
+                    let owns = node.owned().iter().any(|b| !b.is_empty());
+                    let shared = others.iter().all(|&o| sim.node(o).view() == node.view());
+                    claimed_early |= owns && !shared;
+                    all_converged(sim, &hosts)
+                })
+                .expect("the cluster converges again");
+                assert!(
+                    !claimed_early,
+                    "{pause_ms} ms pause: claimed before sharing a view"
+                );
+            } else {
+                assert!(
+                    !stalled,
+                    "{pause_ms} ms pause is within the lease: no stall"
+                );
+            }
+            converge(&mut sim, &hosts);
+            sim.run_for(pause + Duration::from_secs(3));
+            assert!(every_bucket_owned(&sim), "{pause_ms} ms, {n} hosts");
+            assert_safe(&sim);
+            let broken = sim.flows.values().filter(|f| f.broken).count();
+            assert_eq!(broken, 0, "{pause_ms} ms, {n} hosts: connections broke");
+            let served = sim.flows.values().filter(|f| f.host.is_some()).count();
+            assert_eq!(
+                served,
+                sim.flows.len(),
+                "{pause_ms} ms: every flow found a host"
+            );
+        }
+    }
+    assert!(stalls_seen >= 10);
+}

@@ -1577,3 +1577,118 @@ fn run_without_root_says_so() {
         "{stderr}"
     );
 }
+
+/// Sends `signal` to host `index`'s daemon.
+fn signal_daemon(world: &World, index: usize, signal: nix::sys::signal::Signal) {
+    let daemon = world.hosts[index].daemon.as_ref().expect("daemon runs");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.id() as i32), signal).unwrap();
+}
+
+/// The log lines of host `index` from the `skip`-th on.
+fn log_lines_from(world: &World, index: usize, skip: usize) -> Vec<String> {
+    world
+        .log(index)
+        .lines()
+        .skip(skip)
+        .map(strip_ansi)
+        .collect()
+}
+
+/// A log line without terminal colour codes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// 12. A paused daemon (SIGSTOP, as a frozen VM or a swap storm would) comes back as a
+///     joiner: in a 2-host and a 3-host cluster under a new connection every 10 ms, for
+///     pauses below the lease, between the lease and the failure window, and well past
+///     it. The paused host owns nothing from the moment it notices its stall until it
+///     has installed a view with every other host, and no client request fails.
+#[test]
+fn a_paused_daemon_rejoins_as_a_joiner() {
+    if !require_root("a_paused_daemon_rejoins_as_a_joiner") {
+        return;
+    }
+    use nix::sys::signal::Signal;
+    for hosts in [2u8, 3] {
+        let world = World::build(ClusterMode::Multicast, hosts);
+        world.start_all();
+        let all: Vec<usize> = (0..usize::from(hosts)).collect();
+        let victim = usize::from(hosts) - 1;
+        let load = Load::start(&world, &[]);
+        std::thread::sleep(Duration::from_millis(300));
+        // The lease and stall threshold are 75 ms, the failure window 150 ms.
+        for pause_ms in [40u64, 110, 300, 1000] {
+            let skip = world.log(victim).lines().count();
+            signal_daemon(&world, victim, Signal::SIGSTOP);
+            // The pause itself: the daemon must not run for this long.
+            std::thread::sleep(Duration::from_millis(pause_ms));
+            signal_daemon(&world, victim, Signal::SIGCONT);
+            world.wait_converged(&all);
+            let lines = log_lines_from(&world, victim, skip);
+            let stalled = lines.iter().position(|l| l.contains("nlb.stalled"));
+            if pause_ms >= 100 {
+                let stalled = stalled.unwrap_or_else(|| {
+                    panic!(
+                        "{hosts} hosts, {pause_ms} ms: no stall noticed:\n{}",
+                        lines.join("\n")
+                    )
+                });
+                // From the stall on, the first claim comes with a view of everyone: no
+                // view without them before it, and the full view installed in the same
+                // step (a step logs its ownership, then its events) or before.
+                let members: Vec<String> = all.iter().map(|i| (i + 1).to_string()).collect();
+                let full = format!("members={{{}}}", members.join(", "));
+                let after = &lines[stalled..];
+                if let Some(claim) = after
+                    .iter()
+                    .position(|l| l.contains("nlb.ownership") && !l.contains("owned=[0, 0]"))
+                {
+                    let step_end = after[claim + 1..]
+                        .iter()
+                        .position(|l| l.contains("nlb.ownership"))
+                        .map_or(after.len(), |p| claim + 1 + p);
+                    let views: Vec<&String> = after[..step_end]
+                        .iter()
+                        .filter(|l| l.contains("nlb.view_installed"))
+                        .collect();
+                    assert!(
+                        !views.is_empty() && views.iter().all(|l| l.contains(&full)),
+                        "{hosts} hosts, {pause_ms} ms: claimed before a view with everyone:\n{}",
+                        lines.join("\n")
+                    );
+                }
+            } else {
+                assert!(stalled.is_none(), "{pause_ms} ms is within the lease");
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let (attempts, _) = load.finish();
+        let failed: Vec<_> = attempts.iter().filter(|a| a.answer.is_err()).collect();
+        eprintln!(
+            "paused daemon, {hosts} hosts: {} connections, {} failed",
+            attempts.len(),
+            failed.len()
+        );
+        assert!(
+            failed.is_empty(),
+            "{hosts} hosts: {} of {} requests failed, first {:?}",
+            failed.len(),
+            attempts.len(),
+            failed.first().map(|a| &a.answer)
+        );
+    }
+}

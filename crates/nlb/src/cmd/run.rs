@@ -424,6 +424,12 @@ fn log_event(event: &Event) {
         Event::Conflict { ip, mac, defended } => {
             tracing::warn!(event = "nlb.conflict", ip = %ip, mac = %mac, defended)
         }
+        Event::Stalled { silent } => tracing::warn!(
+            event = "nlb.stalled",
+            silent_ms = silent.as_secs_f64() * 1e3,
+            "this host did not run for longer than its lease (a paused VM, swapping, an \
+             overloaded machine): it released its buckets and rejoins"
+        ),
         Event::ProbeSeen { ip, mac } => tracing::warn!(
             event = "nlb.probe_seen",
             ip = %ip,
@@ -451,8 +457,7 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     ];
     // The lease ends well inside the failure window, so a killed daemon's host stops
     // taking new connections before its peers take its buckets.
-    let window = Duration::from_millis(u64::from(config.failure_window_ms()));
-    let lease = window / 2;
+    let lease = nlb_core::lease::ownership_lease(&config);
     let ruleset = Ruleset {
         config: &config,
         rules: &rules,
@@ -539,7 +544,8 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| fail("signals")(e.to_string()))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| fail("signals")(e.to_string()))?;
-    let mut lease_tick = tokio::time::interval(lease / 3);
+    let mut lease_tick =
+        tokio::time::interval(nlb_core::lease::lease_refresh_period(&daemon.config));
     let mut drain_tick = tokio::time::interval(Duration::from_millis(500));
     let mut buf = vec![0u8; 65536];
     loop {
@@ -570,7 +576,14 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
                 let now = daemon.clock.now();
                 daemon.node.handle_timeout(now);
             }
-            _ = lease_tick.tick() => daemon.refresh_lease(),
+            _ = lease_tick.tick() => {
+                // The node judges first: after a stall it releases everything, and the
+                // lease must be refreshed with that, never with what it held before.
+                let now = daemon.clock.now();
+                daemon.node.handle_timeout(now);
+                daemon.flush();
+                daemon.refresh_lease();
+            }
             _ = watchdog.tick() => notifier.notify("WATCHDOG=1"),
             accepted = async {
                 match &metrics {

@@ -81,7 +81,7 @@ use nlb_wire::heartbeat::{
     AntiReplay, BucketBitmap, FIELD_DIGESTS_LEN, HeartbeatKey, HeartbeatPacket, HeartbeatRepr,
     HostState, MemberSet, RuleStatus,
 };
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -106,6 +106,13 @@ pub const DEFEND_INTERVAL: Duration = Duration::from_secs(10);
 pub const JOIN_WAIT_PERIODS: u32 = 2;
 /// Weight that "equal" stands for.
 pub const EQUAL_WEIGHT: u32 = 100;
+/// Senders (MACs) tracked per host id: one, and one more so that a duplicate id can be
+/// seen and named.
+pub const MACS_PER_HOST_ID: usize = 2;
+/// Replay windows kept before those of senders that are no longer peers are dropped.
+pub const REPLAY_TABLE_LIMIT: usize = 4 * 64;
+/// At most one [`Event::HeartbeatDropped`] per reason in this time.
+pub const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// An operator command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,12 +309,16 @@ pub enum Event {
     },
     /// This host stays out of the cluster.
     Misconfigured(Misconfig),
-    /// A heartbeat was dropped.
+    /// Heartbeats were dropped. A flood costs counters, not events: the first drop for
+    /// a reason is reported, then at most one summary per [`DROP_REPORT_INTERVAL`].
     HeartbeatDropped {
         /// Why.
         reason: DropReason,
-        /// Ethernet source.
+        /// Ethernet source of the latest one.
         from: MacAddr,
+        /// How many were dropped for this reason since the last report, this one
+        /// included.
+        count: u64,
     },
     /// A MAC outside the cluster claims a VIP.
     Conflict {
@@ -509,9 +520,10 @@ pub struct Node {
     /// last checked against them ([`Node::repair_maps`]).
     targets_changed: bool,
     replay: BTreeMap<(HostId, MacAddr), AntiReplay>,
-    warned_duplicates: BTreeSet<MacAddr>,
     /// The last heartbeat of this cluster that failed authentication: when, and from whom.
     last_bad_tag: Option<(Instant, MacAddr)>,
+    /// Per drop reason: when it was last reported, and drops since.
+    drop_reports: BTreeMap<DropReason, (Option<Instant>, u64)>,
 
     next_heartbeat: Instant,
     last_heartbeat: Option<Instant>,
@@ -597,8 +609,8 @@ impl Node {
             peers: BTreeMap::new(),
             targets_changed: false,
             replay: BTreeMap::new(),
-            warned_duplicates: BTreeSet::new(),
             last_bad_tag: None,
+            drop_reports: BTreeMap::new(),
             next_heartbeat: now,
             last_heartbeat: None,
             announce_at: Vec::new(),
@@ -948,10 +960,20 @@ impl Node {
 
     // ----- heartbeats in ------------------------------------------------------------
 
-    fn drop_heartbeat(&mut self, reason: DropReason, from: MacAddr) {
+    fn drop_heartbeat(&mut self, now: Instant, reason: DropReason, from: MacAddr) {
         *self.stats.heartbeats_dropped.entry(reason).or_default() += 1;
-        self.events
-            .push_back(Event::HeartbeatDropped { reason, from });
+        // One entry per reason: the table is as small as `DropReason`.
+        let (last, unreported) = self.drop_reports.entry(reason).or_insert((None, 0));
+        *unreported += 1;
+        if last.is_none_or(|at| now.saturating_since(at) >= DROP_REPORT_INTERVAL) {
+            self.events.push_back(Event::HeartbeatDropped {
+                reason,
+                from,
+                count: *unreported,
+            });
+            *last = Some(now);
+            *unreported = 0;
+        }
     }
 
     fn handle_heartbeat(&mut self, now: Instant, src: MacAddr, payload: &[u8]) {
@@ -966,19 +988,42 @@ impl Node {
                     self.last_bad_tag = Some((now, src));
                     self.update(now);
                 }
-                return self.drop_heartbeat(DropReason::BadTag, src);
+                return self.drop_heartbeat(now, DropReason::BadTag, src);
             }
-            Err(_) => return self.drop_heartbeat(DropReason::Malformed, src),
+            Err(_) => return self.drop_heartbeat(now, DropReason::Malformed, src),
         };
         if heartbeat.cluster_id != self.cluster_id {
-            return self.drop_heartbeat(DropReason::ForeignCluster, src);
+            return self.drop_heartbeat(now, DropReason::ForeignCluster, src);
         }
-        if heartbeat.rules.len() != self.owned.len()
-            && heartbeat.config_fingerprint == self.fingerprint
-        {
-            return self.drop_heartbeat(DropReason::Malformed, src);
+        // Nothing from the wire is used before it is checked against this host's own
+        // configuration: every nlb host has 256 buckets per rule, a host with this
+        // configuration has exactly this many rules, and an epoch at its ceiling could
+        // not grow.
+        let fits = heartbeat
+            .rules
+            .iter()
+            .all(|rule| rule.owned.bucket_count() == BUCKETS)
+            && (heartbeat.rules.len() == self.owned.len()
+                || heartbeat.config_fingerprint != self.fingerprint)
+            && heartbeat.view_epoch < u32::MAX;
+        if !fits {
+            return self.drop_heartbeat(now, DropReason::Malformed, src);
         }
         let key = (heartbeat.host_id, src);
+        // Per-sender state is bounded: at most MACS_PER_HOST_ID senders per host id are
+        // tracked (a second one is already a duplicate id), and replay windows of
+        // senders that are not peers any more are dropped when the table is full.
+        let macs_of_id = self
+            .peers
+            .range((heartbeat.host_id, MacAddr::ZERO)..=(heartbeat.host_id, MacAddr::BROADCAST))
+            .count();
+        if !self.peers.contains_key(&key) && macs_of_id >= MACS_PER_HOST_ID {
+            return self.drop_heartbeat(now, DropReason::DuplicateHostId, src);
+        }
+        if self.replay.len() >= REPLAY_TABLE_LIMIT && !self.replay.contains_key(&key) {
+            let peers = &self.peers;
+            self.replay.retain(|key, _| peers.contains_key(key));
+        }
         if self
             .replay
             .entry(key)
@@ -986,21 +1031,12 @@ impl Node {
             .check(heartbeat.incarnation, heartbeat.sequence)
             .is_err()
         {
-            return self.drop_heartbeat(DropReason::Replay, src);
+            return self.drop_heartbeat(now, DropReason::Replay, src);
         }
         if heartbeat.host_id == self.id {
             let earlier = (heartbeat.incarnation, src) < (self.incarnation, self.mac);
             if !earlier {
-                if self.warned_duplicates.insert(src) {
-                    self.drop_heartbeat(DropReason::DuplicateHostId, src);
-                } else {
-                    *self
-                        .stats
-                        .heartbeats_dropped
-                        .entry(DropReason::DuplicateHostId)
-                        .or_default() += 1;
-                }
-                return;
+                return self.drop_heartbeat(now, DropReason::DuplicateHostId, src);
             }
         }
         self.stats.heartbeats_received += 1;
@@ -1379,7 +1415,7 @@ impl Node {
         if live == self.view.members && inputs == self.view.inputs && ahead <= self.view.epoch {
             return;
         }
-        let epoch = (self.view.epoch + 1).max(ahead);
+        let epoch = self.view.epoch.saturating_add(1).max(ahead);
         let bases = self.base_maps(live);
         let mut moved = 0;
         let maps: Vec<BucketMap> = inputs

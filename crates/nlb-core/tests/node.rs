@@ -425,3 +425,86 @@ fn a_node_that_did_not_run_releases_and_rejoins() {
     assert!(now.saturating_since(resumed) >= Duration::from_millis(150));
     assert_eq!(node.stats().stalls, 1);
 }
+
+/// The frame of issue 11: right cluster and fingerprint, a first rule of 4096 buckets
+/// with bucket 300 set. It crashed every keyless host (`BucketMap` indexed by a peer's
+/// bucket); now it is a counted drop.
+#[test]
+fn a_heartbeat_with_more_buckets_than_configured_is_dropped() {
+    let config = config("");
+    let mut node = running_node();
+    let now = node.poll_timeout();
+    run_until(&mut node, now);
+    let mut hostile = peer_heartbeat(&config, 1);
+    let mut owned = BucketBitmap::new(4096);
+    owned.insert(300);
+    hostile.rules[0].owned = owned.clone();
+    hostile.rules[0].target = owned;
+    hostile.view_members = [1, 2].into_iter().collect();
+    hostile.view_epoch = 1;
+    let frame = hostile.to_frame(
+        MacAddr([0x52, 0x54, 0, 0, 0, 2]),
+        CLUSTER_MAC,
+        ETHERTYPE_NLB_HEARTBEAT,
+        None,
+    );
+    for step in 0..20u64 {
+        let at = now + Duration::from_millis(step);
+        run_until(&mut node, at);
+        node.handle_frame(at, &frame);
+    }
+    let dropped = node.stats().heartbeats_dropped.get(&DropReason::Malformed);
+    assert_eq!(dropped, Some(&20));
+    assert_eq!(node.members(now).len(), 1, "no peer from a malformed frame");
+    // An epoch at its ceiling could never grow: dropped too.
+    let mut ceiling = peer_heartbeat(&config, 2);
+    ceiling.view_epoch = u32::MAX;
+    let at = now + Duration::from_millis(21);
+    run_until(&mut node, at);
+    node.handle_frame(
+        at,
+        &ceiling.to_frame(
+            MacAddr([0x52, 0x54, 0, 0, 0, 2]),
+            CLUSTER_MAC,
+            ETHERTYPE_NLB_HEARTBEAT,
+            None,
+        ),
+    );
+    let dropped = node.stats().heartbeats_dropped.get(&DropReason::Malformed);
+    assert_eq!(dropped, Some(&21));
+}
+
+/// A flood of valid-looking heartbeats from 20,000 source MACs, all claiming host ids:
+/// the peer table holds at most two senders per id, the replay table stays bounded,
+/// and the drops are reported once per reason, not once per frame.
+#[test]
+fn a_flood_from_many_macs_costs_counters_not_state() {
+    let config = config("");
+    let mut node = running_node();
+    let start = node.poll_timeout();
+    run_until(&mut node, start);
+    let mut events_seen = 0;
+    for i in 0..20_000u32 {
+        let at = start + Duration::from_micros(u64::from(i) * 5);
+        if i % 1000 == 0 {
+            run_until(&mut node, at);
+        }
+        let mut repr = peer_heartbeat(&config, u64::from(i) + 1);
+        repr.host_id = (i % 64) as u8 + 1;
+        let mac = MacAddr([0x02, 0xaa, (i >> 16) as u8, (i >> 8) as u8, i as u8, 0x01]);
+        node.handle_frame(
+            at,
+            &repr.to_frame(mac, CLUSTER_MAC, ETHERTYPE_NLB_HEARTBEAT, None),
+        );
+        events_seen += events(&mut node)
+            .iter()
+            .filter(|e| matches!(e, Event::HeartbeatDropped { .. }))
+            .count();
+        arp_out(&mut node);
+    }
+    let members = node.members(start + Duration::from_millis(100));
+    assert!(members.len() <= 1 + 64 * 2, "{} members", members.len());
+    let dropped: u64 = node.stats().heartbeats_dropped.values().sum();
+    assert!(dropped >= 19_000, "{dropped}");
+    assert!(events_seen <= 4, "{events_seen} drop events for one flood");
+}

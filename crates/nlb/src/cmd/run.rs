@@ -418,8 +418,12 @@ fn log_event(event: &Event) {
         Event::Misconfigured(why) => {
             tracing::error!(event = "nlb.misconfigured", reason = %why)
         }
-        Event::HeartbeatDropped { reason, from } => {
-            tracing::debug!(event = "nlb.heartbeat_dropped", reason = ?reason, from = %from)
+        Event::HeartbeatDropped {
+            reason,
+            from,
+            count,
+        } => {
+            tracing::info!(event = "nlb.heartbeat_dropped", reason = ?reason, latest_from = %from, count)
         }
         Event::Conflict { ip, mac, defended } => {
             tracing::warn!(event = "nlb.conflict", ip = %ip, mac = %mac, defended)

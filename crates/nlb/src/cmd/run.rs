@@ -483,7 +483,13 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     restrict_socket(&control_path, config.host.control_group.as_deref())?;
 
     let clock = Clock::new();
-    let incarnation = clock.start_unix as u32;
+    let incarnation = nlb_linux::incarnation::next(
+        &args.run_dir,
+        &interface,
+        cluster_id(&config.cluster.vips),
+        clock.start_unix as u64,
+    )
+    .map_err(|e| fail("incarnation")(e.to_string()))?;
     let node = Node::new(config.clone(), mac, incarnation, key, clock.now());
     tracing::info!(
         event = "nlb.started",

@@ -53,8 +53,9 @@ pub(crate) fn encode(secret: &[u8]) -> String {
 /// The secret in a key file's contents: decoded hex, or the bytes as they are.
 pub(crate) fn decode(contents: &[u8]) -> Vec<u8> {
     let trimmed = contents.trim_ascii_end();
-    let is_hex =
-        !trimmed.is_empty() && trimmed.len().is_multiple_of(2) && trimmed.iter().all(u8::is_ascii_hexdigit);
+    let is_hex = !trimmed.is_empty()
+        && trimmed.len().is_multiple_of(2)
+        && trimmed.iter().all(u8::is_ascii_hexdigit);
     if !is_hex {
         return contents.to_vec();
     }

@@ -141,11 +141,20 @@ pub(crate) fn write_new(path: &Path, secret: &[u8], force: bool) -> Result<(), C
 /// Reads and checks the cluster key file (see the module docs for what is refused).
 pub(crate) fn read(path: &Path) -> Result<HeartbeatKey, CliError> {
     let shown = path.display();
-    let metadata = std::fs::metadata(path).map_err(|err| {
-        CliError::bad_input(format!(
-            "cannot read the cluster key {shown}: {err}. Make one with `nlb keygen --out \
+    // One open file for the checks and the read, so that what is checked is what is read.
+    // O_NONBLOCK: a FIFO at the path must not hang the daemon (it is refused below).
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|err| {
+            CliError::bad_input(format!(
+                "cannot read the cluster key {shown}: {err}. Make one with `nlb keygen --out \
              {shown}` and copy it to every host, or fix cluster.key_file"
-        ))
+            ))
+        })?;
+    let metadata = file.metadata().map_err(|err| {
+        CliError::failed(format!("cannot inspect the cluster key {shown}: {err}"))
     })?;
     if !metadata.is_file() {
         return Err(CliError::bad_input(format!(
@@ -168,7 +177,8 @@ pub(crate) fn read(path: &Path) -> Result<HeartbeatKey, CliError> {
             metadata.uid()
         )));
     }
-    let contents = std::fs::read(path).map_err(|err| {
+    let mut contents = Vec::new();
+    file.read_to_end(&mut contents).map_err(|err| {
         CliError::bad_input(format!(
             "cannot read the cluster key {shown}: {err}; run the daemon as root"
         ))
@@ -304,6 +314,15 @@ mod tests {
         let err = read(&dir.path().join("missing.key")).unwrap_err();
         assert!(err.message().contains("nlb keygen"), "{}", err.message());
         let err = read(dir.path()).unwrap_err();
+        assert!(
+            err.message().contains("not a regular file"),
+            "{}",
+            err.message()
+        );
+        // A FIFO is refused at once, not waited on.
+        let fifo = dir.path().join("fifo.key");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = read(&fifo).unwrap_err();
         assert!(
             err.message().contains("not a regular file"),
             "{}",

@@ -343,7 +343,7 @@ impl World {
     }
 }
 
-/// One request: when it ended, from where, and the answering host or the error.
+/// One request: when it started, from where, and the answering host or the error.
 type Outcome = (Instant, Ipv4Addr, Result<String, String>);
 
 /// Requests from the client, round-robin over its addresses, until stopped.
@@ -369,8 +369,9 @@ impl Load {
                 while !stop.load(Ordering::Relaxed) {
                     let src = sources[i % sources.len()];
                     i += 1;
+                    let started = Instant::now();
                     let answer = http_get(src, SocketAddr::from((VIP, 80)));
-                    results.lock().unwrap().push((Instant::now(), src, answer));
+                    results.lock().unwrap().push((started, src, answer));
                     // A new connection every 5 ms or so, not a busy loop.
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -383,10 +384,26 @@ impl Load {
         }
     }
 
-    /// Requests that ended in `since..`: how many, and the failures.
-    fn since(&self, since: Instant) -> (usize, Vec<String>) {
+    /// Requests that started in `from..to`: how many, and the failures. Waits (up to
+    /// 5 s: a request gives up after 3 s) until one started at `to` or later has ended,
+    /// so that every request of the window has its outcome; requests are sequential.
+    fn window(&self, from: Instant, to: Instant) -> (usize, Vec<String>) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && !self
+                .results
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(at, _, _)| *at >= to)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let results = self.results.lock().unwrap();
-        let window: Vec<_> = results.iter().filter(|(at, _, _)| *at >= since).collect();
+        let window: Vec<_> = results
+            .iter()
+            .filter(|(at, _, _)| (from..to).contains(at))
+            .collect();
         let failures = window
             .iter()
             .filter_map(|(_, src, r)| r.as_ref().err().map(|e| format!("{src}: {e}")))
@@ -711,6 +728,7 @@ impl Findings {
         // Let the cluster react to the last frames before looking: one failure window
         // and then some (a peer_down would show within 150 ms).
         std::thread::sleep(Duration::from_millis(400));
+        let end = Instant::now();
         for news in world.reap() {
             self.0.push(format!("{phase}: {news}"));
         }
@@ -766,7 +784,7 @@ impl Findings {
             }
         }
         if full {
-            let (requests, failures) = load.since(since);
+            let (requests, failures) = load.window(since, end);
             if requests == 0 {
                 self.0.push(format!("{phase}: the client made no request"));
             }
@@ -815,7 +833,9 @@ fn prepare(keyed: bool) -> (World, Load, Baseline, Vec<Vec<u8>>) {
     let load = Load::start(&world.client);
     // A few quiet requests first: the cluster serves before the attack.
     world.wait_for("the client to be served", Duration::from_secs(5), |_| {
-        let (n, failures) = load.since(Instant::now() - Duration::from_secs(60));
+        let results = load.results.lock().unwrap();
+        let n = results.len();
+        let failures: Vec<_> = results.iter().filter(|(_, _, r)| r.is_err()).collect();
         assert!(
             failures.is_empty(),
             "requests failed before the attack: {failures:?}"

@@ -22,6 +22,7 @@ trap cleanup EXIT
 ip netns add "$tag-sw"
 ip netns exec "$tag-sw" ip link add br0 type bridge
 ip netns exec "$tag-sw" ip link set br0 up
+"$NLB" keygen --out "$dir/cluster.key" >/dev/null
 for k in 1 2 3; do
   ip netns add "$tag-h$k"
   ip link add "${tag}h$k" type veth peer name "${tag}i$k"
@@ -31,8 +32,8 @@ for k in 1 2 3; do
   ip netns exec "$tag-h$k" ip link set "${tag}i$k" name eth0
   ip netns exec "$tag-h$k" ip link set eth0 up
   ip netns exec "$tag-h$k" ip addr add "198.18.0.$k/24" dev eth0
-  printf '[cluster]\ninterface = "eth0"\nvips = ["198.18.0.10"]\nmode = "%s"\n[host]\nid = %s\ncontrol_socket = "%s/h%s.sock"\n' \
-    "$MODE" "$k" "$dir" "$k" > "$dir/h$k.toml"
+  printf '[cluster]\ninterface = "eth0"\nvips = ["198.18.0.10"]\nmode = "%s"\nkey_file = "%s/cluster.key"\n[host]\nid = %s\ncontrol_socket = "%s/h%s.sock"\n' \
+    "$MODE" "$dir" "$k" "$dir" "$k" > "$dir/h$k.toml"
   ip netns exec "$tag-h$k" "$NLB" run --config "$dir/h$k.toml" --run-dir "$dir/run$k" 2>"$dir/h$k.log" & pids+=($!)
 done
 for _ in $(seq 100); do

@@ -102,6 +102,20 @@ impl NlbCluster {
             nlb: nlb.to_owned(),
             hosts,
         };
+        // Secure by default, as deployed: one key for the lab, from `nlb keygen`.
+        let key = cluster.lab.path("cluster.key");
+        let keygen = Command::new(nlb)
+            .arg("keygen")
+            .arg("--out")
+            .arg(&key)
+            .output()
+            .context("running nlb keygen")?;
+        if !keygen.status.success() {
+            bail!(
+                "nlb keygen failed: {}",
+                String::from_utf8_lossy(&keygen.stderr).trim()
+            );
+        }
         for id in 1..=hosts {
             let state = if started.contains(&id) {
                 "started"
@@ -110,11 +124,12 @@ impl NlbCluster {
             };
             let config = format!(
                 "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"{mode}\"\n\
-                 heartbeat_ms = {}\ntolerance = {}\n\n[host]\nid = {id}\n\
+                 heartbeat_ms = {}\ntolerance = {}\nkey_file = \"{}\"\n\n[host]\nid = {id}\n\
                  initial_state = \"{state}\"\ncontrol_socket = \"{}\"\n\n\
                  [[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n",
                 timers.heartbeat_ms,
                 timers.tolerance,
+                key.display(),
                 cluster.socket(id).display()
             );
             std::fs::write(cluster.lab.path(&format!("h{id}.toml")), config)?;

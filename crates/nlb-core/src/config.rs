@@ -7,7 +7,8 @@
 //! mode = "multicast"                  # unicast | multicast | igmp
 //! heartbeat_ms = 10
 //! tolerance = 15                      # missed heartbeats before a member is dead
-//! key_file = "/etc/nlb/cluster.key"   # optional: authenticated heartbeats
+//! key_file = "/etc/nlb/cluster.key"   # from `nlb keygen`: authenticated heartbeats
+//! # insecure_no_key = true            # instead of key_file: unauthenticated heartbeats
 //!
 //! [host]
 //! id = 1                              # 1..=64, unique in the cluster
@@ -28,6 +29,12 @@
 //! [`Config::parse`] is a pure function of the text. Unknown keys are errors, and every
 //! error ([`ConfigError`]) names the file, line, column and key, says what is wrong, and
 //! says how to fix it.
+//!
+//! Secure by default: [`Config::parse_secure`], which every `nlb` command uses, also
+//! refuses a cluster that has no `key_file` unless it says `insecure_no_key = true`.
+//! Without a key anyone on the segment can forge heartbeats, so that has to be a choice
+//! written in the file, not an omission. ([`Config::parse`] leaves that check out, for
+//! the simulator and tests that build clusters in memory.)
 //!
 //! The defaults meet the failover goal: a member is declared dead after
 //! `tolerance × heartbeat_ms` = 150 ms without a heartbeat, and the chance that 20%
@@ -166,12 +173,36 @@ impl Rule {
         vip && protocol && ports
     }
 
-    /// The cluster-wide part, as text: what every host must agree on.
-    fn cluster_wide(&self) -> String {
-        format!(
-            "{:?} {:?} {:?} {:?} {:?}",
-            self.vip, self.ports, self.protocol, self.mode, self.affinity
-        )
+    /// The cluster-wide part of the rule in its canonical bytes (see
+    /// [`Config::fingerprint`]): the VIP (`0`, or `1` and its four octets), the first and
+    /// last port (big-endian `u16`s), then the protocol, mode and affinity codes.
+    fn canonical(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12);
+        match self.vip {
+            None => out.push(0),
+            Some(vip) => {
+                out.push(1);
+                out.extend_from_slice(&vip.octets());
+            }
+        }
+        out.extend_from_slice(&self.ports.start().to_be_bytes());
+        out.extend_from_slice(&self.ports.end().to_be_bytes());
+        out.push(match self.protocol {
+            Protocol::Tcp => 1,
+            Protocol::Udp => 2,
+            Protocol::Both => 3,
+        });
+        out.push(match self.mode {
+            RuleMode::Multiple => 1,
+            RuleMode::Single => 2,
+            RuleMode::Disabled => 3,
+        });
+        out.push(match self.affinity {
+            Affinity::None => 1,
+            Affinity::Single => 2,
+            Affinity::Network => 3,
+        });
+        out
     }
 }
 
@@ -190,6 +221,9 @@ pub struct ClusterConfig {
     pub tolerance: u8,
     /// The shared key file, if heartbeats are authenticated.
     pub key_file: Option<PathBuf>,
+    /// `insecure_no_key = true`: the file says on purpose that heartbeats are not
+    /// authenticated. Never true together with `key_file`.
+    pub insecure_no_key: bool,
 }
 
 /// `[host]`, validated.
@@ -239,10 +273,24 @@ pub fn field_name(index: usize) -> String {
 
 impl Config {
     /// Parses and validates configuration text. `file` is only used in error messages.
+    ///
+    /// This accepts a cluster with neither `key_file` nor `insecure_no_key`; the daemon
+    /// and every command read files with [`Config::parse_secure`], which does not.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(text, file, false)
+    }
+
+    /// [`Config::parse`], and the secure default: a cluster without `key_file` must say
+    /// `insecure_no_key = true`, or this is an error at the `[cluster]` table that says
+    /// how to make a key.
+    pub fn parse_secure(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(text, file, true)
+    }
+
+    fn parse_with(text: &str, file: &str, secure: bool) -> Result<Config, ConfigError> {
         let located = Locator { text, file };
         let raw: RawConfig = toml::from_str(text).map_err(|err| located.toml_error(&err))?;
-        raw.validate(&located)
+        raw.validate(&located, secure)
     }
 
     /// The period after which a silent member is declared dead.
@@ -250,39 +298,83 @@ impl Config {
         u32::from(self.cluster.heartbeat_ms) * u32::from(self.cluster.tolerance)
     }
 
-    fn field_texts(&self) -> Vec<String> {
+    /// The cluster-wide fields in their canonical encoding: see [`Config::fingerprint`].
+    fn canonical_fields(&self) -> Vec<Vec<u8>> {
         let mut vips = self.cluster.vips.clone();
         vips.sort();
-        let mut fields = vec![
-            format!("{vips:?}"),
-            self.cluster.mode.to_string(),
-            self.cluster.heartbeat_ms.to_string(),
-            self.cluster.tolerance.to_string(),
-            self.cluster.key_file.is_some().to_string(),
-            self.rules.len().to_string(),
+        let mut vip_bytes = vec![vips.len() as u8];
+        for vip in &vips {
+            vip_bytes.extend_from_slice(&vip.octets());
+        }
+        let mode = match self.cluster.mode {
+            ClusterMode::Unicast => 1,
+            ClusterMode::Multicast => 2,
+            ClusterMode::Igmp => 3,
+        };
+        let mut values = vec![
+            vip_bytes,
+            vec![mode],
+            self.cluster.heartbeat_ms.to_be_bytes().to_vec(),
+            vec![self.cluster.tolerance],
+            vec![u8::from(self.cluster.key_file.is_some())],
+            vec![self.rules.len() as u8],
         ];
-        fields.extend(self.rules.iter().map(Rule::cluster_wide));
-        fields
+        values.extend(self.rules.iter().map(Rule::canonical));
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(tag, value)| {
+                let mut field = Vec::with_capacity(3 + value.len());
+                field.push(tag as u8);
+                field.extend_from_slice(&(value.len() as u16).to_be_bytes());
+                field.extend_from_slice(&value);
+                field
+            })
+            .collect()
     }
 
-    /// A 64-bit hash of the cluster-wide configuration.
+    /// A 64-bit hash of the cluster-wide configuration: the first 8 bytes (big-endian) of
+    /// BLAKE3 in key-derivation mode, context `"nlb config fingerprint v2"`, over the
+    /// concatenated canonical fields. It depends only on these bytes, never on Rust names
+    /// or `Debug` text, so every build on every machine computes the same value for the
+    /// same file.
+    ///
+    /// The hash covers the cluster-wide fields in a canonical encoding, in [`field_name`]
+    /// order, each `tag (u8) ‖ length (u16, big-endian) ‖ value`, where the tag
+    /// is the field's index. The values (integers big-endian, enums by the fixed codes
+    /// below, never by their Rust names or `Debug` text):
+    ///
+    /// | index | field | value |
+    /// |---|---|---|
+    /// | 0 | `cluster.vips` | count (u8), then each VIP's four octets, in ascending order |
+    /// | 1 | `cluster.mode` | unicast 1, multicast 2, igmp 3 |
+    /// | 2 | `cluster.heartbeat_ms` | u16 |
+    /// | 3 | `cluster.tolerance` | u8 |
+    /// | 4 | authentication | 1 with `key_file`, 0 without (the key itself is never hashed) |
+    /// | 5 | number of rules | u8 (the implicit default rule counts as one) |
+    /// | 6 + i | rule i + 1 | VIP: 0 for "all", or 1 and four octets; first port (u16); last port (u16); protocol (tcp 1, udp 2, both 3); mode (multiple 1, single 2, disabled 3); affinity (none 1, single 2, network 3) |
+    ///
+    /// Weights and priorities are this host's own, and are not encoded.
     pub fn fingerprint(&self) -> u64 {
-        let mut hasher = blake3::Hasher::new_derive_key("nlb config fingerprint v1");
-        for field in self.field_texts() {
-            hasher.update(field.as_bytes());
-            hasher.update(&[0]);
+        let mut hasher = blake3::Hasher::new_derive_key("nlb config fingerprint v2");
+        for field in self.canonical_fields() {
+            hasher.update(&field);
         }
         let digest = hasher.finalize();
         u64::from_be_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
     }
 
     /// One byte per cluster-wide field (unused slots are 0), so that two hosts can find
-    /// the field where they differ: see [`field_name`].
+    /// the field where they differ: see [`field_name`]. Slot `i` is the first byte of
+    /// BLAKE3 (key derivation, context `"nlb config field v2"`) over field `i`'s canonical
+    /// bytes, with its low bit set so that it is never 0.
     pub fn field_digests(&self) -> [u8; FIELD_DIGESTS_LEN] {
         let mut digests = [0u8; FIELD_DIGESTS_LEN];
-        for (slot, field) in digests.iter_mut().zip(self.field_texts()) {
+        for (slot, field) in digests.iter_mut().zip(self.canonical_fields()) {
+            let mut hasher = blake3::Hasher::new_derive_key("nlb config field v2");
+            hasher.update(&field);
             // Never 0, so that "unused" and "differs" cannot be confused.
-            *slot = blake3::hash(field.as_bytes()).as_bytes()[0] | 1;
+            *slot = hasher.finalize().as_bytes()[0] | 1;
         }
         digests
     }
@@ -444,6 +536,7 @@ struct RawCluster {
     heartbeat_ms: Option<Spanned<i64>>,
     tolerance: Option<Spanned<i64>>,
     key_file: Option<Spanned<String>>,
+    insecure_no_key: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -531,7 +624,8 @@ fn parse_ports(text: &str) -> Option<RangeInclusive<u16>> {
 }
 
 impl RawConfig {
-    fn validate(self, at: &Locator<'_>) -> Result<Config, ConfigError> {
+    fn validate(self, at: &Locator<'_>, secure: bool) -> Result<Config, ConfigError> {
+        let cluster_span = self.cluster.span();
         let cluster = self.cluster.into_inner();
         let interface = cluster.interface.get_ref().trim().to_owned();
         if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
@@ -614,6 +708,38 @@ impl RawConfig {
             Some(value) => Some(PathBuf::from(value.get_ref().trim())),
             None => None,
         };
+        let insecure_no_key = cluster
+            .insecure_no_key
+            .as_ref()
+            .is_some_and(|value| *value.get_ref());
+        match (&key_file, &cluster.insecure_no_key) {
+            (Some(_), Some(value)) if *value.get_ref() => {
+                return Err(at.error(
+                    value.span(),
+                    "cluster.insecure_no_key",
+                    "is true, but cluster.key_file is set too".to_owned(),
+                    "remove `insecure_no_key = true` to authenticate heartbeats with the key \
+                     (or remove key_file to run without one)",
+                ));
+            }
+            (None, _) if secure && !insecure_no_key => {
+                let (span, key) = match &cluster.insecure_no_key {
+                    Some(value) => (value.span(), "cluster.insecure_no_key"),
+                    None => (cluster_span, "cluster.key_file"),
+                };
+                return Err(at.error(
+                    span,
+                    key,
+                    "no key: heartbeats would not be authenticated, and anyone on the segment \
+                     could forge them"
+                        .to_owned(),
+                    "make a key with `nlb keygen --out /etc/nlb/cluster.key`, copy it to every \
+                     host (mode 0600) and add `key_file = \"/etc/nlb/cluster.key\"` to \
+                     [cluster]; or add `insecure_no_key = true` to run without authentication",
+                ));
+            }
+            _ => {}
+        }
 
         let host = self.host.into_inner();
         let id = in_range(at, &host.id, "host.id", 1..=i64::from(MAX_HOST_ID))? as u8;
@@ -807,6 +933,7 @@ impl RawConfig {
                 heartbeat_ms,
                 tolerance,
                 key_file,
+                insecure_no_key,
             },
             host: HostConfig {
                 id,
@@ -1021,5 +1148,219 @@ priority = 2
             .map(|(i, _)| field_name(i))
             .collect();
         assert_eq!(differing, vec!["cluster.mode".to_owned()]);
+    }
+
+    /// A fixed file with two VIPs, non-default timers and two rules.
+    const GOLDEN: &str = r#"
+[cluster]
+interface = "eth0"
+vips = ["198.18.0.11", "198.18.0.10"]
+mode = "igmp"
+heartbeat_ms = 100
+tolerance = 3
+key_file = "/etc/nlb/cluster.key"
+
+[host]
+id = 2
+
+[[rule]]
+vip = "198.18.0.10"
+ports = "8000-8100"
+protocol = "tcp"
+affinity = "none"
+weight = 30
+
+[[rule]]
+ports = "53"
+protocol = "udp"
+mode = "single"
+priority = 2
+"#;
+
+    #[test]
+    fn canonical_encoding_is_the_documented_bytes() {
+        let config = parse(GOLDEN).unwrap();
+        let expected: Vec<Vec<u8>> = vec![
+            vec![0, 0, 9, 2, 198, 18, 0, 10, 198, 18, 0, 11],
+            vec![1, 0, 1, 3],
+            vec![2, 0, 2, 0, 100],
+            vec![3, 0, 1, 3],
+            vec![4, 0, 1, 1],
+            vec![5, 0, 1, 2],
+            vec![6, 0, 12, 1, 198, 18, 0, 10, 0x1f, 0x40, 0x1f, 0xa4, 1, 1, 1],
+            vec![7, 0, 8, 0, 0, 53, 0, 53, 2, 2, 2],
+        ];
+        assert_eq!(config.canonical_fields(), expected);
+    }
+
+    /// Written down once: if this fails, the encoding changed, and hosts built before and
+    /// after the change will call each other misconfigured. Change it only on purpose,
+    /// with the context strings' version.
+    #[test]
+    fn fingerprint_is_the_golden_value() {
+        let config = parse(GOLDEN).unwrap();
+        assert_eq!(
+            config.fingerprint(),
+            GOLDEN_FINGERPRINT,
+            "{:#018x}",
+            config.fingerprint()
+        );
+        assert_eq!(
+            config.field_digests(),
+            GOLDEN_DIGESTS,
+            "{:?}",
+            config.field_digests()
+        );
+    }
+
+    const GOLDEN_FINGERPRINT: u64 = 0x3ed7_62e9_597d_e67b;
+    const GOLDEN_DIGESTS: [u8; FIELD_DIGESTS_LEN] = [
+        189, 247, 203, 175, 131, 205, 9, 197, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+
+    #[test]
+    fn each_field_changes_its_own_digest_only() {
+        let base = parse(GOLDEN).unwrap();
+        let cases: [(&str, &str, &str); 14] = [
+            ("\"198.18.0.11\", ", "\"198.18.0.12\", ", "cluster.vips"),
+            ("mode = \"igmp\"", "mode = \"unicast\"", "cluster.mode"),
+            (
+                "heartbeat_ms = 100",
+                "heartbeat_ms = 101",
+                "cluster.heartbeat_ms",
+            ),
+            ("tolerance = 3", "tolerance = 4", "cluster.tolerance"),
+            (
+                "key_file = \"/etc/nlb/cluster.key\"",
+                "insecure_no_key = true",
+                "cluster.key_file (authentication on or off)",
+            ),
+            (
+                "vip = \"198.18.0.10\"",
+                "vip = \"198.18.0.11\"",
+                "[[rule]] number 1",
+            ),
+            (
+                "vip = \"198.18.0.10\"",
+                "vip = \"all\"",
+                "[[rule]] number 1",
+            ),
+            ("8000-8100", "8000-8101", "[[rule]] number 1"),
+            ("8000-8100", "7999-8100", "[[rule]] number 1"),
+            (
+                "protocol = \"tcp\"",
+                "protocol = \"both\"",
+                "[[rule]] number 1",
+            ),
+            (
+                "affinity = \"none\"",
+                "affinity = \"network\"",
+                "[[rule]] number 1",
+            ),
+            (
+                "mode = \"single\"",
+                "mode = \"disabled\"",
+                "[[rule]] number 2",
+            ),
+            ("ports = \"53\"", "ports = \"54\"", "[[rule]] number 2"),
+            (
+                "protocol = \"udp\"",
+                "protocol = \"tcp\"",
+                "[[rule]] number 2",
+            ),
+        ];
+        for (from, to, field) in cases {
+            assert!(GOLDEN.contains(from), "{from}");
+            let changed = parse(&GOLDEN.replace(from, to)).unwrap();
+            let differing: Vec<_> = base
+                .field_digests()
+                .iter()
+                .zip(changed.field_digests())
+                .enumerate()
+                .filter(|(_, (x, y))| **x != *y)
+                .map(|(i, _)| field_name(i))
+                .collect();
+            assert_eq!(differing, vec![field.to_owned()], "{from} -> {to}");
+            assert_ne!(base.fingerprint(), changed.fingerprint(), "{from} -> {to}");
+        }
+        // This host's own part changes nothing; nor does the key file's path.
+        for (from, to) in [
+            ("id = 2", "id = 3"),
+            ("weight = 30", "weight = 70"),
+            ("priority = 2", "priority = 5"),
+            ("interface = \"eth0\"", "interface = \"eth1\""),
+            ("/etc/nlb/cluster.key", "/etc/nlb/other.key"),
+        ] {
+            let same = parse(&GOLDEN.replace(from, to)).unwrap();
+            assert_eq!(base.fingerprint(), same.fingerprint(), "{from} -> {to}");
+            assert_eq!(base.field_digests(), same.field_digests(), "{from} -> {to}");
+        }
+        // Adding a rule changes the count and fills a slot that was unused.
+        let more = parse(&format!(
+            "{GOLDEN}\n[[rule]]\nports = \"443\"\nprotocol = \"tcp\"\n"
+        ))
+        .unwrap();
+        let differing: Vec<_> = (0..FIELD_DIGESTS_LEN)
+            .filter(|&i| base.field_digests()[i] != more.field_digests()[i])
+            .map(field_name)
+            .collect();
+        assert_eq!(
+            differing,
+            vec!["the number of [[rule]] tables", "[[rule]] number 3"]
+        );
+    }
+
+    #[test]
+    fn secure_parse_needs_a_key_or_an_explicit_keyless_setting() {
+        // No key and no setting: refused at the [cluster] table, with both fixes.
+        let err = Config::parse_secure(MINIMAL, "nlb.toml").unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_str()),
+            (2, "cluster.key_file"),
+            "{err}"
+        );
+        assert!(err.fix.contains("nlb keygen"), "{err}");
+        assert!(err.fix.contains("insecure_no_key = true"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("nlb.toml:2:1: cluster.key_file: "),
+            "{err}"
+        );
+        // `insecure_no_key = false` is no choice either; the error points at it.
+        let text = MINIMAL.replace("[host]", "insecure_no_key = false\n[host]");
+        let err = Config::parse_secure(&text, "nlb.toml").unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_str()),
+            (6, "cluster.insecure_no_key"),
+            "{err}"
+        );
+        // Either choice, made explicitly, is accepted.
+        let keyless = MINIMAL.replace("[host]", "insecure_no_key = true\n[host]");
+        let config = Config::parse_secure(&keyless, "nlb.toml").unwrap();
+        assert!(config.cluster.insecure_no_key && config.cluster.key_file.is_none());
+        let keyed = MINIMAL.replace("[host]", "key_file = \"/etc/nlb/cluster.key\"\n[host]");
+        let config = Config::parse_secure(&keyed, "nlb.toml").unwrap();
+        assert!(!config.cluster.insecure_no_key && config.cluster.key_file.is_some());
+        // Both at once contradict each other, in either parse.
+        let both = MINIMAL.replace(
+            "[host]",
+            "key_file = \"/etc/nlb/cluster.key\"\ninsecure_no_key = true\n[host]",
+        );
+        for err in [
+            Config::parse(&both, "nlb.toml").unwrap_err(),
+            Config::parse_secure(&both, "nlb.toml").unwrap_err(),
+        ] {
+            assert_eq!(
+                (err.line, err.key.as_str()),
+                (7, "cluster.insecure_no_key"),
+                "{err}"
+            );
+        }
+        // The lenient parse takes the minimal file as it is.
+        assert!(!parse(MINIMAL).unwrap().cluster.insecure_no_key);
+        // A wrong type is a type error on the key.
+        let err =
+            parse(&MINIMAL.replace("[host]", "insecure_no_key = \"yes\"\n[host]")).unwrap_err();
+        assert_eq!(err.key, "cluster.insecure_no_key", "{err}");
     }
 }

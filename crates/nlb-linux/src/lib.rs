@@ -5,6 +5,7 @@
 //! - [`packet`]: AF_PACKET sockets that send and receive whole Ethernet frames.
 //! - [`command`]: running `ip` and `nft` with errors that say what failed.
 //! - [`host`]: the interface's MAC, VIP addresses, IGMP membership, the daemon lock.
+//! - [`incarnation`]: the daemon's incarnation, kept growing across restarts.
 //! - [`nft`]: applying rulesets, and an `nft -i` session for lease refreshes.
 //! - [`ruleset`]: the nft ruleset, a pure function of the configuration and ownership.
 //! - [`segment`]: a bridge, hosts and a client in namespaces, for the lab and the tests.
@@ -12,6 +13,7 @@
 
 pub mod command;
 pub mod host;
+pub mod incarnation;
 pub mod netns;
 pub mod nft;
 pub mod packet;

@@ -3,6 +3,7 @@
 
 mod cmd;
 mod control;
+mod keyfile;
 mod metrics;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ pub(crate) struct Cli {
 enum Command {
     /// Show the cluster MACs a VIP gets in each mode, and what each mode needs from the switch.
     Ip2mac(cmd::ip2mac::Args),
+    /// Write a new cluster key file (32 random bytes, mode 0600).
+    Keygen(cmd::keygen::Args),
     /// Show each host's share of the buckets before and after a host joins or leaves.
     Plan(cmd::plan::Args),
     /// Run the daemon in the foreground.
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ip2mac(args) => cmd::ip2mac::run(&args),
+        Command::Keygen(args) => cmd::keygen::run(&args),
         Command::Plan(args) => cmd::plan::run(&args),
         Command::Run(args) => cmd::run::run(&args),
         Command::Query(target) => cmd::ctl::query(&target),

@@ -107,11 +107,17 @@ impl World {
             } = setup(id);
             let key_line = match key {
                 Some(secret) => {
+                    use std::os::unix::fs::PermissionsExt;
                     let path = dir.path().join(format!("h{id}.key"));
                     std::fs::write(&path, secret).unwrap();
+                    // The daemon refuses a key file others may read.
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                        .unwrap();
                     format!("key_file = \"{}\"\n", path.display())
                 }
-                None => String::new(),
+                // Keyless on purpose: these tests are about the rest of the cluster
+                // (the attack test covers keyed and keyless clusters under attack).
+                None => "insecure_no_key = true\n".to_owned(),
             };
             std::fs::write(
                 &config,
@@ -579,9 +585,9 @@ fn wrong_keys_forgeries_and_replays_change_nothing() {
     }
     let world = World::build_with(ClusterMode::Multicast, 3, |id| HostSetup {
         key: Some(if id == 3 {
-            b"not the cluster secret"
+            b"not the cluster secret, 32 bytes or more"
         } else {
-            b"cluster secret"
+            b"the cluster secret, 32 bytes or more"
         }),
         ..HostSetup::default()
     });
@@ -1553,7 +1559,7 @@ fn run_without_root_says_so() {
     let config = dir.path().join("nlb.toml");
     std::fs::write(
         &config,
-        "[cluster]\ninterface = \"eth0\"\nvips = [\"198.18.0.10\"]\n[host]\nid = 1\n",
+        "[cluster]\ninterface = \"eth0\"\nvips = [\"198.18.0.10\"]\ninsecure_no_key = true\n[host]\nid = 1\n",
     )
     .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

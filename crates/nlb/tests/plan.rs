@@ -16,7 +16,7 @@ fn config_file(text: &str) -> tempfile::NamedTempFile {
     file
 }
 
-const CONFIG: &str = "[cluster]\ninterface = \"eth0\"\nvips = [\"198.18.0.10\"]\n[host]\nid = 1\n";
+const CONFIG: &str = "[cluster]\ninterface = \"eth0\"\nvips = [\"198.18.0.10\"]\ninsecure_no_key = true\n[host]\nid = 1\n";
 
 #[test]
 fn remove_moves_exactly_the_departed_share() {
@@ -80,7 +80,7 @@ fn config_errors_name_file_line_and_key() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.contains(&format!("{path}:6:1: host.weigth: unknown field")),
+        stderr.contains(&format!("{path}:7:1: host.weigth: unknown field")),
         "{stderr}"
     );
     assert!(

@@ -187,6 +187,16 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         "built a Linux bridge, hosts 198.18.0.1-{hosts} and a client with {CLIENTS} addresses"
     ));
     let doctor = Doctor::start(&lab);
+    // Secure by default, as a real cluster: one fresh key for this lab, written by the
+    // code behind `nlb keygen`, shared by every host.
+    let key = lab.dir.join("cluster.key");
+    let secret = crate::keyfile::random_secret()
+        .map_err(|e| CliError::failed(format!("random bytes for the lab's key: {e}")))?;
+    crate::keyfile::write_new(&key, &secret, true)?;
+    lab.say(format!(
+        "made the cluster key {} (as `nlb keygen` does: 32 random bytes, mode 0600)",
+        key.display()
+    ));
     let mut processes = Processes(Vec::new());
     for (index, ns) in lab.segment.hosts.iter().enumerate() {
         let id = index as u8 + 1;
@@ -194,7 +204,8 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         std::fs::write(
             &config,
             format!(
-                "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"{mode}\"\n\n[host]\nid = {id}\ninitial_state = \"stopped\"\ncontrol_socket = \"{}\"\n\n[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n",
+                "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"{mode}\"\nkey_file = \"{}\"\n\n[host]\nid = {id}\ninitial_state = \"stopped\"\ncontrol_socket = \"{}\"\n\n[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n",
+                key.display(),
                 lab.socket(id).display()
             ),
         )

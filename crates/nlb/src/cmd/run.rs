@@ -80,21 +80,7 @@ impl Clock {
 }
 
 fn read_key(path: &Path) -> Result<HeartbeatKey, CliError> {
-    let secret = std::fs::read(path).map_err(|err| {
-        CliError::bad_input(format!(
-            "cannot read the cluster key {}: {err}. Create it on every host with the same \
-             contents (for example `head -c 32 /dev/urandom > {}`), or remove cluster.key_file",
-            path.display(),
-            path.display()
-        ))
-    })?;
-    if secret.is_empty() {
-        return Err(CliError::bad_input(format!(
-            "the cluster key {} is empty; put the shared secret in it",
-            path.display()
-        )));
-    }
-    Ok(HeartbeatKey::derive(&secret))
+    crate::keyfile::read(path)
 }
 
 pub(crate) fn run(args: &Args) -> Result<(), CliError> {
@@ -506,7 +492,13 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     restrict_socket(&control_path, config.host.control_group.as_deref())?;
 
     let clock = Clock::new();
-    let incarnation = clock.start_unix as u32;
+    let incarnation = nlb_linux::incarnation::next(
+        &args.run_dir,
+        &interface,
+        cluster_id(&config.cluster.vips),
+        clock.start_unix as u64,
+    )
+    .map_err(|e| fail("incarnation")(e.to_string()))?;
     let node = Node::new(config.clone(), mac, incarnation, key, clock.now());
     tracing::info!(
         event = "nlb.started",

@@ -5,7 +5,7 @@ use nlb_core::buckets::BUCKETS;
 use nlb_core::config::{Config, Protocol};
 use nlb_core::filter::{Decision, Flow, cluster_seed, decide};
 use nlb_wire::heartbeat::{
-    BucketBitmap, FIELD_DIGESTS_LEN, HeartbeatKey, HeartbeatPacket, HeartbeatRepr, HostState,
+    BucketBitmap, Echo, FIELD_DIGESTS_LEN, HeartbeatKey, HeartbeatPacket, HeartbeatRepr, HostState,
     RuleStatus,
 };
 use std::net::Ipv4Addr;
@@ -100,6 +100,15 @@ affinity = "single"
             live_members: [1, 2, 3, 4].into_iter().collect(),
             connections: 100,
             field_digests: [0x5a; FIELD_DIGESTS_LEN],
+            sender_mac: Some(nlb_wire::MacAddr([0x52, 0x54, 0, 0, 0, 1])),
+            // A four-host cluster: the sender echoes the three others.
+            echoes: (2..=4)
+                .map(|host_id| Echo {
+                    host_id,
+                    incarnation: 3,
+                    sequence: 999_999,
+                })
+                .collect(),
             rules,
         };
         let key = HeartbeatKey::derive(b"benchmark secret");

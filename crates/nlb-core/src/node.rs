@@ -17,8 +17,8 @@
 //! *target* (the buckets the view's map assigns it) and what it *owns* (accepts new
 //! connections for).
 //!
-//! 1. A peer is live while its heartbeats keep arriving; after `tolerance` periods of
-//!    silence it is dead.
+//! 1. A peer is live while its heartbeats keep arriving *and echo this host* (see
+//!    "Liveness" below); after `tolerance` periods of silence it is dead.
 //! 2. **Agreement.** When every host in my live set `L` advertises exactly `L` as its live
 //!    set, the hosts agree on the membership. Each then installs the view `(epoch, L)`,
 //!    where the epoch is one more than its current one (or the epoch a member already
@@ -34,6 +34,34 @@
 //!    their maps disagree; disagreement costs availability, never safety.
 //! 4. Connections a host already has stay with it: the kernel's conntrack accepts their
 //!    packets whatever the bucket owner is. Only new connections follow the map.
+//!
+//! # Liveness: only fresh heartbeats make members
+//!
+//! Every heartbeat carries an echo of the newest heartbeat its sender accepted from
+//! each host it hears (incarnation and sequence). A receiver counts the sender as a
+//! member (*confirmed*) only while the sender's latest heartbeat echoes the receiver's
+//! own incarnation and a sequence the receiver sent within its failure window. Since the
+//! sender heard the receiver that recently, and declares a host dead only after a whole
+//! window without it, it cannot have declared the receiver dead before now.
+//!
+//! - An old capture, replayed to a receiver that restarted (new incarnation), or that
+//!   forgot the sender, echoes something older: it confirms nothing, so a dead host cannot
+//!   be kept alive by replays. Replays of recent frames are not newer than what was
+//!   accepted ([`AntiReplay`]); under another source MAC they fail (the MAC is under the
+//!   tag, see nlb-wire's heartbeat module for the threat model).
+//! - A frame that queued while this host was paused is just as stale.
+//! - A peer that is heard but not confirmed still counts for release before claim: this
+//!   host never claims a bucket any recent, authentic heartbeat lists. Being careful costs
+//!   availability for at most a window, never safety.
+//! - A host that joins is confirmed one echo later: its first heartbeat echoes nobody,
+//!   the members answer at once with its echo, and its next heartbeat echoes them.
+//!
+//! Per-sender state is bounded: peers and replay windows are kept per (host id, MAC), at
+//! most [`MACS_PER_HOST_ID`] MACs per id (64 ids), and expire with the failure window.
+//! Every field a heartbeat carries is checked against this host's configuration before
+//! it is used (bucket counts, rule counts, epochs); what does not fit is a counted drop,
+//! and drops are reported once per reason and then summarised
+//! ([`DROP_REPORT_INTERVAL`]), never logged per frame.
 //!
 //! # Stalls: a host that did not run
 //!
@@ -78,8 +106,8 @@ use nlb_wire::addressing::cluster_mac;
 use nlb_wire::arp::{ArpKind, ArpPacket, ArpRepr};
 use nlb_wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_NLB_HEARTBEAT, EthernetFrame};
 use nlb_wire::heartbeat::{
-    AntiReplay, BucketBitmap, FIELD_DIGESTS_LEN, HeartbeatKey, HeartbeatPacket, HeartbeatRepr,
-    HostState, MemberSet, RuleStatus,
+    AntiReplay, BucketBitmap, Echo, FIELD_DIGESTS_LEN, HeartbeatKey, HeartbeatPacket,
+    HeartbeatRepr, HostState, MemberSet, RuleStatus,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -206,17 +234,42 @@ pub enum DropReason {
     ForeignCluster,
     /// From a host that uses this host's id.
     DuplicateHostId,
+    /// Another format version: that host runs another nlb release.
+    Version,
+    /// The sender MAC under the tag is not the Ethernet source: re-sent by someone else.
+    SpoofedSource,
 }
 
 impl DropReason {
     /// Every reason, for metrics that list them all.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Malformed,
         DropReason::BadTag,
         DropReason::Replay,
         DropReason::ForeignCluster,
         DropReason::DuplicateHostId,
+        DropReason::Version,
+        DropReason::SpoofedSource,
     ];
+
+    /// What an operator should do about it.
+    pub const fn advice(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "a host sends heartbeats nlb cannot read: check its release",
+            DropReason::BadTag => {
+                "heartbeats fail authentication: every host needs the same cluster.key_file"
+            }
+            DropReason::Replay => "old heartbeats re-sent: someone replays captured frames",
+            DropReason::ForeignCluster => "another cluster shares this segment",
+            DropReason::DuplicateHostId => "two hosts use one host.id: give each its own",
+            DropReason::Version => {
+                "a host speaks another heartbeat version: upgrade every host to one nlb release"
+            }
+            DropReason::SpoofedSource => {
+                "heartbeats re-sent under another MAC: someone on the segment forges them"
+            }
+        }
+    }
 }
 
 /// Why a host stays out of the cluster.
@@ -443,6 +496,10 @@ struct View {
 #[derive(Debug, Clone)]
 struct Peer {
     last_heard: Instant,
+    /// Whether its latest heartbeat echoed one this host sent within the failure window:
+    /// proof that the peer hears this host now. Only confirmed peers are members; every
+    /// peer's claims are respected (module docs, "Liveness").
+    confirmed: bool,
     latest: HeartbeatRepr,
     /// The targets of the last heartbeat sent under a different view than `latest`'s.
     previous_targets: Option<Vec<BucketBitmap>>,
@@ -450,7 +507,7 @@ struct Peer {
 
 impl Peer {
     fn participating(&self) -> bool {
-        participating_state(self.latest.state)
+        self.confirmed && participating_state(self.latest.state)
     }
     fn view(&self) -> (u32, MemberSet) {
         (self.latest.view_epoch, self.latest.view_members)
@@ -527,6 +584,8 @@ pub struct Node {
 
     next_heartbeat: Instant,
     last_heartbeat: Option<Instant>,
+    /// (when, sequence) of the heartbeats sent within the failure window, oldest first.
+    sent: VecDeque<(Instant, u64)>,
     announce_at: Vec<Instant>,
     last_defence: BTreeMap<Ipv4Addr, Instant>,
     conflicts: VecDeque<ConflictInfo>,
@@ -613,6 +672,7 @@ impl Node {
             drop_reports: BTreeMap::new(),
             next_heartbeat: now,
             last_heartbeat: None,
+            sent: VecDeque::new(),
             announce_at: Vec::new(),
             last_defence: BTreeMap::new(),
             conflicts: VecDeque::new(),
@@ -940,11 +1000,16 @@ impl Node {
                 &peer.latest,
                 ago(peer.last_heard),
                 &peer.previous_targets,
+                peer.confirmed,
             )
                 .hash(&mut hasher);
         }
-        // Sequence numbers decide which late frames replay protection drops.
+        // Sequence numbers decide which late frames replay protection drops, and which
+        // echoes confirm a peer.
         (self.sequence, &self.replay).hash(&mut hasher);
+        for &(at, sequence) in &self.sent {
+            (ago(at), sequence).hash(&mut hasher);
+        }
         (self.targets_changed, self.probes_sent).hash(&mut hasher);
         hasher.finish()
     }
@@ -977,23 +1042,37 @@ impl Node {
     }
 
     fn handle_heartbeat(&mut self, now: Instant, src: MacAddr, payload: &[u8]) {
-        let parsed = HeartbeatPacket::new_checked(payload)
-            .and_then(|packet| HeartbeatRepr::parse(&packet, self.key.as_ref()));
-        let heartbeat = match parsed {
+        // Cheapest checks first, so that a flood costs as little as it can: the format,
+        // the version, the cluster, and only then the tag.
+        let packet = match HeartbeatPacket::new_checked(payload) {
+            Ok(packet) => packet,
+            Err(nlb_wire::Error::Unsupported(_)) => {
+                return self.drop_heartbeat(now, DropReason::Version, src);
+            }
+            Err(_) => return self.drop_heartbeat(now, DropReason::Malformed, src),
+        };
+        if packet.version() != nlb_wire::heartbeat::VERSION {
+            return self.drop_heartbeat(now, DropReason::Version, src);
+        }
+        if packet.cluster_id() != self.cluster_id {
+            return self.drop_heartbeat(now, DropReason::ForeignCluster, src);
+        }
+        let heartbeat = match HeartbeatRepr::parse(&packet, self.key.as_ref()) {
             Ok(heartbeat) => heartbeat,
             Err(nlb_wire::Error::BadTag) => {
-                let ours = HeartbeatPacket::new_checked(payload)
-                    .is_ok_and(|packet| packet.cluster_id() == self.cluster_id);
-                if ours {
-                    self.last_bad_tag = Some((now, src));
+                self.last_bad_tag = Some((now, src));
+                if self.view.epoch == 0 {
+                    // Only a host that never joined judges a key mismatch.
                     self.update(now);
                 }
                 return self.drop_heartbeat(now, DropReason::BadTag, src);
             }
             Err(_) => return self.drop_heartbeat(now, DropReason::Malformed, src),
         };
-        if heartbeat.cluster_id != self.cluster_id {
-            return self.drop_heartbeat(now, DropReason::ForeignCluster, src);
+        if heartbeat.sender_mac != Some(src) {
+            // Re-sent under another source: with a key the tag already failed, as it
+            // covers the MAC; without one this still refuses the plain replay.
+            return self.drop_heartbeat(now, DropReason::SpoofedSource, src);
         }
         // Nothing from the wire is used before it is checked against this host's own
         // configuration: every nlb host has 256 buckets per rule, a host with this
@@ -1034,14 +1113,16 @@ impl Node {
             return self.drop_heartbeat(now, DropReason::Replay, src);
         }
         if heartbeat.host_id == self.id {
-            let earlier = (heartbeat.incarnation, src) < (self.incarnation, self.mac);
-            if !earlier {
-                return self.drop_heartbeat(now, DropReason::DuplicateHostId, src);
-            }
+            // Counted, and kept as a peer (it is never a member: it has this host's id)
+            // so that it hears its echo and finds this host.
+            self.drop_heartbeat(now, DropReason::DuplicateHostId, src);
         }
         self.stats.heartbeats_received += 1;
+        let confirmed = self.echoes_me(now, &heartbeat);
         match self.peers.get_mut(&key) {
             Some(peer) => {
+                self.targets_changed |= peer.confirmed != confirmed;
+                peer.confirmed = confirmed;
                 if peer.view() != (heartbeat.view_epoch, heartbeat.view_members) {
                     peer.previous_targets =
                         Some(peer.latest.rules.iter().map(|r| r.target.clone()).collect());
@@ -1066,10 +1147,13 @@ impl Node {
                         mac: src,
                     });
                 }
+                // Echo it back soon, so that it can count this host.
+                self.hurry_heartbeat(now);
                 self.peers.insert(
                     key,
                     Peer {
                         last_heard: now,
+                        confirmed,
                         latest: heartbeat,
                         previous_targets: None,
                     },
@@ -1077,6 +1161,49 @@ impl Node {
             }
         }
         self.update(now);
+    }
+
+    /// Whether `heartbeat` echoes this host's incarnation and a sequence this host sent
+    /// within the failure window: then its sender heard this host that recently, and (as
+    /// it declares a host dead only after a window without it) cannot have declared it
+    /// dead before now. An old capture, or a frame that queued while this host was
+    /// paused, echoes something older and proves nothing.
+    fn echoes_me(&self, now: Instant, heartbeat: &HeartbeatRepr) -> bool {
+        let Some(floor) = self
+            .sent
+            .iter()
+            .find(|&&(at, _)| now.saturating_since(at) <= self.window)
+            .map(|&(_, sequence)| sequence)
+        else {
+            return false;
+        };
+        heartbeat.echoes.iter().any(|echo| {
+            echo.host_id == self.id
+                && echo.incarnation == self.incarnation
+                && (floor..=self.sequence).contains(&echo.sequence)
+        })
+    }
+
+    /// The echoes for the next heartbeat: the newest heartbeat of every sender heard,
+    /// in id order. One per sender, so that two hosts that share an id (a duplicate)
+    /// both hear their echo, find each other, and one of them stays out; at most
+    /// [`MAX_ECHOES`](nlb_wire::heartbeat::MAX_ECHOES), which one per id always fits in.
+    fn echoes(&self) -> Vec<Echo> {
+        let mut echoes: Vec<Echo> = self
+            .peers
+            .iter()
+            .map(|(&(id, _), peer)| Echo {
+                host_id: id,
+                incarnation: peer.latest.incarnation,
+                sequence: peer.latest.sequence,
+            })
+            .collect();
+        if echoes.len() > nlb_wire::heartbeat::MAX_ECHOES {
+            // Only duplicates push past one per id: keep the first sender of each id.
+            echoes.dedup_by_key(|echo| echo.host_id);
+            echoes.truncate(nlb_wire::heartbeat::MAX_ECHOES);
+        }
+        echoes
     }
 
     // ----- the state machine --------------------------------------------------------
@@ -1229,9 +1356,14 @@ impl Node {
     /// A host that uses this host's id and started earlier.
     fn duplicate_of_me(&self) -> Option<MacAddr> {
         self.peers
-            .keys()
-            .find(|&&(id, mac)| id == self.id && mac != self.mac)
-            .map(|&(_, mac)| mac)
+            .iter()
+            .find(|&(&(id, mac), peer)| {
+                id == self.id
+                    && mac != self.mac
+                    && peer.confirmed
+                    && (peer.latest.incarnation, mac) < (self.incarnation, self.mac)
+            })
+            .map(|(&(_, mac), _)| mac)
     }
 
     /// If this host's cluster-wide configuration is not the one the cluster runs, which
@@ -1264,7 +1396,7 @@ impl Node {
             self.view.epoch,
             self.field_digests,
         );
-        for (&(id, _), peer) in &self.peers {
+        for (&(id, _), peer) in self.peers.iter().filter(|(_, peer)| peer.confirmed) {
             if id != self.id {
                 let hb = &peer.latest;
                 add(hb.config_fingerprint, id, hb.view_epoch, hb.field_digests);
@@ -1713,6 +1845,14 @@ impl Node {
         self.next_heartbeat = now + self.period;
         self.last_heartbeat = Some(now);
         self.sequence += 1;
+        while self
+            .sent
+            .front()
+            .is_some_and(|&(at, _)| now.saturating_since(at) > self.window)
+        {
+            self.sent.pop_front();
+        }
+        self.sent.push_back((now, self.sequence));
         let heartbeat = HeartbeatRepr {
             cluster_id: self.cluster_id,
             host_id: self.id,
@@ -1726,6 +1866,8 @@ impl Node {
             live_members: live,
             connections: self.connections,
             field_digests: self.field_digests,
+            sender_mac: Some(self.mac),
+            echoes: self.echoes(),
             rules: (0..self.owned.len())
                 .map(|slot| self.rule_status(slot))
                 .collect(),

@@ -307,6 +307,8 @@ fn peer_heartbeat(config: &Config, sequence: u64) -> HeartbeatRepr {
         live_members: [1, 2].into_iter().collect(),
         connections: 0,
         field_digests: config.field_digests(),
+        sender_mac: None,
+        echoes: Vec::new(),
         rules: (0..2)
             .map(|_| RuleStatus {
                 weight: None,
@@ -507,4 +509,95 @@ fn a_flood_from_many_macs_costs_counters_not_state() {
     let dropped: u64 = node.stats().heartbeats_dropped.values().sum();
     assert!(dropped >= 19_000, "{dropped}");
     assert!(events_seen <= 4, "{events_seen} drop events for one flood");
+}
+
+/// Runs two nodes against each other, frames delivered at once, until `until`;
+/// returns every heartbeat frame `b` sent.
+fn run_pair(a: &mut Node, b: &mut Node, from: Instant, until: Instant) -> Vec<Vec<u8>> {
+    let mut sent_by_b = Vec::new();
+    let mut now = from;
+    while now < until {
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        let from_a: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
+        let from_b: Vec<_> = std::iter::from_fn(|| b.poll_transmit()).collect();
+        for frame in &from_a {
+            b.handle_frame(now, frame);
+        }
+        for frame in &from_b {
+            a.handle_frame(now, frame);
+        }
+        sent_by_b.extend(from_b.into_iter().filter(|f| f[12..14] == [0x88, 0xb5]));
+        while a.poll_event().is_some() || b.poll_event().is_some() {}
+        while a.poll_action().is_some() || b.poll_action().is_some() {}
+        now = a
+            .poll_timeout()
+            .min(b.poll_timeout())
+            .max(now + Duration::from_micros(1));
+    }
+    sent_by_b
+}
+
+fn keyed_config(id: u8) -> Config {
+    Config::parse(
+        &format!(
+            "[cluster]\ninterface = \"eth0\"\nvips = [\"198.18.0.10\"]\nkey_file = \"/k\"\n\
+             [host]\nid = {id}\n"
+        ),
+        "t.toml",
+    )
+    .unwrap()
+}
+
+/// With a key: a captured heartbeat re-sent under another source MAC is dropped (the MAC
+/// is under the tag), and a receiver that restarted does not take an old capture as a
+/// sign of life: the replayed host never becomes a member of its view.
+#[test]
+fn replays_neither_evict_nor_revive() {
+    let key = HeartbeatKey::derive(b"cluster secret, long enough for the test");
+    let peer_mac = MacAddr([0x52, 0x54, 0, 0, 0, 2]);
+    let mut a = Node::new(keyed_config(1), MY_MAC, 1, Some(key.clone()), ms(0));
+    let mut b = Node::new(keyed_config(2), peer_mac, 1, Some(key.clone()), ms(0));
+    let captured = run_pair(&mut a, &mut b, ms(0), ms(2000));
+    assert_eq!(a.view().1, [1, 2].into_iter().collect::<MemberSet>());
+    assert_eq!(a.state(), HostState::Converged);
+
+    // Re-sent under another MAC, to a live cluster: dropped, no misconfiguration.
+    let mut now = ms(2000);
+    for frame in captured.iter().rev().take(50) {
+        let mut forged = frame.clone();
+        forged[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+        a.handle_frame(now, &forged);
+        now = now + Duration::from_micros(100);
+    }
+    assert_eq!(a.stats().heartbeats_dropped.get(&DropReason::BadTag), None);
+    assert_eq!(
+        a.stats().heartbeats_dropped.get(&DropReason::SpoofedSource),
+        Some(&50)
+    );
+    assert!(a.misconfig().is_none());
+
+    // A restarts (new incarnation); b is gone; an attacker replays b's old heartbeats.
+    let mut a = Node::new(keyed_config(1), MY_MAC, 2, Some(key), now);
+    let start = now;
+    let mut replay = captured.iter().cycle();
+    while now < start + Duration::from_secs(2) {
+        a.handle_timeout(now);
+        a.handle_frame(now, replay.next().unwrap());
+        while a.poll_transmit().is_some() || a.poll_event().is_some() {}
+        while a.poll_action().is_some() {}
+        now = now + Duration::from_millis(5);
+        assert!(
+            !a.view().1.contains(2),
+            "an old capture made host 2 a member"
+        );
+    }
+    assert!(
+        a.stats()
+            .heartbeats_dropped
+            .get(&DropReason::Replay)
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
 }

@@ -1,25 +1,27 @@
-//! The nlb heartbeat, format version 1.
+//! The nlb heartbeat, format version 2 (this module also reads version 1, so that the
+//! doctor can explain old captures; a daemon drops version 1 and counts it).
 //!
 //! Every host sends one heartbeat per period to the cluster (EtherType
 //! [`ETHERTYPE_NLB_HEARTBEAT`](crate::ethernet::ETHERTYPE_NLB_HEARTBEAT), 0x88B5, by
 //! default). It says who the sender is, what it believes, which buckets its view assigns
-//! it, and which of those it accepts new connections for. The convergence protocol needs
+//! it, which of those it accepts new connections for, and, for every host it hears, the
+//! newest heartbeat it accepted from it (an *echo*). The convergence protocol needs
 //! nothing else: a host takes a bucket only when every member of its view has announced
-//! that view and no live peer's latest heartbeat lists the bucket.
+//! that view and no peer's latest heartbeat lists the bucket.
 //!
 //! All integers are big-endian. Sizes in bytes.
 //!
 //! ```text
 //! off len field
 //!   0   2 magic "NL" (0x4e 0x4c)
-//!   2   1 version = 1
+//!   2   1 version = 2
 //!   3   1 flags: bit 0 AUTHENTICATED (a 16-byte tag ends the frame); other bits 0
 //!   4   4 cluster id (addressing::cluster_id of the VIPs)
 //!   8   1 host id, 1..=64
 //!   9   1 host state (HostState::code)
 //!  10   1 rule count, 0..=32
-//!  11   1 reserved: sent as 0, ignored
-//!  12   4 incarnation: grows with every daemon start
+//!  11   1 echo count, 0..=64 (version 1: reserved, 0)
+//!  12   4 incarnation: grows with every daemon start, even if the clock steps back
 //!  16   8 sequence: grows with every heartbeat of one incarnation
 //!  24   8 fingerprint of the cluster-wide configuration
 //!  32   4 epoch of the view the sender operates under
@@ -30,7 +32,14 @@
 //!  56   4 open connections on the sender (saturating)
 //!  60  24 digests of the cluster-wide configuration, one byte per field, so that a
 //!         host whose fingerprint differs can name the field (see nlb-core's config)
-//!  84     rule records, `rule count` of them:
+//!  84   6 the sender's MAC: must equal the Ethernet source (version 2 only)
+//!  90   2 reserved: sent as 0, ignored (version 2 only)
+//!  92     echo records, `echo count` of them (version 2 only), 16 bytes each:
+//!           0 1 host id 1..=64
+//!           1 3 reserved: sent as 0, ignored
+//!           4 4 incarnation   of the newest heartbeat the sender accepted from
+//!           8 8 sequence      that host
+//!   …     rule records, `rule count` of them:
 //!           0 1 load weight 0..=100, or 255 for "equal"
 //!           1 1 handling priority 1..=64, or 0 for none
 //!           2 1 flags: bit 0 enabled, bit 1 draining; other bits 0
@@ -41,13 +50,37 @@
 //!               sender accepts new connections for now
 //!         6+n n target bitmap, same layout: the buckets the sender's view assigns it.
 //!               Owned is always a subset of target.
-//!   …  16 tag, if AUTHENTICATED: keyed BLAKE3 of every byte before it, cut to 16 bytes
+//!   …  16 tag, if AUTHENTICATED: keyed BLAKE3 of every byte before it (the sender's
+//!         MAC included), cut to 16 bytes
 //! ```
 //!
-//! With a key, a receiver rejects frames whose tag is missing or wrong
-//! ([`Error::BadTag`]), and [`AntiReplay`] rejects any (incarnation, sequence) pair that is
-//! not newer than the last one accepted from that host. Trailing bytes after the frame's
-//! computed length (Ethernet padding) are ignored and not covered by the tag.
+//! Version 1 is the same up to offset 84, where its rule records begin; it has no MAC,
+//! no echoes, and its tag covers the payload alone.
+//!
+//! # Threat model
+//!
+//! An attacker on the segment can send any frame with any Ethernet source, and can
+//! capture and re-send any heartbeat.
+//!
+//! - **With a cluster key** (every host has the same `key_file`), a receiver accepts a
+//!   heartbeat only if its tag is right ([`Error::BadTag`]). The tag covers the sender's
+//!   MAC, so a captured heartbeat re-sent under another source MAC fails
+//!   ([`Error::Malformed`]: MAC and Ethernet source differ) or fails the tag. Re-sent
+//!   under its own MAC it is not newer than what the receiver accepted ([`AntiReplay`]).
+//!   And a heartbeat counts as a sign of life only while it echoes the receiver's own
+//!   incarnation and a sequence the receiver sent within its failure window (nlb-core's
+//!   node documents the rule): a capture older than the window, replayed to a receiver
+//!   that restarted or forgot the sender, proves nothing, so a dead host cannot be kept
+//!   alive and a live one cannot be evicted by replays. What remains to an attacker
+//!   without the key: dropping or delaying frames (as any switch could), and flooding,
+//!   which costs the receivers a counted drop per frame and no state.
+//! - **Without a key** (`insecure_no_key = true`), a receiver checks only the format and
+//!   the configuration: it accepts any well-formed heartbeat, so anyone on the segment can
+//!   pose as a host, claim buckets and split the cluster. It still never panics, never
+//!   grows its state beyond its caps, and logs a flood as counted drops. Use a key.
+//!
+//! Trailing bytes after the frame's computed length (Ethernet padding) are ignored and not
+//! covered by the tag.
 
 use crate::ethernet::EthernetRepr;
 use crate::{Error, MacAddr, Result, check_len};
@@ -55,10 +88,18 @@ use std::fmt;
 
 /// The two magic bytes, "NL".
 pub const MAGIC: [u8; 2] = *b"NL";
-/// The format version this module reads and writes.
-pub const VERSION: u8 = 1;
-/// Bytes before the first rule record.
-pub const HEADER_LEN: usize = 84;
+/// The format version this module writes.
+pub const VERSION: u8 = 2;
+/// The older version this module still reads, for captures.
+pub const VERSION_1: u8 = 1;
+/// Bytes before the first echo record (version 2).
+pub const HEADER_LEN: usize = 92;
+/// Bytes before the first rule record of a version 1 heartbeat.
+pub const HEADER_LEN_V1: usize = 84;
+/// Bytes of an echo record.
+pub const ECHO_LEN: usize = 16;
+/// Most echo records a heartbeat can carry: one per host id.
+pub const MAX_ECHOES: usize = 64;
 /// Bytes of per-field configuration digests.
 pub const FIELD_DIGESTS_LEN: usize = 24;
 /// Bytes of a rule record before its bitmap.
@@ -87,6 +128,7 @@ mod field {
     pub(super) const HOST_ID: usize = 8;
     pub(super) const STATE: usize = 9;
     pub(super) const RULE_COUNT: usize = 10;
+    pub(super) const ECHO_COUNT: usize = 11;
     pub(super) const INCARNATION: Range<usize> = 12..16;
     pub(super) const SEQUENCE: Range<usize> = 16..24;
     pub(super) const FINGERPRINT: Range<usize> = 24..32;
@@ -96,6 +138,7 @@ mod field {
     pub(super) const LIVE_MEMBERS: Range<usize> = 48..56;
     pub(super) const CONNECTIONS: Range<usize> = 56..60;
     pub(super) const FIELD_DIGESTS: Range<usize> = 60..84;
+    pub(super) const SENDER_MAC: Range<usize> = 84..90;
 }
 
 /// A host's state, as named to operators and carried in heartbeats.
@@ -368,7 +411,7 @@ impl HeartbeatKey {
     /// Derives the key from the contents of the cluster key file. Any length works;
     /// BLAKE3's key derivation spreads it over 32 bytes.
     pub fn derive(secret: &[u8]) -> Self {
-        HeartbeatKey(blake3::derive_key("nlb heartbeat key v1", secret))
+        HeartbeatKey(blake3::derive_key("nlb heartbeat key v2", secret))
     }
 
     fn tag(&self, covered: &[u8]) -> [u8; TAG_LEN] {
@@ -412,14 +455,22 @@ impl<T: AsRef<[u8]>> HeartbeatPacket<T> {
         if bytes[field::MAGIC] != MAGIC {
             return Err(Error::Malformed("heartbeat magic is not \"NL\""));
         }
-        if bytes[field::VERSION] != VERSION {
-            return Err(Error::Unsupported("heartbeat format version is not 1"));
+        if bytes[field::VERSION] != VERSION && bytes[field::VERSION] != VERSION_1 {
+            return Err(Error::Unsupported(
+                "heartbeat format version is neither 1 nor 2: upgrade every host to one nlb release",
+            ));
         }
-        check_len(bytes, HEADER_LEN)?;
+        check_len(bytes, HEADER_LEN_V1)?;
         if usize::from(bytes[field::RULE_COUNT]) > MAX_RULES {
             return Err(Error::Malformed("heartbeat has more than 32 rules"));
         }
-        let mut offset = HEADER_LEN;
+        if self.version() == VERSION {
+            check_len(bytes, HEADER_LEN)?;
+            if usize::from(bytes[field::ECHO_COUNT]) > MAX_ECHOES {
+                return Err(Error::Malformed("heartbeat has more than 64 echoes"));
+            }
+        }
+        let mut offset = self.rules_start();
         for _ in 0..bytes[field::RULE_COUNT] {
             check_len(bytes, offset + RULE_HEADER_LEN)?;
             let count = u16::from_be_bytes([bytes[offset + 4], bytes[offset + 5]]);
@@ -446,6 +497,38 @@ impl<T: AsRef<[u8]>> HeartbeatPacket<T> {
         let mut b = [0; 8];
         b.copy_from_slice(&self.buffer.as_ref()[range]);
         u64::from_be_bytes(b)
+    }
+
+    /// The format version: 1 or 2 once checked.
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[field::VERSION]
+    }
+
+    /// Echo records carried: 0 in version 1.
+    pub fn echo_count(&self) -> u8 {
+        if self.version() == VERSION {
+            self.buffer.as_ref()[field::ECHO_COUNT]
+        } else {
+            0
+        }
+    }
+
+    /// Where the rule records begin.
+    fn rules_start(&self) -> usize {
+        if self.version() == VERSION {
+            HEADER_LEN + ECHO_LEN * usize::from(self.buffer.as_ref()[field::ECHO_COUNT])
+        } else {
+            HEADER_LEN_V1
+        }
+    }
+
+    /// The sender's MAC, in version 2.
+    pub fn sender_mac(&self) -> Option<MacAddr> {
+        (self.version() == VERSION).then(|| {
+            let mut mac = [0; 6];
+            mac.copy_from_slice(&self.buffer.as_ref()[field::SENDER_MAC]);
+            MacAddr(mac)
+        })
     }
 
     /// Whether the AUTHENTICATED flag is set.
@@ -516,7 +599,7 @@ impl<T: AsRef<[u8]>> HeartbeatPacket<T> {
     /// bitmap follows the record header, the target bitmap follows the owned one.
     fn rule_spans(&self) -> impl Iterator<Item = (usize, u16)> + '_ {
         let bytes = self.buffer.as_ref();
-        let mut offset = HEADER_LEN;
+        let mut offset = self.rules_start();
         (0..self.rule_count()).map(move |_| {
             let count = u16::from_be_bytes([bytes[offset + 4], bytes[offset + 5]]);
             let span = (offset, count);
@@ -529,7 +612,7 @@ impl<T: AsRef<[u8]>> HeartbeatPacket<T> {
     fn body_len(&self) -> usize {
         self.rule_spans()
             .last()
-            .map_or(HEADER_LEN, |(offset, count)| {
+            .map_or(self.rules_start(), |(offset, count)| {
                 offset + RULE_HEADER_LEN + 2 * bitmap_len(count)
             })
     }
@@ -574,8 +657,25 @@ pub struct HeartbeatRepr {
     pub connections: u32,
     /// Per-field digests of the sender's cluster-wide configuration.
     pub field_digests: [u8; FIELD_DIGESTS_LEN],
+    /// The sender's MAC, as it wrote it (version 2; `None` when read from version 1).
+    /// [`HeartbeatRepr::to_frame`] writes the Ethernet source here.
+    pub sender_mac: Option<MacAddr>,
+    /// For each host the sender hears, the newest heartbeat it accepted from it.
+    pub echoes: Vec<Echo>,
     /// One record per rule, in configuration order.
     pub rules: Vec<RuleStatus>,
+}
+
+/// The newest heartbeat a sender accepted from one host: what a receiver checks to know
+/// that the sender heard it recently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Echo {
+    /// That host's id, 1..=64.
+    pub host_id: u8,
+    /// Its incarnation.
+    pub incarnation: u32,
+    /// Its sequence number.
+    pub sequence: u64,
 }
 
 impl HeartbeatRepr {
@@ -589,6 +689,12 @@ impl HeartbeatRepr {
             return Err(Error::Malformed("unknown heartbeat flags"));
         }
         if let Some(key) = key {
+            if packet.version() != VERSION {
+                // A version 1 tag is keyed differently and leaves the sender out.
+                return Err(Error::Unsupported(
+                    "heartbeat format version 1: upgrade every host to one nlb release",
+                ));
+            }
             let tag = packet.tag().ok_or(Error::BadTag)?;
             let expected = key.tag(&packet.buffer.as_ref()[..packet.body_len()]);
             if !constant_time_eq(tag, &expected) {
@@ -602,6 +708,22 @@ impl HeartbeatRepr {
         let state = HostState::from_code(packet.state_code())
             .ok_or(Error::Malformed("unknown heartbeat host state"))?;
         let bytes = packet.buffer.as_ref();
+        let mut echoes = Vec::with_capacity(usize::from(packet.echo_count()));
+        for index in 0..usize::from(packet.echo_count()) {
+            let at = HEADER_LEN + index * ECHO_LEN;
+            let record = &bytes[at..at + ECHO_LEN];
+            let host_id = record[0];
+            if !(1..=MAX_HOST_ID).contains(&host_id) {
+                return Err(Error::Malformed("echo host id is outside 1..=64"));
+            }
+            let mut sequence = [0; 8];
+            sequence.copy_from_slice(&record[8..16]);
+            echoes.push(Echo {
+                host_id,
+                incarnation: u32::from_be_bytes([record[4], record[5], record[6], record[7]]),
+                sequence: u64::from_be_bytes(sequence),
+            });
+        }
         let mut rules = Vec::with_capacity(usize::from(packet.rule_count()));
         for (offset, count) in packet.rule_spans() {
             let weight = match bytes[offset] {
@@ -654,6 +776,8 @@ impl HeartbeatRepr {
             live_members: packet.live_members(),
             connections: packet.connections(),
             field_digests: packet.field_digests(),
+            sender_mac: packet.sender_mac(),
+            echoes,
             rules,
         })
     }
@@ -661,6 +785,7 @@ impl HeartbeatRepr {
     /// Bytes [`emit`](Self::emit) writes, with or without a tag.
     pub fn buffer_len(&self, authenticated: bool) -> usize {
         HEADER_LEN
+            + ECHO_LEN * self.echoes.len()
             + self.rules.iter().map(RuleStatus::wire_len).sum::<usize>()
             + if authenticated { TAG_LEN } else { 0 }
     }
@@ -670,14 +795,19 @@ impl HeartbeatRepr {
     ///
     /// # Panics
     /// If the buffer is too short, or the repr breaks the format's limits (more than 32
-    /// rules, a host id outside 1..=64, a weight above 100, a priority above 64). The
-    /// core builds reprs from validated configuration, so these are programming errors.
+    /// rules or 64 echoes, a host id outside 1..=64, a weight above 100, a priority above
+    /// 64). The core builds reprs from validated configuration, so these are programming
+    /// errors. A missing `sender_mac` is written as zeros.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
         &self,
         packet: &mut HeartbeatPacket<T>,
         key: Option<&HeartbeatKey>,
     ) {
         assert!(self.rules.len() <= MAX_RULES, "at most {MAX_RULES} rules");
+        assert!(
+            self.echoes.len() <= MAX_ECHOES,
+            "at most {MAX_ECHOES} echoes"
+        );
         assert!(
             (1..=MAX_HOST_ID).contains(&self.host_id),
             "host id in 1..=64"
@@ -692,6 +822,7 @@ impl HeartbeatRepr {
         bytes[field::HOST_ID] = self.host_id;
         bytes[field::STATE] = self.state.code();
         bytes[field::RULE_COUNT] = self.rules.len() as u8;
+        bytes[field::ECHO_COUNT] = self.echoes.len() as u8;
         bytes[field::INCARNATION].copy_from_slice(&self.incarnation.to_be_bytes());
         bytes[field::SEQUENCE].copy_from_slice(&self.sequence.to_be_bytes());
         bytes[field::FINGERPRINT].copy_from_slice(&self.config_fingerprint.to_be_bytes());
@@ -701,7 +832,19 @@ impl HeartbeatRepr {
         bytes[field::LIVE_MEMBERS].copy_from_slice(&self.live_members.0.to_be_bytes());
         bytes[field::CONNECTIONS].copy_from_slice(&self.connections.to_be_bytes());
         bytes[field::FIELD_DIGESTS].copy_from_slice(&self.field_digests);
+        bytes[field::SENDER_MAC].copy_from_slice(&self.sender_mac.unwrap_or(MacAddr::ZERO).0);
         let mut offset = HEADER_LEN;
+        for echo in &self.echoes {
+            assert!(
+                (1..=MAX_HOST_ID).contains(&echo.host_id),
+                "echo host id in 1..=64"
+            );
+            let record = &mut bytes[offset..offset + ECHO_LEN];
+            record[..4].copy_from_slice(&[echo.host_id, 0, 0, 0]);
+            record[4..8].copy_from_slice(&echo.incarnation.to_be_bytes());
+            record[8..16].copy_from_slice(&echo.sequence.to_be_bytes());
+            offset += ECHO_LEN;
+        }
         for rule in &self.rules {
             let weight = rule.weight.map_or(WEIGHT_EQUAL, |w| {
                 assert!(w <= 100, "weight in 0..=100");
@@ -734,7 +877,8 @@ impl HeartbeatRepr {
         }
     }
 
-    /// The whole Ethernet frame from `src` to `dst` with `ethertype`.
+    /// The whole Ethernet frame from `src` to `dst` with `ethertype`; `src` is also
+    /// written as the sender's MAC, under the tag.
     pub fn to_frame(
         &self,
         src: MacAddr,
@@ -743,7 +887,14 @@ impl HeartbeatRepr {
         key: Option<&HeartbeatKey>,
     ) -> Vec<u8> {
         let mut payload = vec![0; self.buffer_len(key.is_some())];
-        self.emit(&mut HeartbeatPacket::new_unchecked(&mut payload[..]), key);
+        let mut packet = HeartbeatPacket::new_unchecked(&mut payload[..]);
+        if self.sender_mac == Some(src) {
+            self.emit(&mut packet, key);
+        } else {
+            let mut repr = self.clone();
+            repr.sender_mac = Some(src);
+            repr.emit(&mut packet, key);
+        }
         EthernetRepr {
             dst,
             src,
@@ -826,6 +977,12 @@ mod tests {
             live_members: [1, 2, 3].into_iter().collect(),
             connections: 5,
             field_digests,
+            sender_mac: Some(MacAddr([2, 0, 0, 0, 0, 2])),
+            echoes: vec![Echo {
+                host_id: 1,
+                incarnation: 9,
+                sequence: 0x0102,
+            }],
             rules: vec![RuleStatus {
                 weight: None,
                 priority: Some(2),
@@ -839,10 +996,10 @@ mod tests {
 
     /// The bytes of [`sample`], written out by hand from the layout in the module docs.
     #[rustfmt::skip]
-    static SAMPLE_BYTES: [u8; 94] = [
-        b'N', b'L', 1, 0,
+    static SAMPLE_BYTES: [u8; 118] = [
+        b'N', b'L', 2, 0,
         0x01, 0x02, 0x03, 0x04,
-        2, 2, 1, 0,
+        2, 2, 1, 1,
         0, 0, 0, 7,
         0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
         0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0x00, 0x11,
@@ -852,10 +1009,80 @@ mod tests {
         0, 0, 0, 0, 0, 0, 0, 0b111,
         0, 0, 0, 5,
         1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+        2, 0, 0, 0, 0, 2, 0, 0,
+        1, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0x01, 0x02,
         255, 2, 1, 0, 0, 12,
         0b0000_0001, 0b0000_0010,
         0b0000_0001, 0b0000_0110,
     ];
+
+    /// The same heartbeat as version 1 wrote it: no MAC, no echoes.
+    fn sample_v1_bytes() -> Vec<u8> {
+        let mut bytes = SAMPLE_BYTES[..84].to_vec();
+        bytes[2] = 1;
+        bytes[11] = 0;
+        bytes.extend_from_slice(&SAMPLE_BYTES[108..]);
+        bytes
+    }
+
+    #[test]
+    fn version_1_is_read_for_captures_but_never_authenticated() {
+        let bytes = sample_v1_bytes();
+        let packet = HeartbeatPacket::new_checked(&bytes[..]).unwrap();
+        assert_eq!(packet.version(), 1);
+        let mut expected = sample();
+        expected.sender_mac = None;
+        expected.echoes.clear();
+        assert_eq!(HeartbeatRepr::parse(&packet, None).unwrap(), expected);
+        assert!(matches!(
+            HeartbeatRepr::parse(&packet, Some(&HeartbeatKey::derive(b"k"))),
+            Err(Error::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn echoes_are_checked() {
+        let mut bytes = SAMPLE_BYTES;
+        bytes[92] = 65;
+        let packet = HeartbeatPacket::new_checked(&bytes[..]).unwrap();
+        assert!(matches!(
+            HeartbeatRepr::parse(&packet, None),
+            Err(Error::Malformed(_))
+        ));
+        let mut bytes = SAMPLE_BYTES;
+        bytes[11] = 65;
+        assert!(matches!(
+            HeartbeatPacket::new_checked(&bytes[..]),
+            Err(Error::Malformed(_))
+        ));
+        // An echo count that runs past the end.
+        let mut bytes = SAMPLE_BYTES;
+        bytes[11] = 5;
+        assert!(matches!(
+            HeartbeatPacket::new_checked(&bytes[..]),
+            Err(Error::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn the_tag_covers_the_sender_mac() {
+        let key = HeartbeatKey::derive(b"cluster secret");
+        let repr = sample();
+        let frame = repr.to_frame(
+            MacAddr([2, 0, 0, 0, 0, 2]),
+            MacAddr::BROADCAST,
+            ETHERTYPE_NLB_HEARTBEAT,
+            Some(&key),
+        );
+        let eth = EthernetFrame::parse(&frame).unwrap();
+        let mut moved = eth.payload.to_vec();
+        moved[84..90].copy_from_slice(&[2, 0, 0, 0, 0, 0x66]);
+        let packet = HeartbeatPacket::new_checked(&moved[..]).unwrap();
+        assert_eq!(
+            HeartbeatRepr::parse(&packet, Some(&key)),
+            Err(Error::BadTag)
+        );
+    }
 
     #[test]
     fn heartbeat_deconstruct() {
@@ -867,7 +1094,7 @@ mod tests {
     #[test]
     fn heartbeat_construct() {
         let repr = sample();
-        let mut bytes = [0xa5u8; 94];
+        let mut bytes = [0xa5u8; 118];
         assert_eq!(repr.buffer_len(false), bytes.len());
         repr.emit(&mut HeartbeatPacket::new_unchecked(&mut bytes[..]), None);
         assert_eq!(bytes, SAMPLE_BYTES);
@@ -896,7 +1123,19 @@ mod tests {
         );
 
         // Any flipped bit in the covered bytes or the tag.
-        for index in [4, 17, 40, 60, 70, 91, 93, eth.payload.len() - 1] {
+        for index in [
+            4,
+            17,
+            40,
+            60,
+            70,
+            86,
+            95,
+            100,
+            115,
+            117,
+            eth.payload.len() - 1,
+        ] {
             let mut forged = eth.payload.to_vec();
             forged[index] ^= 0x10;
             let packet = HeartbeatPacket::new_checked(&forged[..]).unwrap();
@@ -949,21 +1188,21 @@ mod tests {
             HeartbeatPacket::new_checked(&bad_magic[..]),
             Err(Error::Malformed(_))
         ));
-        let mut v2 = SAMPLE_BYTES;
-        v2[2] = 2;
+        let mut v3 = SAMPLE_BYTES;
+        v3[2] = 3;
         assert!(matches!(
-            HeartbeatPacket::new_checked(&v2[..]),
+            HeartbeatPacket::new_checked(&v3[..]),
             Err(Error::Unsupported(_))
         ));
         assert!(matches!(
-            HeartbeatPacket::new_checked(&SAMPLE_BYTES[..93]),
+            HeartbeatPacket::new_checked(&SAMPLE_BYTES[..117]),
             Err(Error::Truncated {
-                needed: 94,
-                got: 93
+                needed: 118,
+                got: 117
             })
         ));
         let mut stray_bit = SAMPLE_BYTES;
-        stray_bit[93] |= 0x80;
+        stray_bit[117] |= 0x80;
         let packet = HeartbeatPacket::new_checked(&stray_bit[..]).unwrap();
         assert_eq!(
             HeartbeatRepr::parse(&packet, None),
@@ -972,7 +1211,7 @@ mod tests {
             ))
         );
         let mut owned_outside_target = SAMPLE_BYTES;
-        owned_outside_target[91] |= 0x08;
+        owned_outside_target[115] |= 0x08;
         let packet = HeartbeatPacket::new_checked(&owned_outside_target[..]).unwrap();
         assert_eq!(
             HeartbeatRepr::parse(&packet, None),
@@ -1055,6 +1294,10 @@ mod tests {
             any::<(u32, u64, u64, u32, u16)>(),
             any::<(u64, u64, u32, [u8; FIELD_DIGESTS_LEN])>(),
             proptest::collection::vec(any_rule(), 0..6),
+            (
+                any::<[u8; 6]>(),
+                proptest::collection::vec((1u8..=64, any::<u32>(), any::<u64>()), 0..8),
+            ),
         )
             .prop_map(
                 |(
@@ -1064,6 +1307,7 @@ mod tests {
                     (incarnation, sequence, fingerprint, epoch, period),
                     (view, live, connections, field_digests),
                     rules,
+                    (mac, echoes),
                 )| {
                     HeartbeatRepr {
                         cluster_id,
@@ -1078,6 +1322,15 @@ mod tests {
                         live_members: MemberSet(live),
                         connections,
                         field_digests,
+                        sender_mac: Some(MacAddr(mac)),
+                        echoes: echoes
+                            .into_iter()
+                            .map(|(host_id, incarnation, sequence)| Echo {
+                                host_id,
+                                incarnation,
+                                sequence,
+                            })
+                            .collect(),
                         rules,
                     }
                 },
@@ -1099,7 +1352,8 @@ mod tests {
         #[test]
         fn parse_never_panics(mut bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if bytes.len() >= 3 {
-                bytes[..3].copy_from_slice(&[b'N', b'L', 1]);
+                let version = 1 + bytes.len() as u8 % 2;
+                bytes[..3].copy_from_slice(&[b'N', b'L', version]);
             }
             if let Ok(packet) = HeartbeatPacket::new_checked(&bytes[..]) {
                 let _ = HeartbeatRepr::parse(&packet, None);

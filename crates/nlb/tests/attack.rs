@@ -855,7 +855,6 @@ fn prepare(keyed: bool) -> (World, Load, Baseline, Vec<Vec<u8>>) {
 }
 
 #[test]
-#[ignore = "issue 11 is open: fails until heartbeat v2 (sender MAC under the tag, liveness by echo) lands; run with --ignored"]
 fn keyed_cluster_shrugs_off_an_attacker_on_the_segment() {
     if !require_root("keyed_cluster_shrugs_off_an_attacker_on_the_segment") {
         return;
@@ -928,7 +927,6 @@ fn keyed_cluster_shrugs_off_an_attacker_on_the_segment() {
 }
 
 #[test]
-#[ignore = "issue 11 is open: fails until heartbeat v2 (sender MAC under the tag, liveness by echo) lands; run with --ignored"]
 fn keyless_cluster_survives_malformed_frames_and_floods() {
     if !require_root("keyless_cluster_survives_malformed_frames_and_floods") {
         return;

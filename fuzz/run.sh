@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 seconds=${1:-300}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame arp igmp heartbeat msnlb capture)
+[ ${#targets[@]} -gt 0 ] || targets=(frame arp igmp heartbeat msnlb capture node)
 for target in "${targets[@]}"; do
   max_len=2048
   [ "$target" = capture ] && max_len=16384

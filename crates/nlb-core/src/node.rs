@@ -493,6 +493,8 @@ pub struct Node {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Whether the daemon's data plane does what the node asked ([`Node::handle_dataplane`]).
+    dataplane_healthy: bool,
 }
 
 impl Node {
@@ -576,6 +578,7 @@ impl Node {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            dataplane_healthy: true,
             config,
         };
         if node.admin == Admin::Started && !node.suspended {
@@ -616,6 +619,17 @@ impl Node {
     /// announcements.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.update(now);
+    }
+
+    /// Tells the node whether the data plane applies what it asks (the daemon's nft
+    /// batches and lease refreshes succeed). While it does not, the host fails closed: it
+    /// accepts no new buckets, so it owns nothing and its heartbeats say so; connections
+    /// it has are kept. When it is healthy again, ownership comes back as usual.
+    pub fn handle_dataplane(&mut self, now: Instant, healthy: bool) {
+        if self.dataplane_healthy != healthy {
+            self.dataplane_healthy = healthy;
+            self.update(now);
+        }
     }
 
     /// Applies an operator command and returns the resulting state.
@@ -1446,7 +1460,8 @@ impl Node {
 
     fn update_ownership(&mut self, now: Instant) {
         let participating = self.participating();
-        let accepting_new = participating && self.admin == Admin::Started;
+        let accepting_new =
+            participating && self.admin == Admin::Started && self.dataplane_healthy;
         // A misconfigured host takes no new connections but keeps the ones it has.
         let keep_established = self.admin != Admin::Stopped && !self.suspended;
         let acked = self

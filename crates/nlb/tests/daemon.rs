@@ -1,0 +1,361 @@
+//! The daemon's robustness on the real kernel: slow clients never stall the protocol
+//! loop, the data plane fails closed and is repaired, the kernel state it depends on is
+//! watched.
+//!
+//! Each test builds its own segment in network namespaces (198.18.0.0/15 only), and
+//! stops its daemons and deletes its namespaces when it ends, failed or not.
+
+use nlb_linux::netns::{NetNs, require_root, unique_name};
+use nlb_linux::segment::{Segment, client_addresses, http_get};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+const CLIENTS: u8 = 10;
+const RULE: &str = "[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n";
+
+fn nlb() -> &'static str {
+    env!("CARGO_BIN_EXE_nlb")
+}
+
+struct Host {
+    id: u8,
+    ns: NetNs,
+    config: PathBuf,
+    socket: PathBuf,
+    daemon: Option<Child>,
+}
+
+/// One test's world; dropping it stops every process, then deletes the namespaces.
+struct World {
+    dir: tempfile::TempDir,
+    children: Vec<Child>,
+    hosts: Vec<Host>,
+    client: NetNs,
+    _switch: NetNs,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for index in 0..self.hosts.len() {
+            self.stop_daemon(index);
+        }
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl World {
+    /// A bridge, `hosts` hosts (daemons started, HTTP servers on the VIP), a client.
+    /// `extra` goes at the end of each host's configuration.
+    fn build(hosts: u8, extra: &str) -> World {
+        let Segment {
+            switch,
+            hosts: namespaces,
+            client,
+        } = Segment::build(&format!("nlbd{}", unique_name("")), hosts, CLIENTS, false).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut world = World {
+            dir,
+            children: Vec::new(),
+            hosts: Vec::new(),
+            client,
+            _switch: switch,
+        };
+        for (id, ns) in (1..=hosts).zip(namespaces) {
+            let socket = world.dir.path().join(format!("h{id}.sock"));
+            let config = world.dir.path().join(format!("h{id}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"multicast\"\n\n\
+                     [host]\nid = {id}\ncontrol_socket = \"{}\"\n\n{RULE}\n{extra}",
+                    socket.display()
+                ),
+            )
+            .unwrap();
+            world.children.push(
+                Command::new("ip")
+                    .args(["netns", "exec", ns.name(), nlb(), "serve-http", "--bind"])
+                    .arg(format!("{VIP}:80"))
+                    .args(["--name", &format!("host{id}")])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            world.hosts.push(Host {
+                id,
+                ns,
+                config,
+                socket,
+                daemon: None,
+            });
+        }
+        for index in 0..world.hosts.len() {
+            world.start_daemon(index);
+        }
+        world
+    }
+
+    fn start_daemon(&mut self, index: usize) {
+        let host = &mut self.hosts[index];
+        let log = std::fs::File::create(self.dir.path().join(format!("h{}.log", host.id))).unwrap();
+        let run_dir = self.dir.path().join(format!("run{}", host.id));
+        host.daemon = Some(
+            Command::new("ip")
+                .args(["netns", "exec", host.ns.name(), nlb(), "run", "--config"])
+                .arg(&host.config)
+                .arg("--run-dir")
+                .arg(&run_dir)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    fn stop_daemon(&mut self, index: usize) {
+        if let Some(mut daemon) = self.hosts[index].daemon.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(daemon.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = daemon.wait();
+        }
+    }
+
+    fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join(format!("h{}.log", self.hosts[index].id)),
+        )
+        .unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        (0..self.hosts.len())
+            .map(|i| self.log(i))
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    }
+
+    /// `nlb <verb> --json` against host `index`'s daemon.
+    fn ctl(&self, index: usize, verb: &str) -> Option<Value> {
+        let out = Command::new(nlb())
+            .args([verb, "--json", "--socket"])
+            .arg(&self.hosts[index].socket)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    fn wait_for(&self, what: &str, limit: Duration, mut ready: impl FnMut(&World) -> bool) {
+        let deadline = Instant::now() + limit;
+        let mut pause = Duration::from_millis(20);
+        while !ready(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; daemon logs:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until every host is converged in one view of all of them.
+    fn wait_converged(&self) {
+        let members: Vec<u8> = self.hosts.iter().map(|h| h.id).collect();
+        self.wait_for("convergence", Duration::from_secs(15), |w| {
+            (0..w.hosts.len()).all(|i| {
+                w.ctl(i, "query").is_some_and(|q| {
+                    q["state"] == "converged" && q["view_members"] == serde_json::json!(members)
+                })
+            })
+        });
+    }
+
+    /// Runs `work` on a thread inside `ns`.
+    fn inside<T: Send>(ns: &NetNs, work: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    ns.enter_current_thread().unwrap();
+                    work()
+                })
+                .join()
+                .unwrap()
+        })
+    }
+
+    /// One request from every client address: all must be answered.
+    fn serve_all(&self) {
+        let answers = World::inside(&self.client, || {
+            client_addresses(CLIENTS)
+                .map(|src| (src, http_get(src, SocketAddr::from((VIP, 80)))))
+                .collect::<Vec<_>>()
+        });
+        for (src, answer) in answers {
+            if let Err(err) = answer {
+                panic!("{src} was not served: {err}\n{}", self.logs());
+            }
+        }
+    }
+}
+
+/// One HTTP GET of the metrics on 127.0.0.1:9102 inside `ns`, with a deadline.
+fn scrape(ns: &NetNs) -> Result<String, String> {
+    World::inside(ns, || {
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", 9102)).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        stream
+            .read_to_string(&mut text)
+            .map_err(|e| e.to_string())?;
+        Ok(text)
+    })
+}
+
+/// Many idle and slow clients on the metrics port and the control socket: no failover,
+/// and other queries are answered all along (the loop used to wait 2 s per client).
+#[test]
+fn slow_clients_stall_nothing() {
+    if !require_root("slow_clients_stall_nothing") {
+        return;
+    }
+    let world = World::build(2, "[metrics]\nlisten = \"127.0.0.1:9102\"\n");
+    world.wait_converged();
+    let epoch = world.ctl(1, "query").unwrap()["view_epoch"].clone();
+    let metrics_ns = &world.hosts[0].ns;
+    let control_path = world.hosts[0].socket.clone();
+    let end = Instant::now() + Duration::from_secs(4);
+    std::thread::scope(|scope| {
+        // 20 idle and 20 slow (one byte every 300 ms) clients on each endpoint.
+        for slow in [false, true] {
+            for _ in 0..20 {
+                scope.spawn(move || {
+                    World::inside(metrics_ns, || {
+                        let mut stream = std::net::TcpStream::connect(("127.0.0.1", 9102)).unwrap();
+                        for byte in b"GET /metrics HTTP/1.1\r\n" {
+                            if Instant::now() > end {
+                                break;
+                            }
+                            if slow {
+                                let _ = stream.write_all(&[*byte]);
+                            }
+                            std::thread::sleep(Duration::from_millis(300));
+                        }
+                    })
+                });
+                let path = control_path.clone();
+                scope.spawn(move || {
+                    let mut stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+                    for byte in b"query" {
+                        if Instant::now() > end {
+                            break;
+                        }
+                        if slow {
+                            let _ = stream.write_all(&[*byte]);
+                        }
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                });
+            }
+        }
+        // Meanwhile every query and scrape is answered, promptly.
+        let mut answered = 0;
+        while Instant::now() < end {
+            let asked = Instant::now();
+            let query = world.ctl(0, "query");
+            assert!(
+                query.is_some_and(|q| q["ok"] == true),
+                "query unanswered\n{}",
+                world.logs()
+            );
+            let text = scrape(metrics_ns).unwrap_or_else(|e| panic!("scrape failed: {e}"));
+            assert!(text.contains("nlb_members 2"), "{text}");
+            assert!(
+                asked.elapsed() < Duration::from_secs(1),
+                "query and scrape took {:?}",
+                asked.elapsed()
+            );
+            answered += 1;
+        }
+        assert!(answered >= 4, "only {answered} rounds answered");
+    });
+    // An idle client is cut off after the deadline.
+    let cut = World::inside(metrics_ns, || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", 9102)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 16];
+        let _ = stream.read(&mut buf);
+        started.elapsed()
+    });
+    assert!(cut < Duration::from_secs(5), "idle client kept {cut:?}");
+    world.serve_all();
+    let logs = world.logs();
+    assert!(!logs.contains("nlb.peer_down"), "a failover:\n{logs}");
+    assert_eq!(
+        world.ctl(1, "query").unwrap()["view_epoch"],
+        epoch,
+        "the view changed:\n{logs}"
+    );
+}
+
+/// `nft flush ruleset` in a host's namespace (as `systemctl restart nftables` does): the
+/// daemon notices (its lease refresh fails), fails closed, restores its tables, and the
+/// cluster serves every client again.
+#[test]
+fn flushed_ruleset_is_restored() {
+    if !require_root("flushed_ruleset_is_restored") {
+        return;
+    }
+    let world = World::build(2, "");
+    world.wait_converged();
+    world.serve_all();
+    world.hosts[0]
+        .ns
+        .exec("nft", &["flush", "ruleset"], None)
+        .unwrap();
+    world.wait_for("the tables back", Duration::from_secs(5), |w| {
+        w.log(0).contains("nlb.dataplane_restored")
+            && w.hosts[0]
+                .ns
+                .exec("nft", &["list", "table", "arp", "nlb_eth0"], None)
+                .is_ok()
+            && w.hosts[0]
+                .ns
+                .exec("nft", &["list", "table", "inet", "nlb_eth0"], None)
+                .is_ok()
+    });
+    assert!(world.log(0).contains("nlb.dataplane_failed"));
+    world.wait_converged();
+    world.wait_for("every bucket owned again", Duration::from_secs(5), |w| {
+        (0..2)
+            .filter_map(|i| w.ctl(i, "query"))
+            .map(|q| q["owned_buckets"][0].as_u64().unwrap_or(0))
+            .sum::<u64>()
+            == 256
+    });
+    world.serve_all();
+    let query = world.ctl(0, "query").unwrap();
+    assert_eq!(query["daemon"]["dataplane_healthy"], true, "{query}");
+    assert!(query["daemon"]["lease_failures"].as_u64().unwrap() >= 1);
+}

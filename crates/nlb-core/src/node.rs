@@ -1460,8 +1460,7 @@ impl Node {
 
     fn update_ownership(&mut self, now: Instant) {
         let participating = self.participating();
-        let accepting_new =
-            participating && self.admin == Admin::Started && self.dataplane_healthy;
+        let accepting_new = participating && self.admin == Admin::Started && self.dataplane_healthy;
         // A misconfigured host takes no new connections but keeps the ones it has.
         let keep_established = self.admin != Admin::Stopped && !self.suspended;
         let acked = self

@@ -37,6 +37,8 @@ struct World {
     hosts: Vec<Host>,
     client: NetNs,
     _switch: NetNs,
+    /// One `--run-dir` for every daemon (as `/run` shared between namespaces), if set.
+    shared_run: Option<PathBuf>,
 }
 
 impl Drop for World {
@@ -55,6 +57,11 @@ impl World {
     /// A bridge, `hosts` hosts (daemons started, HTTP servers on the VIP), a client.
     /// `extra` goes at the end of each host's configuration.
     fn build(hosts: u8, extra: &str) -> World {
+        World::build_with(hosts, extra, false)
+    }
+
+    /// As [`World::build`]; with `shared_run`, every daemon gets the same `--run-dir`.
+    fn build_with(hosts: u8, extra: &str, shared_run: bool) -> World {
         let Segment {
             switch,
             hosts: namespaces,
@@ -67,6 +74,7 @@ impl World {
             hosts: Vec::new(),
             client,
             _switch: switch,
+            shared_run: None,
         };
         for (id, ns) in (1..=hosts).zip(namespaces) {
             let socket = world.dir.path().join(format!("h{id}.sock"));
@@ -98,6 +106,9 @@ impl World {
                 daemon: None,
             });
         }
+        if shared_run {
+            world.shared_run = Some(world.dir.path().join("run"));
+        }
         for index in 0..world.hosts.len() {
             world.start_daemon(index);
         }
@@ -107,7 +118,10 @@ impl World {
     fn start_daemon(&mut self, index: usize) {
         let host = &mut self.hosts[index];
         let log = std::fs::File::create(self.dir.path().join(format!("h{}.log", host.id))).unwrap();
-        let run_dir = self.dir.path().join(format!("run{}", host.id));
+        let run_dir = self
+            .shared_run
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join(format!("run{}", host.id)));
         host.daemon = Some(
             Command::new("ip")
                 .args(["netns", "exec", host.ns.name(), nlb(), "run", "--config"])
@@ -335,15 +349,13 @@ fn flushed_ruleset_is_restored() {
         .exec("nft", &["flush", "ruleset"], None)
         .unwrap();
     world.wait_for("the tables back", Duration::from_secs(5), |w| {
+        let tables = w.hosts[0]
+            .ns
+            .exec("nft", &["list", "tables"], None)
+            .unwrap_or_default();
         w.log(0).contains("nlb.dataplane_restored")
-            && w.hosts[0]
-                .ns
-                .exec("nft", &["list", "table", "arp", "nlb_eth0"], None)
-                .is_ok()
-            && w.hosts[0]
-                .ns
-                .exec("nft", &["list", "table", "inet", "nlb_eth0"], None)
-                .is_ok()
+            && tables.contains("table arp nlb_eth0_")
+            && tables.contains("table inet nlb_eth0_")
     });
     assert!(world.log(0).contains("nlb.dataplane_failed"));
     world.wait_converged();
@@ -358,4 +370,142 @@ fn flushed_ruleset_is_restored() {
     let query = world.ctl(0, "query").unwrap();
     assert_eq!(query["daemon"]["dataplane_healthy"], true, "{query}");
     assert!(query["daemon"]["lease_failures"].as_u64().unwrap() >= 1);
+}
+
+/// Two namespaces that share the run directory (plain `ip netns exec`, containers with
+/// a shared `/run`): both daemons start, on the same interface name and cluster, and
+/// form one cluster. A third daemon given a live control socket refuses to start.
+#[test]
+fn namespaces_sharing_run_both_start() {
+    if !require_root("namespaces_sharing_run_both_start") {
+        return;
+    }
+    let world = World::build_with(2, "", true);
+    world.wait_converged();
+    world.serve_all();
+    let third = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            world.hosts[1].ns.name(),
+            nlb(),
+            "run",
+            "--config",
+        ])
+        .arg(&world.hosts[1].config)
+        .arg("--socket")
+        .arg(&world.hosts[0].socket)
+        .arg("--run-dir")
+        .arg(world.dir.path().join("run-third"))
+        .output()
+        .unwrap();
+    assert_eq!(third.status.code(), Some(1), "{third:?}");
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert!(
+        stderr.contains("another nlb daemon answers on the control socket"),
+        "{stderr}"
+    );
+    // Both are still there.
+    world.wait_converged();
+}
+
+/// Two clusters on one interface of one host: separate tables, both VIPs served, and
+/// stopping one leaves the other's tables and VIP alone.
+#[test]
+fn two_clusters_on_one_interface() {
+    if !require_root("two_clusters_on_one_interface") {
+        return;
+    }
+    const VIP2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 20);
+    let mut world = World::build(1, "");
+    world.wait_converged();
+    let socket2 = world.dir.path().join("h1b.sock");
+    let config2 = world.dir.path().join("h1b.toml");
+    std::fs::write(
+        &config2,
+        std::fs::read_to_string(&world.hosts[0].config)
+            .unwrap()
+            .replace(&VIP.to_string(), &VIP2.to_string())
+            .replace(
+                &world.hosts[0].socket.display().to_string(),
+                &socket2.display().to_string(),
+            ),
+    )
+    .unwrap();
+    let ns = world.hosts[0].ns.name().to_owned();
+    world.children.push(
+        Command::new("ip")
+            .args(["netns", "exec", &ns, nlb(), "serve-http", "--bind"])
+            .arg(format!("{VIP2}:80"))
+            .args(["--name", "host1b"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let log2 = world.dir.path().join("h1b.log");
+    let mut second = Command::new("ip")
+        .args(["netns", "exec", &ns, nlb(), "run", "--config"])
+        .arg(&config2)
+        .arg("--run-dir")
+        .arg(world.dir.path().join("run1"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log2).unwrap())
+        .spawn()
+        .unwrap();
+    let query2 = || {
+        Command::new(nlb())
+            .args(["query", "--json", "--socket"])
+            .arg(&socket2)
+            .output()
+            .ok()
+            .and_then(|out| serde_json::from_slice::<Value>(&out.stdout).ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !query2().is_some_and(|q| q["state"] == "converged") {
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!(
+                "the second cluster did not converge:\n{}",
+                std::fs::read_to_string(&log2).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tables = world.hosts[0]
+        .ns
+        .exec("nft", &["list", "tables"], None)
+        .unwrap();
+    assert_eq!(
+        tables.matches("table inet nlb_eth0_").count(),
+        2,
+        "{tables}"
+    );
+    let served = |vip: Ipv4Addr| {
+        World::inside(&world.client, || {
+            client_addresses(CLIENTS)
+                .map(|src| http_get(src, SocketAddr::from((vip, 80))))
+                .collect::<Result<Vec<_>, _>>()
+        })
+    };
+    assert!(served(VIP).is_ok(), "{}", world.logs());
+    assert!(served(VIP2).is_ok());
+    // Stop the second cluster: the first keeps its tables and is still served.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(second.wait().unwrap().success());
+    let tables = world.hosts[0]
+        .ns
+        .exec("nft", &["list", "tables"], None)
+        .unwrap();
+    assert_eq!(
+        tables.matches("table inet nlb_eth0_").count(),
+        1,
+        "{tables}"
+    );
+    assert!(served(VIP).is_ok(), "{}", world.logs());
+    world.stop_daemon(0);
 }

@@ -755,6 +755,15 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     if let Some(dir) = control_path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
+    // A socket someone answers on is another daemon's (in another network namespace,
+    // or of another cluster, configured with the same path): never take it over.
+    if std::os::unix::net::UnixStream::connect(&control_path).is_ok() {
+        return Err(CliError::failed(format!(
+            "another nlb daemon answers on the control socket {}: stop it first, or give \
+             this one its own socket (host.control_socket in the configuration, or --socket)",
+            control_path.display()
+        )));
+    }
     let _ = std::fs::remove_file(&control_path);
     let control = UnixListener::bind(&control_path)
         .map_err(|e| fail("control socket")(format!("{}: {e}", control_path.display())))?;
@@ -920,7 +929,7 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     for &vip in &daemon.config.cluster.vips {
         remove_vip(&interface, vip);
     }
-    let _ = apply(&[Ruleset::teardown(&interface)]);
+    let _ = apply(&[daemon.ruleset().teardown()]);
     let _ = std::fs::remove_file(&control_path);
     tracing::info!(event = "nlb.stopped");
     Ok(())

@@ -23,6 +23,10 @@ pub(crate) enum Job {
     Lease { command: String },
     /// Count the established TCP connections from these VIPs.
     CountConnections { vips: Vec<Ipv4Addr> },
+    /// Put a VIP back on the interface.
+    AddVip { interface: String, vip: Ipv4Addr },
+    /// Check that these tables (`family name`) exist.
+    CheckTables { tables: Vec<String> },
 }
 
 /// A finished job.
@@ -38,6 +42,14 @@ pub(crate) enum Done {
         at: Instant,
     },
     Connections(u32),
+    VipAdded {
+        vip: Ipv4Addr,
+        result: Result<(), String>,
+    },
+    /// The tables of a [`Job::CheckTables`] that are missing.
+    Tables {
+        missing: Vec<String>,
+    },
 }
 
 /// The handle of the kernel thread.
@@ -69,6 +81,14 @@ impl Kernel {
                         Job::CountConnections { vips } => {
                             Done::Connections(count_connections(&vips))
                         }
+                        Job::AddVip { interface, vip } => Done::VipAdded {
+                            vip,
+                            result: nlb_linux::host::add_vip(&interface, vip)
+                                .map_err(|e| e.to_string()),
+                        },
+                        Job::CheckTables { tables } => Done::Tables {
+                            missing: missing_tables(&tables),
+                        },
                     };
                     if done.send(result).is_err() {
                         break;
@@ -142,4 +162,21 @@ pub(crate) fn count_connections(vips: &[Ipv4Addr]) -> u32 {
         }
     }
     total
+}
+
+/// Which of `tables` (`family name`) `nft list tables` does not list; none if nft
+/// itself fails (the next batch reports that).
+fn missing_tables(tables: &[String]) -> Vec<String> {
+    let Ok(listed) = nlb_linux::command::run("nft", &["list", "tables"], None) else {
+        return Vec::new();
+    };
+    let present: Vec<&str> = listed
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("table "))
+        .collect();
+    tables
+        .iter()
+        .filter(|table| !present.contains(&table.as_str()))
+        .cloned()
+        .collect()
 }

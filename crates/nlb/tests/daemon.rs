@@ -509,3 +509,113 @@ fn two_clusters_on_one_interface() {
     assert!(served(VIP).is_ok(), "{}", world.logs());
     world.stop_daemon(0);
 }
+
+/// The interface's state is watched over netlink: a VIP removed by hand comes back, a
+/// table deleted by hand comes back, down and up are logged, and a MAC change makes the
+/// host rejoin with the new MAC.
+#[test]
+fn kernel_state_is_watched_and_repaired() {
+    if !require_root("kernel_state_is_watched_and_repaired") {
+        return;
+    }
+    let world = World::build(2, "");
+    world.wait_converged();
+    let host = &world.hosts[0].ns;
+    let vip = format!("{VIP}/32");
+    host.ip(&["addr", "del", &vip, "dev", "eth0"]).unwrap();
+    world.wait_for("the VIP back", Duration::from_secs(5), |w| {
+        w.log(0).contains("nlb.vip_restored")
+            && host
+                .ip(&["-4", "addr", "show", "dev", "eth0"])
+                .is_ok_and(|out| out.contains(&vip))
+    });
+    world.serve_all();
+
+    let tables = host.exec("nft", &["list", "tables"], None).unwrap();
+    let arp = tables
+        .lines()
+        .find_map(|line| line.strip_prefix("table arp "))
+        .unwrap_or_else(|| panic!("no arp table: {tables}"))
+        .to_owned();
+    host.exec("nft", &["delete", "table", "arp", &arp], None)
+        .unwrap();
+    world.wait_for("the arp table back", Duration::from_secs(5), |w| {
+        w.log(0).contains("nlb.tables_restored")
+            && host
+                .exec("nft", &["list", "table", "arp", &arp], None)
+                .is_ok()
+    });
+
+    host.ip(&["link", "set", "eth0", "down"]).unwrap();
+    world.wait_for("link down logged", Duration::from_secs(5), |w| {
+        w.log(0).contains("nlb.link_down")
+    });
+    host.ip(&["link", "set", "eth0", "up"]).unwrap();
+    world.wait_for("link up logged", Duration::from_secs(5), |w| {
+        w.log(0).contains("nlb.link_up")
+    });
+    world.wait_converged();
+
+    host.ip(&["link", "set", "eth0", "address", "02:00:5e:10:00:99"])
+        .unwrap();
+    world.wait_for("the new MAC used", Duration::from_secs(10), |w| {
+        w.log(0).contains("nlb.mac_changed")
+            && w.ctl(1, "query").is_some_and(|q| {
+                q["members"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|m| m["mac"] == "02:00:5e:10:00:99"))
+            })
+    });
+    world.wait_converged();
+    world.serve_all();
+}
+
+/// The interface deleted: the daemon says so and exits non-zero (so that systemd's
+/// Restart=on-failure restarts it), leaving no table behind; started again once the
+/// interface is back, it serves.
+#[test]
+fn interface_deleted_daemon_exits_nonzero() {
+    if !require_root("interface_deleted_daemon_exits_nonzero") {
+        return;
+    }
+    let mut world = World::build(1, "");
+    world.wait_converged();
+    let name = world.hosts[0].ns.name().to_owned();
+    let switch = world._switch.name().to_owned();
+    world.hosts[0].ns.ip(&["link", "del", "eth0"]).unwrap();
+    let daemon = world.hosts[0].daemon.as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running:\n{}",
+            world.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    world.hosts[0].daemon = None;
+    assert_eq!(status.code(), Some(1), "{}", world.logs());
+    assert!(world.log(0).contains("was deleted"), "{}", world.logs());
+    let tables = world.hosts[0]
+        .ns
+        .exec("nft", &["list", "tables"], None)
+        .unwrap();
+    assert!(!tables.contains("nlb_"), "{tables}");
+    // The supervisor's part: the interface is back, the daemon is started again.
+    let run = |args: &[&str]| {
+        let status = Command::new("ip").args(args).status().unwrap();
+        assert!(status.success(), "ip {args:?}");
+    };
+    run(&[
+        "-n", &switch, "link", "add", "p1", "type", "veth", "peer", "name", "eth0", "netns", &name,
+    ]);
+    run(&["-n", &switch, "link", "set", "p1", "master", "br0", "up"]);
+    run(&["-n", &name, "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    run(&["-n", &name, "link", "set", "eth0", "up"]);
+    world.start_daemon(0);
+    world.wait_converged();
+    world.serve_all();
+}

@@ -52,6 +52,7 @@ use nlb_core::time::Instant;
 use nlb_linux::host::{
     DaemonLock, add_vip, interface_index, interface_mac, join_group, remove_vip,
 };
+use nlb_linux::netlink::{LinkEvent, watch_link};
 use nlb_linux::nft::apply;
 use nlb_linux::packet::{AsyncPacketSocket, PacketSocket};
 use nlb_linux::ruleset::{RuleState, Ruleset};
@@ -182,6 +183,9 @@ const HELD_HEARTBEATS: usize = 16;
 /// How often the snapshot for control and metrics clients is refreshed, at most, when
 /// nothing forces it.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(20);
+/// How often the daemon checks that its nft tables are there (a lease refresh that
+/// fails notices a missing `inet` table sooner).
+const TABLE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Whether `frame` is an nlb heartbeat (EtherType 0x88B5, tagged or not).
 fn is_heartbeat(frame: &[u8]) -> bool {
@@ -230,6 +234,10 @@ struct Daemon {
     /// Until when the kernel may honour the last lease refresh.
     lease_until: std::time::Instant,
     counting: bool,
+    send_failing: bool,
+    checking_tables: bool,
+    /// The next batch replaces every table (some went missing).
+    full_apply: bool,
     config: Config,
     lease: Duration,
     kernel: Kernel,
@@ -315,9 +323,20 @@ impl Daemon {
         self.publish();
     }
 
-    fn send(&self, frame: &[u8]) {
-        if let Err(err) = self.socket.get_ref().send(frame) {
-            tracing::warn!(event = "nlb.send_failed", error = %err);
+    /// Sends one frame; a failure is logged when sending starts to fail, not per frame.
+    fn send(&mut self, frame: &[u8]) {
+        match self.socket.get_ref().send(frame) {
+            Ok(()) if self.send_failing => {
+                self.send_failing = false;
+                tracing::info!(event = "nlb.send_recovered");
+            }
+            Ok(()) => {}
+            Err(err) if !self.send_failing => {
+                self.send_failing = true;
+                tracing::warn!(event = "nlb.send_failed", error = %err,
+                    "frames cannot be sent on the interface; logged once until they can");
+            }
+            Err(_) => {}
         }
     }
 
@@ -355,11 +374,12 @@ impl Daemon {
         let batches = self.ruleset().batches();
         // Healthy: only the inet (and netdev) table changes. Failing: everything, since
         // whatever failed may have taken the tables with it.
-        let batches = if self.healthy {
+        let batches = if self.healthy && !self.full_apply {
             batches[1..].to_vec()
         } else {
             batches
         };
+        self.full_apply = false;
         self.next_apply_id += 1;
         self.in_flight = Some((self.next_apply_id, self.rules.clone()));
         self.apply_dirty = false;
@@ -428,6 +448,27 @@ impl Daemon {
                     }
                 }
             }
+            Done::VipAdded { vip, result } => match result {
+                Ok(()) => {
+                    self.stats.vips_restored += 1;
+                    self.publish_now = true;
+                    tracing::warn!(event = "nlb.vip_restored", vip = %vip,
+                        "a VIP was removed from the interface by hand; it is back");
+                }
+                Err(err) => tracing::error!(event = "nlb.vip_restore_failed", vip = %vip,
+                    error = %err, "cannot put the VIP back; check `ip addr` on the interface"),
+            },
+            Done::Tables { missing } => {
+                self.checking_tables = false;
+                if !missing.is_empty() {
+                    self.stats.tables_restored += 1;
+                    self.publish_now = true;
+                    tracing::warn!(event = "nlb.tables_restored", missing = ?missing,
+                        "nlb's nft tables were removed (nft flush ruleset?); putting them back");
+                    self.full_apply = true;
+                    self.apply_dirty = true;
+                }
+            }
             Done::Connections(count) => {
                 self.counting = false;
                 self.connections = count;
@@ -478,6 +519,73 @@ impl Daemon {
         self.kernel.submit(Job::Lease {
             command: self.ruleset().lease_refresh(),
         });
+    }
+
+    /// Checks, off the loop, that nlb's tables are all there.
+    fn check_tables(&mut self) {
+        if self.checking_tables {
+            return;
+        }
+        self.checking_tables = true;
+        let table = self.ruleset().table();
+        let mut tables = vec![format!("arp {table}"), format!("inet {table}")];
+        if self.config.cluster.mode == ClusterMode::Unicast {
+            tables.push(format!("netdev {table}"));
+        }
+        self.kernel.submit(Job::CheckTables { tables });
+    }
+
+    /// Something happened to the interface. `Err` ends the daemon.
+    fn link_event(&mut self, event: LinkEvent) -> Result<(), CliError> {
+        let interface = self.config.cluster.interface.clone();
+        match event {
+            LinkEvent::Deleted => {
+                tracing::error!(event = "nlb.interface_deleted", interface = %interface);
+                return Err(CliError::failed(format!(
+                    "the interface {interface} was deleted; nlb exits so that its service \
+                     manager restarts it (systemd: Restart=on-failure) once {interface} is back"
+                )));
+            }
+            LinkEvent::State { up, carrier } => {
+                if up && carrier {
+                    tracing::info!(event = "nlb.link_up", interface = %interface);
+                } else {
+                    tracing::warn!(event = "nlb.link_down", interface = %interface, up, carrier,
+                        "no frames pass; peers will see this host leave, and it will rejoin \
+                         when the link is back");
+                }
+            }
+            LinkEvent::Mac(mac) if mac != self.mac => {
+                tracing::warn!(event = "nlb.mac_changed", interface = %interface,
+                    from = %self.mac, to = %mac, "rejoining the cluster with the new MAC");
+                let now = self.clock.now();
+                let mut config = self.config.clone();
+                config.host.initial_state = match self.node.state() {
+                    HostState::Stopped => InitialState::Stopped,
+                    HostState::Suspended => InitialState::Suspended,
+                    _ => InitialState::Started,
+                };
+                let key = config
+                    .cluster
+                    .key_file
+                    .as_deref()
+                    .map(read_key)
+                    .transpose()?;
+                self.mac = mac;
+                self.incarnation += 1;
+                self.node = Node::new(config, mac, self.incarnation, key, now);
+                if !self.healthy {
+                    self.node.handle_dataplane(now, false);
+                }
+                self.publish_now = true;
+            }
+            LinkEvent::Mac(_) => {}
+            LinkEvent::AddressRemoved(ip) if self.config.cluster.vips.contains(&ip) => {
+                self.kernel.submit(Job::AddVip { interface, vip: ip });
+            }
+            LinkEvent::AddressRemoved(_) => {}
+        }
+        Ok(())
     }
 
     fn count_connections(&mut self) {
@@ -808,6 +916,9 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
         lease_in_flight: false,
         lease_until,
         counting: false,
+        send_failing: false,
+        checking_tables: false,
+        full_apply: false,
         config,
         lease,
         kernel,
@@ -826,6 +937,9 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     };
     daemon.flush();
 
+    let (link_tx, mut link_events) = tokio::sync::mpsc::unbounded_channel();
+    watch_link(ifindex, mac, move |event| link_tx.send(event).is_ok())
+        .map_err(|e| fail("watching the interface (netlink)")(e.to_string()))?;
     let (request_tx, mut requests) = tokio::sync::mpsc::channel::<Request>(64);
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(crate::control::serve(
@@ -856,7 +970,10 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain_tick = tokio::time::interval(Duration::from_millis(500));
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut table_tick = tokio::time::interval(TABLE_CHECK_INTERVAL);
+    table_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+    let mut exit = Ok(());
     loop {
         let deadline = daemon.clock.deadline(daemon.node.poll_timeout());
         let retry = daemon.retry_at.unwrap_or_else(far);
@@ -884,6 +1001,13 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
                 daemon.start_apply();
             }
             Some(request) = requests.recv() => daemon.answer(request),
+            Some(event) = link_events.recv() => {
+                if let Err(err) = daemon.link_event(event) {
+                    exit = Err(err);
+                    break;
+                }
+            }
+            _ = table_tick.tick() => daemon.check_tables(),
             _ = watchdog.tick() => notifier.notify("WATCHDOG=1"),
             _ = sighup.recv() => {
                 notifier.notify("RELOADING=1");
@@ -932,5 +1056,5 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     let _ = apply(&[daemon.ruleset().teardown()]);
     let _ = std::fs::remove_file(&control_path);
     tracing::info!(event = "nlb.stopped");
-    Ok(())
+    exit
 }

@@ -39,6 +39,8 @@ struct World {
     _switch: NetNs,
     /// One `--run-dir` for every daemon (as `/run` shared between namespaces), if set.
     shared_run: Option<PathBuf>,
+    /// A directory put first on the daemons' PATH (to put a failing `nft` there).
+    path_first: Option<PathBuf>,
 }
 
 impl Drop for World {
@@ -62,6 +64,11 @@ impl World {
 
     /// As [`World::build`]; with `shared_run`, every daemon gets the same `--run-dir`.
     fn build_with(hosts: u8, extra: &str, shared_run: bool) -> World {
+        World::build_full(hosts, extra, shared_run, None)
+    }
+
+    /// As [`World::build_with`], with `path_first` first on the daemons' PATH.
+    fn build_full(hosts: u8, extra: &str, shared_run: bool, path_first: Option<PathBuf>) -> World {
         let Segment {
             switch,
             hosts: namespaces,
@@ -75,6 +82,7 @@ impl World {
             client,
             _switch: switch,
             shared_run: None,
+            path_first: None,
         };
         for (id, ns) in (1..=hosts).zip(namespaces) {
             let socket = world.dir.path().join(format!("h{id}.sock"));
@@ -109,6 +117,7 @@ impl World {
         if shared_run {
             world.shared_run = Some(world.dir.path().join("run"));
         }
+        world.path_first = path_first;
         for index in 0..world.hosts.len() {
             world.start_daemon(index);
         }
@@ -122,8 +131,13 @@ impl World {
             .shared_run
             .clone()
             .unwrap_or_else(|| self.dir.path().join(format!("run{}", host.id)));
+        let mut command = Command::new("ip");
+        if let Some(first) = &self.path_first {
+            let path = std::env::var("PATH").unwrap_or_default();
+            command.env("PATH", format!("{}:{path}", first.display()));
+        }
         host.daemon = Some(
-            Command::new("ip")
+            command
                 .args(["netns", "exec", host.ns.name(), nlb(), "run", "--config"])
                 .arg(&host.config)
                 .arg("--run-dir")
@@ -618,4 +632,72 @@ fn interface_deleted_daemon_exits_nonzero() {
     world.start_daemon(0);
     world.wait_converged();
     world.serve_all();
+}
+
+/// Fail closed: while nft fails on host 1 (an `nft` first on its PATH that refuses
+/// while a flag file exists, and its tables flushed so that its lease refresh fails),
+/// host 1 owns and announces nothing and keeps retrying; host 2 keeps its own share (the
+/// map still names host 1 for the rest, so nobody claims them twice), and nobody
+/// declares a failover. When nft works again, host 1 restores its tables and its share.
+#[test]
+fn failing_nft_fails_closed() {
+    if !require_root("failing_nft_fails_closed") {
+        return;
+    }
+    let fake = tempfile::tempdir().unwrap();
+    let flag = fake.path().join("fail");
+    let real = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("nft installed");
+    let script = fake.path().join("nft");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ -e {} ]; then echo 'Error: injected failure' >&2; exit 1; fi\nexec {real} \"$@\"\n",
+            flag.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let world = World::build_full(2, "", false, Some(fake.path().to_owned()));
+    world.wait_converged();
+    let owned = |w: &World, i: usize| {
+        w.ctl(i, "query")
+            .map(|q| q["owned_buckets"][0].as_u64().unwrap_or(99))
+    };
+    std::fs::write(&flag, "").unwrap();
+    world.hosts[0]
+        .ns
+        .exec("nft", &["flush", "ruleset"], None)
+        .unwrap();
+    world.wait_for("host 1 failing closed", Duration::from_secs(5), |w| {
+        w.ctl(0, "query").is_some_and(|q| {
+            q["daemon"]["dataplane_healthy"] == false && q["owned_buckets"][0] == 0
+        })
+    });
+    // It stays closed while nft fails, and keeps retrying.
+    let failures = |w: &World| {
+        w.ctl(0, "query")
+            .and_then(|q| q["daemon"]["nft_failures"].as_u64())
+            .unwrap_or(0)
+    };
+    let before = failures(&world);
+    world.wait_for("more retries", Duration::from_secs(5), |w| {
+        failures(w) >= before + 2
+    });
+    assert_eq!(owned(&world, 0), Some(0));
+    assert_eq!(owned(&world, 1), Some(128));
+    assert!(world.log(0).contains("nlb.dataplane_failed"));
+    std::fs::remove_file(&flag).unwrap();
+    world.wait_for("host 1 back", Duration::from_secs(5), |w| {
+        w.ctl(0, "query")
+            .is_some_and(|q| q["daemon"]["dataplane_healthy"] == true)
+            && owned(w, 0) == Some(128)
+            && owned(w, 1) == Some(128)
+    });
+    world.serve_all();
+    let logs = world.logs();
+    assert!(!logs.contains("nlb.peer_down"), "a failover:\n{logs}");
 }

@@ -37,6 +37,23 @@
 //!    pause (a stopped VM, say) a release the node decides is applied before the
 //!    lease that follows. Frames already queued are read before any timeout is judged.
 //!
+//! # Watched kernel state
+//!
+//! The interface is watched over rtnetlink ([`nlb_linux::netlink`]): deleted, the daemon
+//! exits non-zero with a message saying so (its supervisor restarts it once the
+//! interface is back); down and up are logged; a new MAC makes the host rejoin with it;
+//! a VIP removed by hand is put back (`nlb.vip_restored`). Every
+//! [`TABLE_CHECK_INTERVAL`] the kernel thread checks that nlb's tables are there and, if
+//! one is gone (`nft flush ruleset`), the whole ruleset goes in again
+//! (`nlb.tables_restored`); a missing `inet` table is noticed sooner, by the next lease
+//! refresh failing.
+//!
+//! # One daemon per cluster per network namespace
+//!
+//! The lock is keyed by interface, cluster id and network namespace, the nft tables are
+//! named after the interface and the cluster, and a control socket that answers is never
+//! taken over.
+//!
 //! Start-up order matters: the ARP table goes in before the VIPs are added, so the kernel
 //! never answers ARP for a VIP with its own MAC, not even for a moment. On SIGTERM or
 //! SIGINT it releases everything, tells its peers it stops, then removes its VIPs and

@@ -357,9 +357,15 @@ impl Daemon {
         }
     }
 
-    /// Publishes the snapshot for control and metrics clients, if it is due.
+    /// Publishes the snapshot for control and metrics clients, if it is due. Not while
+    /// heartbeats are held back: what `nlb query` shows is never ahead of what the peers
+    /// have been told.
     fn publish(&mut self) {
         if !self.publish_now && self.last_snapshot.elapsed() < SNAPSHOT_INTERVAL {
+            return;
+        }
+        if !self.held.is_empty() {
+            self.publish_now = true;
             return;
         }
         self.publish_now = false;
@@ -1074,4 +1080,41 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     let _ = std::fs::remove_file(&control_path);
     tracing::info!(event = "nlb.stopped");
     exit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(buckets: &[u16]) -> RuleState {
+        let mut owned = BucketBitmap::new(nlb_core::buckets::BUCKETS);
+        for &bucket in buckets {
+            owned.insert(bucket);
+        }
+        RuleState {
+            owned,
+            keep_established: true,
+        }
+    }
+
+    #[test]
+    fn a_release_is_a_bucket_the_kernel_has_and_the_node_gave_up() {
+        assert!(!releases(&[rule(&[1, 2])], &[rule(&[1, 2, 3])]), "a claim");
+        assert!(releases(&[rule(&[1, 2])], &[rule(&[1])]));
+        assert!(releases(&[rule(&[]), rule(&[7])], &[rule(&[]), rule(&[])]));
+        assert!(!releases(&[rule(&[])], &[rule(&[])]));
+    }
+
+    #[test]
+    fn heartbeats_are_recognised_tagged_or_not() {
+        let mut frame = vec![0u8; 64];
+        frame[12..14].copy_from_slice(&[0x88, 0xb5]);
+        assert!(is_heartbeat(&frame));
+        frame[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(!is_heartbeat(&frame), "ARP goes at once");
+        frame[12..14].copy_from_slice(&[0x81, 0x00]);
+        frame[16..18].copy_from_slice(&[0x88, 0xb5]);
+        assert!(is_heartbeat(&frame));
+        assert!(!is_heartbeat(&frame[..10]));
+    }
 }

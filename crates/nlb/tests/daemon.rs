@@ -701,3 +701,72 @@ fn failing_nft_fails_closed() {
     let logs = world.logs();
     assert!(!logs.contains("nlb.peer_down"), "a failover:\n{logs}");
 }
+
+/// CPU ticks (user + system) of process `pid`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A UDP flood through the VIP and to host 1's own address: the socket filter keeps it
+/// away from the daemon (its CPU share is printed and bounded), and nobody fails over.
+#[test]
+fn flood_costs_the_daemon_nothing_and_fails_nothing_over() {
+    if !require_root("flood_costs_the_daemon_nothing_and_fails_nothing_over") {
+        return;
+    }
+    let world = World::build(2, "");
+    world.wait_converged();
+    let pid = world.hosts[0].daemon.as_ref().unwrap().id();
+    let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as f64;
+    let rx = || {
+        world.hosts[0]
+            .ns
+            .exec("cat", &["/sys/class/net/eth0/statistics/rx_packets"], None)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let (ticks, packets, started) = (cpu_ticks(pid), rx(), Instant::now());
+    let sent = World::inside(&world.client, || {
+        let socket = std::net::UdpSocket::bind("198.18.0.100:0").unwrap();
+        let end = Instant::now() + Duration::from_secs(3);
+        let mut sent = 0u64;
+        while Instant::now() < end {
+            for _ in 0..500 {
+                for target in [(VIP, 9999), (Ipv4Addr::new(198, 18, 0, 1), 9999)] {
+                    if socket.send_to(b"not for nlb", target).is_ok() {
+                        sent += 1;
+                    }
+                }
+            }
+        }
+        sent
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = (cpu_ticks(pid) - ticks) as f64 / ticks_per_second / elapsed;
+    let rate = (rx() - packets) as f64 / elapsed;
+    println!(
+        "flood: {sent} datagrams sent, {rate:.0} packets/s at host 1; daemon CPU {:.2}% of a core",
+        cpu * 100.0
+    );
+    assert!(
+        rate > 10_000.0,
+        "the flood was too slow to show anything: {rate:.0}/s"
+    );
+    assert!(
+        cpu < 0.10,
+        "the daemon used {:.1}% of a core for {rate:.0} foreign packets/s",
+        cpu * 100.0
+    );
+    world.serve_all();
+    let logs = world.logs();
+    assert!(!logs.contains("nlb.peer_down"), "a failover:\n{logs}");
+}

@@ -56,17 +56,18 @@ ports = "80"
 protocol = "tcp"
 affinity = "single"
 EOF
-ip netns exec "$h" "$nlb" serve-http --bind 198.18.0.1:80 --name host1 >/dev/null 2>&1 &
-pids+=($!)
 ip netns exec "$h" "$nlb" run --config "$dir/h1.toml" --run-dir "$dir/run" 2>"$dir/h1.log" &
 pids+=($!)
 # The daemon's own pid (ip netns exec execs it).
-daemon=${pids[1]}
+daemon=${pids[0]}
 for _ in $(seq 100); do
   "$nlb" query --json --socket "$dir/h1.sock" 2>/dev/null | grep -q '"state":"converged"' && break
   sleep 0.1
 done
 "$nlb" query --json --socket "$dir/h1.sock" | grep -q '"state":"converged"' || { cat "$dir/h1.log"; exit 1; }
+# One server on every address (the VIP is on eth0 now): the same server on both paths.
+ip netns exec "$h" "$nlb" serve-http --bind 0.0.0.0:80 --name host1 >/dev/null 2>&1 &
+pids+=($!)
 ip netns exec "$c" ping -c1 -W1 198.18.0.10 >/dev/null || true
 
 # CPU ticks of the daemon and of its `nft -i` lease session (a child process).
@@ -116,16 +117,22 @@ for target in none 198.18.0.1 198.18.0.10 none; do
 done
 echo
 
-echo "## B. wrk on the host's own address, daemon running against paused"
+echo "## B. wrk on the host's own address, daemon running against paused; C. the VIP"
 echo
-runs_on=() runs_off=()
+runs_on=() runs_off=() runs_vip=()
 for i in $(seq "$rounds"); do
-  for state in on off; do
+  for state in on off vip; do
     [ "$state" = off ] && kill -STOP "$daemon"
-    out=$(ip netns exec "$c" wrk -t2 -c32 -d"${seconds}s" http://198.18.0.1/ 2>&1)
+    target=198.18.0.1
+    [ "$state" = vip ] && target=198.18.0.10
+    out=$(ip netns exec "$c" wrk -t2 -c32 -d"${seconds}s" "http://$target/" 2>&1)
     [ "$state" = off ] && kill -CONT "$daemon"
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    if [ "$state" = on ]; then runs_on+=("$rps"); else runs_off+=("$rps"); fi
+    case $state in
+      on) runs_on+=("$rps") ;;
+      off) runs_off+=("$rps") ;;
+      vip) runs_vip+=("$rps") ;;
+    esac
     # Let a resumed daemon settle (it re-checks its view) before the next run.
     [ "$state" = off ] && for _ in $(seq 50); do
       "$nlb" query --json --socket "$dir/h1.sock" 2>/dev/null | grep -q '"state":"converged"' && break
@@ -134,12 +141,14 @@ for i in $(seq "$rounds"); do
   done
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-m_on=$(median "${runs_on[@]}"); m_off=$(median "${runs_off[@]}")
-echo "| daemon | runs (req/s) | median |"
+m_on=$(median "${runs_on[@]}"); m_off=$(median "${runs_off[@]}"); m_vip=$(median "${runs_vip[@]}")
+echo "| path | runs (req/s) | median |"
 echo "|---|---|---|"
-echo "| running | ${runs_on[*]} | $m_on |"
-echo "| paused (SIGSTOP) | ${runs_off[*]} | $m_off |"
+echo "| own address, daemon running | ${runs_on[*]} | $m_on |"
+echo "| own address, daemon paused (SIGSTOP): bare | ${runs_off[*]} | $m_off |"
+echo "| the VIP of the 1-host cluster | ${runs_vip[*]} | $m_vip |"
 echo
-awk -v a="$m_on" -v b="$m_off" 'BEGIN { printf "running / paused: **%.3f**\n", a / b }'
+awk -v a="$m_on" -v b="$m_off" 'BEGIN { printf "own address, running / paused: **%.3f**\n", a / b }'
+awk -v a="$m_vip" -v b="$m_off" 'BEGIN { printf "VIP / bare direct: **%.3f**\n", a / b }'
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg); peer_down events: $(grep -c nlb.peer_down "$dir/h1.log" || true)"

@@ -298,6 +298,25 @@ impl Ruleset<'_> {
         vec![replace("arp", self.arp_table()), second]
     }
 
+    /// A batch that removes the tables of the name nlb used before table names carried
+    /// the cluster (`nlb_` and the interface with `_` for anything but letters and
+    /// digits), which a daemon killed before an upgrade leaves behind; its `inet` table
+    /// would drop every new connection to the VIP once its lease ran out.
+    pub fn legacy_teardown(&self) -> String {
+        let cleaned: String = self
+            .config
+            .cluster
+            .interface
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let table = format!("nlb_{cleaned}");
+        ["arp", "netdev", "inet"]
+            .iter()
+            .map(|family| format!("table {family} {table} {{}}\ndelete table {family} {table}\n"))
+            .collect()
+    }
+
     /// A batch that removes every table of this name.
     pub fn teardown(&self) -> String {
         let table = self.table();

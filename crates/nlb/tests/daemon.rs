@@ -770,3 +770,29 @@ fn flood_costs_the_daemon_nothing_and_fails_nothing_over() {
     let logs = world.logs();
     assert!(!logs.contains("nlb.peer_down"), "a failover:\n{logs}");
 }
+
+/// Tables of the name nlb used before names carried the cluster (`nlb_eth0`), left by a
+/// daemon killed before an upgrade, are removed when the daemon starts.
+#[test]
+fn legacy_tables_are_removed_at_start() {
+    if !require_root("legacy_tables_are_removed_at_start") {
+        return;
+    }
+    let mut world = World::build(1, "");
+    world.wait_converged();
+    world.stop_daemon(0);
+    world.hosts[0]
+        .ns
+        .nft(
+            "table inet nlb_eth0 {\n\tchain pre {\n\t\ttype filter hook prerouting priority -150; policy accept;\n\t\tip daddr 198.18.0.10 drop\n\t}\n}\ntable arp nlb_eth0 {\n}\n",
+        )
+        .unwrap();
+    world.start_daemon(0);
+    world.wait_converged();
+    let tables = world.hosts[0]
+        .ns
+        .exec("nft", &["list", "tables"], None)
+        .unwrap();
+    assert!(!tables.contains("nlb_eth0\n"), "{tables}");
+    world.serve_all();
+}

@@ -852,6 +852,8 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
         rules: &rules,
         lease,
     };
+    // Leftovers of a daemon killed before table names carried the cluster.
+    let _ = apply(&[ruleset.legacy_teardown()]);
     apply(&ruleset.batches()).map_err(|e| fail("nft")(e.to_string()))?;
     let lease_until = std::time::Instant::now() + lease;
     for &vip in &config.cluster.vips {

@@ -43,8 +43,9 @@ pub(crate) struct Snapshot {
     pub(crate) daemon: DaemonStats,
 }
 
-/// The daemon's own health and counters, beside the node's.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+/// The daemon's own health and counters, beside the node's. The default is healthy
+/// (what an older daemon, which does not send these, was).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct DaemonStats {
     /// Whether the last nft apply and lease refresh succeeded (false: failing closed).
     pub(crate) dataplane_healthy: bool,
@@ -60,6 +61,20 @@ pub(crate) struct DaemonStats {
     pub(crate) tables_restored: u64,
     /// VIPs found removed and re-added.
     pub(crate) vips_restored: u64,
+}
+
+impl Default for DaemonStats {
+    fn default() -> DaemonStats {
+        DaemonStats {
+            dataplane_healthy: true,
+            nft_failures: 0,
+            lease_failures: 0,
+            heartbeats_held: 0,
+            frame_cap_hits: 0,
+            tables_restored: 0,
+            vips_restored: 0,
+        }
+    }
 }
 
 /// A command for the protocol loop, with where to send its answer.

@@ -921,10 +921,7 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
         now: clock.now(),
         epoch_unix: clock.start_unix,
         connections: 0,
-        daemon: DaemonStats {
-            dataplane_healthy: true,
-            ..DaemonStats::default()
-        },
+        daemon: DaemonStats::default(),
     };
     let (snapshots, snapshot_rx) = watch::channel(Arc::new(first));
     let mut daemon = Daemon {
@@ -951,10 +948,7 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
         clock,
         mac,
         incarnation,
-        stats: DaemonStats {
-            dataplane_healthy: true,
-            ..DaemonStats::default()
-        },
+        stats: DaemonStats::default(),
         snapshots,
         last_snapshot: std::time::Instant::now(),
         publish_now: true,

@@ -236,8 +236,9 @@ struct Daemon {
     rules: Vec<RuleState>,
     /// What the kernel was last told, successfully.
     applied: Vec<RuleState>,
-    /// The batch on the kernel thread: its id and the rules it applies.
-    in_flight: Option<(u64, Vec<RuleState>)>,
+    /// The batch on the kernel thread: its id, the rules it applies, and whether it
+    /// replaces every table.
+    in_flight: Option<(u64, Vec<RuleState>, bool)>,
     /// Whether `rules` changed since the last batch was queued.
     apply_dirty: bool,
     next_apply_id: u64,
@@ -285,7 +286,10 @@ impl Daemon {
         if lease_over && !self.healthy {
             return false;
         }
-        let in_flight = self.in_flight.as_ref().map(|(_, rules)| rules.as_slice());
+        let in_flight = self
+            .in_flight
+            .as_ref()
+            .map(|(_, rules, _)| rules.as_slice());
         releases(&self.applied, &self.rules)
             || in_flight.is_some_and(|rules| releases(rules, &self.rules))
     }
@@ -359,7 +363,8 @@ impl Daemon {
 
     /// Publishes the snapshot for control and metrics clients, if it is due. Not while
     /// heartbeats are held back: what `nlb query` shows is never ahead of what the peers
-    /// have been told.
+    /// have been told (except right after an operator's command, whose answer has
+    /// already said the new state).
     fn publish(&mut self) {
         if !self.publish_now && self.last_snapshot.elapsed() < SNAPSHOT_INTERVAL {
             return;
@@ -368,6 +373,10 @@ impl Daemon {
             self.publish_now = true;
             return;
         }
+        self.publish_snapshot();
+    }
+
+    fn publish_snapshot(&mut self) {
         self.publish_now = false;
         self.last_snapshot = std::time::Instant::now();
         self.stats.dataplane_healthy = self.healthy;
@@ -397,14 +406,11 @@ impl Daemon {
         let batches = self.ruleset().batches();
         // Healthy: only the inet (and netdev) table changes. Failing: everything, since
         // whatever failed may have taken the tables with it.
-        let batches = if self.healthy && !self.full_apply {
-            batches[1..].to_vec()
-        } else {
-            batches
-        };
+        let full = !self.healthy || self.full_apply;
+        let batches = if full { batches } else { batches[1..].to_vec() };
         self.full_apply = false;
         self.next_apply_id += 1;
-        self.in_flight = Some((self.next_apply_id, self.rules.clone()));
+        self.in_flight = Some((self.next_apply_id, self.rules.clone(), full));
         self.apply_dirty = false;
         self.kernel.submit(Job::Apply {
             id: self.next_apply_id,
@@ -438,11 +444,16 @@ impl Daemon {
     fn handle_done(&mut self, done: Done) {
         match done {
             Done::Applied { id, result, at } => {
-                let Some((sent_id, rules)) = self.in_flight.take() else {
+                let Some((sent_id, rules, full)) = self.in_flight.take() else {
                     return;
                 };
                 debug_assert_eq!(id, sent_id);
                 match result {
+                    Ok(()) if !self.healthy && !full => {
+                        // Queued before the failure: the whole ruleset still has to go in.
+                        self.applied = rules;
+                        self.apply_dirty = true;
+                    }
                     Ok(()) => {
                         self.applied = rules;
                         if !self.healthy {
@@ -710,8 +721,9 @@ impl Daemon {
                 .handle_command(now, NodeCommand::SetConnections(count));
         }
         let answer = self.command(line.trim());
-        self.publish_now = true;
         self.flush();
+        // A query after the answer must not show the state before the command.
+        self.publish_snapshot();
         let _ = reply.send(answer);
     }
 

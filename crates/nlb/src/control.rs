@@ -205,6 +205,8 @@ pub(crate) async fn serve(
     requests: mpsc::Sender<Request>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CLIENTS));
+    // Turned-away clients are logged at most once per 10 s, so a flood cannot fill the log.
+    let mut last_warned: Option<std::time::Instant> = None;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -216,11 +218,14 @@ pub(crate) async fn serve(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(
-                event = "nlb.control_busy",
-                clients = MAX_CLIENTS,
-                "too many control clients at once; one turned away"
-            );
+            if last_warned.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                last_warned = Some(std::time::Instant::now());
+                tracing::warn!(
+                    event = "nlb.control_busy",
+                    clients = MAX_CLIENTS,
+                    "too many control clients at once; new ones are turned away"
+                );
+            }
             continue;
         };
         let snapshots = snapshots.clone();

@@ -796,3 +796,44 @@ fn legacy_tables_are_removed_at_start() {
     assert!(!tables.contains("nlb_eth0\n"), "{tables}");
     world.serve_all();
 }
+
+/// Requests over the size limits are refused with a reason, and the daemon goes on.
+#[test]
+fn oversized_requests_are_refused() {
+    if !require_root("oversized_requests_are_refused") {
+        return;
+    }
+    let world = World::build(1, "[metrics]\nlisten = \"127.0.0.1:9102\"\n");
+    world.wait_converged();
+    let mut stream = std::os::unix::net::UnixStream::connect(&world.hosts[0].socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(&[b'x'; 5000]).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.contains("longer than 4096 bytes"), "{answer}");
+    let status = World::inside(&world.hosts[0].ns, || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", 9102)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut request = b"GET /metrics HTTP/1.1\r\nX-Big: ".to_vec();
+        request.extend(std::iter::repeat_n(b'a', 20_000));
+        request.extend_from_slice(b"\r\n\r\n");
+        let _ = stream.write_all(&request);
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    });
+    assert!(
+        status.is_empty() || status.starts_with("HTTP/1.1 431"),
+        "{status}"
+    );
+    assert!(world.ctl(0, "query").is_some_and(|q| q["ok"] == true));
+    assert!(
+        scrape(&world.hosts[0].ns)
+            .unwrap()
+            .contains("nlb_dataplane_healthy 1")
+    );
+}

@@ -89,8 +89,9 @@
 //!
 //! # ARP
 //!
-//! Participating hosts answer requests and probes for the VIPs with the cluster MAC as
-//! the ARP sender address, sent to the requester's ARP sender address (RFC 826), from
+//! The two lowest ids of the view ([`ARP_RESPONDERS`]) answer requests and probes for
+//! the VIPs (a 64-host cluster does not answer each request 64 times) with the cluster
+//! MAC as the ARP sender address, sent to the requester's ARP sender address (RFC 826), from
 //! the host's own Ethernet address. They announce the VIPs (RFC 5227 §2.3) when they
 //! join and when they take over a departed host's buckets, with copies more than 1 s
 //! apart so that Linux's `locktime` does not ignore them. An ARP packet claiming a VIP
@@ -139,6 +140,8 @@ pub const EQUAL_WEIGHT: u32 = 100;
 pub const MACS_PER_HOST_ID: usize = 2;
 /// Replay windows kept before those of senders that are no longer peers are dropped.
 pub const REPLAY_TABLE_LIMIT: usize = 4 * 64;
+/// Hosts of a view that answer ARP requests for the VIPs: a responder and a backup.
+pub const ARP_RESPONDERS: usize = 2;
 /// At most one [`Event::HeartbeatDropped`] per reason in this time.
 pub const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -595,6 +598,8 @@ pub struct Node {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Whether the daemon's data plane does what the node asked ([`Node::handle_dataplane`]).
+    dataplane_healthy: bool,
 }
 
 impl Node {
@@ -681,6 +686,7 @@ impl Node {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            dataplane_healthy: true,
             config,
         };
         if node.admin == Admin::Started && !node.suspended {
@@ -723,6 +729,17 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.detect_stall(now);
         self.update(now);
+    }
+
+    /// Tells the node whether the data plane applies what it asks (the daemon's nft
+    /// batches and lease refreshes succeed). While it does not, the host fails closed: it
+    /// accepts no new buckets, so it owns nothing and its heartbeats say so; connections
+    /// it has are kept. When it is healthy again, ownership comes back as usual.
+    pub fn handle_dataplane(&mut self, now: Instant, healthy: bool) {
+        if self.dataplane_healthy != healthy {
+            self.dataplane_healthy = healthy;
+            self.update(now);
+        }
     }
 
     /// Applies an operator command and returns the resulting state.
@@ -1690,7 +1707,7 @@ impl Node {
 
     fn update_ownership(&mut self, now: Instant) {
         let participating = self.participating();
-        let accepting_new = participating && self.admin == Admin::Started;
+        let accepting_new = participating && self.admin == Admin::Started && self.dataplane_healthy;
         // A misconfigured host takes no new connections but keeps the ones it has.
         let keep_established = self.admin != Admin::Stopped && !self.suspended;
         let acked = self
@@ -1926,8 +1943,19 @@ impl Node {
         }
     }
 
+    /// At most two hosts answer ARP for a VIP: the two lowest ids of the installed view
+    /// (a designated responder and its backup, so that every request is answered while
+    /// one of them fails and before the view drops it). A host outside any view, joining
+    /// or alone, answers for itself.
     fn answers_arp(&self) -> bool {
         self.participating()
+            && (!self.view.members.contains(self.id)
+                || self
+                    .view
+                    .members
+                    .iter()
+                    .take(ARP_RESPONDERS)
+                    .any(|h| h == self.id))
     }
 
     fn handle_arp(&mut self, now: Instant, eth_src: MacAddr, payload: &[u8]) {

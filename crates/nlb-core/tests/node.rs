@@ -601,3 +601,67 @@ fn replays_neither_evict_nor_revive() {
             > 0
     );
 }
+
+/// In a converged three-host cluster an ARP request for the VIP is answered by exactly
+/// two hosts (the two lowest ids), and by the third once one of them is gone from the
+/// view.
+#[test]
+fn two_hosts_answer_arp() {
+    let config = |id: u8| {
+        Config::parse(
+            &format!(
+                "[cluster]\ninterface = \"eth0\"\nvips = [\"198.18.0.10\"]\n[host]\nid = {id}\n"
+            ),
+            "t.toml",
+        )
+        .unwrap()
+    };
+    let macs: Vec<MacAddr> = (1..=3).map(|i| MacAddr([0x52, 0x54, 0, 0, 0, i])).collect();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| Node::new(config(i as u8 + 1), macs[i], 1, None, ms(0)))
+        .collect();
+    let mut now = ms(0);
+    let mut run = |nodes: &mut Vec<Node>, until: Instant, alive: usize| {
+        while now < until {
+            let mut frames = Vec::new();
+            for (i, node) in nodes.iter_mut().enumerate().take(alive) {
+                node.handle_timeout(now);
+                frames.extend(std::iter::from_fn(|| node.poll_transmit()).map(|f| (i, f)));
+                while node.poll_event().is_some() || node.poll_action().is_some() {}
+            }
+            for (from, frame) in frames {
+                for (to, node) in nodes.iter_mut().enumerate().take(alive) {
+                    if to != from {
+                        node.handle_frame(now, &frame);
+                    }
+                }
+            }
+            now = now + Duration::from_millis(5);
+        }
+    };
+    run(&mut nodes, ms(2000), 3);
+    let request = arp_frame(STRANGER, ArpRepr::request(STRANGER, CLIENT, VIP));
+    let answering = |nodes: &mut Vec<Node>, alive: usize| -> Vec<usize> {
+        let at = ms(0) + Duration::from_micros(now_of(&nodes[0]));
+        (0..alive)
+            .filter(|&i| {
+                arp_out(&mut nodes[i]);
+                nodes[i].handle_frame(at, &request);
+                arp_out(&mut nodes[i])
+                    .iter()
+                    .any(|(_, arp)| arp.operation == ArpOperation::Reply)
+            })
+            .collect()
+    };
+    assert!(nodes.iter().all(|n| n.state() == HostState::Converged));
+    assert_eq!(answering(&mut nodes, 3), vec![0, 1]);
+    // Host 1 is gone: once the view drops it, hosts 2 and 3 answer.
+    let _ = nodes.remove(0);
+    run(&mut nodes, ms(3000), 2);
+    assert_eq!(answering(&mut nodes, 2), vec![0, 1]);
+}
+
+/// The time of a node's latest input, near enough: its next timeout less a period.
+fn now_of(node: &Node) -> u64 {
+    node.poll_timeout().micros().saturating_sub(10_000)
+}

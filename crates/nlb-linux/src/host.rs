@@ -67,7 +67,16 @@ pub fn join_group(group: Ipv4Addr, ifindex: u32) -> io::Result<socket2::Socket> 
     Ok(socket)
 }
 
-/// An exclusive lock on one interface and cluster, held for the daemon's life.
+/// The inode of the calling thread's network namespace (`/proc/thread-self/ns/net`),
+/// which names the namespace on this machine.
+pub fn netns_inode() -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino())
+}
+
+/// An exclusive lock on one interface and cluster in one network namespace, held for
+/// the daemon's life. Daemons in different namespaces that share `/run` (plain
+/// `ip netns exec`, containers) do not see each other's locks.
 #[derive(Debug)]
 pub struct DaemonLock {
     _lock: nix::fcntl::Flock<File>,
@@ -75,11 +84,22 @@ pub struct DaemonLock {
 }
 
 impl DaemonLock {
-    /// Takes the lock for `interface` and `cluster_id` in `dir`, or says which process
-    /// holds it.
+    /// Takes the lock for `interface` and `cluster_id` in this network namespace, in
+    /// `dir`, or says which process holds it.
     pub fn acquire(dir: &Path, interface: &str, cluster_id: u32) -> io::Result<DaemonLock> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{interface}-{cluster_id:08x}.lock"));
+        std::fs::create_dir_all(dir).map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("cannot create the lock directory {}: {err}", dir.display()),
+            )
+        })?;
+        let netns = netns_inode().map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("cannot read /proc/thread-self/ns/net ({err}); is /proc mounted?"),
+            )
+        })?;
+        let path = dir.join(format!("{interface}-{cluster_id:08x}-net{netns}.lock"));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -96,7 +116,7 @@ impl DaemonLock {
                 Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     format!(
-                        "another nlb daemon (pid {}) already runs this cluster on {interface}; stop it first (lock {})",
+                        "another nlb daemon (pid {}) already runs this cluster on {interface} in this network namespace; stop it first (lock {})",
                         holder.trim(),
                         path.display()
                     ),

@@ -1,6 +1,7 @@
 //! The thin Linux layer of nlb. All of nlb's `unsafe` code lives in this crate, in
 //! [`packet`]; everything above it is safe Rust.
 //!
+//! - [`netlink`]: watching the cluster interface (deleted, down/up, MAC, addresses).
 //! - [`netns`]: network namespaces for tests and the lab, removed when dropped.
 //! - [`packet`]: AF_PACKET sockets that send and receive whole Ethernet frames.
 //! - [`command`]: running `ip` and `nft` with errors that say what failed.
@@ -14,6 +15,7 @@
 pub mod command;
 pub mod host;
 pub mod incarnation;
+pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod packet;

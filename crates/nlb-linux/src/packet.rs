@@ -4,6 +4,22 @@
 //! its interface with `ETH_P_ALL`; otherwise frames from every interface would slip in
 //! between `socket()` and `bind()`. `PACKET_IGNORE_OUTGOING` keeps our own transmitted
 //! frames from looping back to us.
+//!
+//! **The daemon's socket filters in the kernel.** [`PacketSocket::bind`] attaches a
+//! classic BPF program ([`daemon_filter`], `SO_ATTACH_FILTER`) before it binds, so that
+//! only what the daemon handles is copied to user space: ARP (0x0806) and nlb heartbeats
+//! (0x88B5), untagged or with VLAN id 0 (priority tagged), and with one 802.1Q/802.1ad
+//! tag left in the frame. Everything else (the host's own IP traffic, the data path to
+//! the VIPs) is dropped by the kernel at the tap, for the price of a few BPF
+//! instructions. A frame whose tag the kernel took off into the packet's metadata with
+//! a VLAN id other than 0 belongs to a VLAN device on top of this interface, not to the
+//! daemon, and is dropped too. (The receive path untags 802.1Q frames before the packet
+//! taps run, so a tagged frame normally shows up that way; the in-frame case is an inner
+//! tag of QinQ, or a driver that leaves the tag.)
+//!
+//! [`PacketSocket::observe`], for `nlb watch`, has no filter: the doctor looks at the
+//! MACs of every frame (cluster MACs used as sources, IP/MAC flaps, IGMP, unicast IPv4 to
+//! cluster MACs), so it needs everything, as a capture tool does.
 
 #![allow(unsafe_code)]
 
@@ -21,9 +37,9 @@ pub struct PacketSocket {
 
 impl PacketSocket {
     /// Opens a socket on `interface` (in the calling thread's network namespace) that
-    /// receives every frame but its own.
+    /// receives the ARP frames and nlb heartbeats that others send ([`daemon_filter`]).
     pub fn bind(interface: &str) -> io::Result<PacketSocket> {
-        PacketSocket::open(interface, true)
+        PacketSocket::open(interface, true, Some(&daemon_filter()))
     }
 
     /// Opens a socket that sees every frame on `interface`, this host's own outgoing ones
@@ -32,7 +48,7 @@ impl PacketSocket {
     /// For `nlb watch`, which never sends. Read it with
     /// [`try_recv_tagged`](Self::try_recv_tagged) to keep VLAN tags.
     pub fn observe(interface: &str) -> io::Result<PacketSocket> {
-        let socket = PacketSocket::open(interface, false)?;
+        let socket = PacketSocket::open(interface, false, None)?;
         let auxdata: libc::c_int = 1;
         // SAFETY: the option value is a live c_int and its size is passed with it.
         let rc = unsafe {
@@ -55,7 +71,11 @@ impl PacketSocket {
         Ok(socket)
     }
 
-    fn open(interface: &str, ignore_outgoing: bool) -> io::Result<PacketSocket> {
+    fn open(
+        interface: &str,
+        ignore_outgoing: bool,
+        filter: Option<&[libc::sock_filter]>,
+    ) -> io::Result<PacketSocket> {
         let ifindex = nix::net::if_::if_nametoindex(interface).map_err(|err| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -79,6 +99,10 @@ impl PacketSocket {
                 return Err(io::Error::last_os_error());
             }
         }
+        if let Some(program) = filter {
+            attach_filter(&socket, program)?;
+        }
+        // Bound only now: until the filter is on, the socket (protocol 0) receives nothing.
         socket.bind(&link_address(ifindex, libc::ETH_P_ALL as u16))?;
         Ok(PacketSocket { socket, ifindex })
     }
@@ -224,6 +248,85 @@ impl PacketSocket {
         let uninit = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
         self.socket.recv(uninit)
     }
+}
+
+const ETHERTYPE_ARP: u32 = 0x0806;
+const ETHERTYPE_HEARTBEAT: u32 = nlb_wire::ethernet::ETHERTYPE_NLB_HEARTBEAT as u32;
+/// `SKF_AD_OFF + SKF_AD_VLAN_TAG`: the tag the kernel took off the frame.
+const ANCILLARY_VLAN_TAG: u32 = 0xffff_f000 + 44;
+/// `SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT`: whether it took one off.
+const ANCILLARY_VLAN_PRESENT: u32 = 0xffff_f000 + 48;
+
+/// The classic BPF program of the daemon's socket: accept (whole) ARP frames and nlb
+/// heartbeats, untagged, priority-tagged, or with one tag left in the frame; drop
+/// everything else, and frames of a VLAN whose tag the kernel took off.
+pub fn daemon_filter() -> Vec<libc::sock_filter> {
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const LD_H_ABS: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16;
+    const AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    const DROP: usize = 14;
+    const ACCEPT: usize = 15;
+    let op = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    // Jumps are relative to the next instruction: `at` is this one's index.
+    let jeq = |at: usize, k: u32, yes: usize, no: usize| libc::sock_filter {
+        code: JEQ_K,
+        jt: (yes - at - 1) as u8,
+        jf: (no - at - 1) as u8,
+        k,
+    };
+    let program = vec![
+        /* 0 */ op(LD_W_ABS, ANCILLARY_VLAN_PRESENT),
+        /* 1 */ jeq(1, 0, 5, 2),
+        /* 2 */ op(LD_W_ABS, ANCILLARY_VLAN_TAG),
+        /* 3 */ op(AND_K, 0x0fff),
+        /* 4 */ jeq(4, 0, 5, DROP),
+        /* 5 */ op(LD_H_ABS, 12),
+        /* 6 */ jeq(6, ETHERTYPE_ARP, ACCEPT, 7),
+        /* 7 */ jeq(7, ETHERTYPE_HEARTBEAT, ACCEPT, 8),
+        /* 8 */ jeq(8, 0x8100, 11, 9),
+        /* 9 */ jeq(9, 0x88a8, 11, 10),
+        /* 10 */ op(RET_K, 0),
+        /* 11 */ op(LD_H_ABS, 16),
+        /* 12 */ jeq(12, ETHERTYPE_ARP, ACCEPT, 13),
+        /* 13 */ jeq(13, ETHERTYPE_HEARTBEAT, ACCEPT, DROP),
+        /* 14 */ op(RET_K, 0),
+        /* 15 */ op(RET_K, 0x0004_0000),
+    ];
+    debug_assert_eq!(program.len(), ACCEPT + 1);
+    program
+}
+
+fn attach_filter(socket: &Socket, program: &[libc::sock_filter]) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `program`, alive for the call, with its true length; the
+    // kernel copies the program and keeps no pointer to it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&raw const fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("cannot attach the socket filter (SO_ATTACH_FILTER): {err}"),
+        ));
+    }
+    Ok(())
 }
 
 /// A `sockaddr_ll` for `ifindex` and `protocol` (host byte order).

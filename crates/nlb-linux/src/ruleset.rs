@@ -1,7 +1,7 @@
 //! The nft ruleset of one host, as a pure function of its configuration and what it owns.
 //!
-//! Three tables, each named `nlb_<interface>` so that clusters on different interfaces
-//! do not collide:
+//! Three tables, each named by [`table_name`] after the interface and the cluster, so
+//! that clusters on different interfaces, and clusters on one interface, do not collide:
 //!
 //! - **`arp`**: the kernel must never answer ARP for a VIP (the daemon answers, with the
 //!   cluster MAC), and any ARP packet the kernel sends *from* a VIP (an outbound
@@ -66,14 +66,24 @@ pub struct Ruleset<'a> {
     pub lease: Duration,
 }
 
-/// The nft table name for an interface: `nlb_` and the name with anything but letters,
-/// digits and `_` replaced by `_`.
-pub fn table_name(interface: &str) -> String {
-    let cleaned: String = interface
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("nlb_{cleaned}")
+/// The nft table name of a cluster on an interface: `nlb_`, the interface name
+/// escaped, `_`, and the cluster id in hex: `nlb_eth0_c612000a`. Letters and digits stay;
+/// `_` becomes `__` and any other character `_` and its hex code (`eth0.10` is
+/// `eth0_2e10`, `eth0_10` is `eth0__10`), so two interface names never share a table.
+pub fn table_name(interface: &str, cluster_id: u32) -> String {
+    let mut escaped = String::new();
+    for c in interface.chars() {
+        match c {
+            c if c.is_ascii_alphanumeric() => escaped.push(c),
+            '_' => escaped.push_str("__"),
+            c => {
+                for byte in c.to_string().bytes() {
+                    let _ = write!(escaped, "_{byte:02x}");
+                }
+            }
+        }
+    }
+    format!("nlb_{escaped}_{cluster_id:08x}")
 }
 
 fn vip_set(config: &Config) -> String {
@@ -88,7 +98,10 @@ fn millis(duration: Duration) -> String {
 impl Ruleset<'_> {
     /// The table name.
     pub fn table(&self) -> String {
-        table_name(&self.config.cluster.interface)
+        table_name(
+            &self.config.cluster.interface,
+            nlb_wire::addressing::cluster_id(&self.config.cluster.vips),
+        )
     }
 
     /// The `arp` table.
@@ -285,9 +298,28 @@ impl Ruleset<'_> {
         vec![replace("arp", self.arp_table()), second]
     }
 
+    /// A batch that removes the tables of the name nlb used before table names carried
+    /// the cluster (`nlb_` and the interface with `_` for anything but letters and
+    /// digits), which a daemon killed before an upgrade leaves behind; its `inet` table
+    /// would drop every new connection to the VIP once its lease ran out.
+    pub fn legacy_teardown(&self) -> String {
+        let cleaned: String = self
+            .config
+            .cluster
+            .interface
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let table = format!("nlb_{cleaned}");
+        ["arp", "netdev", "inet"]
+            .iter()
+            .map(|family| format!("table {family} {table} {{}}\ndelete table {family} {table}\n"))
+            .collect()
+    }
+
     /// A batch that removes every table of this name.
-    pub fn teardown(interface: &str) -> String {
-        let table = table_name(interface);
+    pub fn teardown(&self) -> String {
+        let table = self.table();
         ["arp", "netdev", "inet"]
             .iter()
             .map(|family| format!("table {family} {table} {{}}\ndelete table {family} {table}\n"))
@@ -339,6 +371,17 @@ mod tests {
             (start..end).for_each(|b| bitmap.insert(b));
         }
         bitmap
+    }
+
+    #[test]
+    fn table_names_never_collide() {
+        let names = ["eth0.10", "eth0_10", "eth0-10", "eth010", "eth0_2e10"]
+            .map(|name| table_name(name, 0xc612_000a));
+        let unique: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert_eq!(table_name("eth0", 0xc612_000a), "nlb_eth0_c612000a");
+        assert_eq!(table_name("eth0.10", 1), "nlb_eth0_2e10_00000001");
+        assert_ne!(table_name("eth0", 1), table_name("eth0", 2));
     }
 
     #[test]
@@ -394,7 +437,7 @@ mod tests {
         insta::assert_snapshot!(ruleset.batches().join("\n# ---- next batch ----\n"));
         assert_eq!(
             ruleset.lease_refresh(),
-            "add element inet nlb_veth_h1 lease { 198.18.0.10 timeout 100ms expires 100ms, 198.18.0.11 timeout 100ms expires 100ms }\n"
+            "add element inet nlb_veth_2dh1_1db57edb lease { 198.18.0.10 timeout 100ms expires 100ms, 198.18.0.11 timeout 100ms expires 100ms }\n"
         );
     }
 }

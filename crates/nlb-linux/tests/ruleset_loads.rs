@@ -59,21 +59,19 @@ fn generated_ruleset_loads_lists_and_refreshes() {
                     .unwrap_or_else(|e| panic!("{mode}: {e}\n{batch}"));
             }
         }
+        let table = ruleset.table();
+        assert!(table.starts_with("nlb_rs0_"), "{table}");
         let listed = ns.exec("nft", &["list", "ruleset"], None).unwrap();
-        assert!(listed.contains("table inet nlb_rs0"), "{listed}");
-        assert!(listed.contains("table arp nlb_rs0"), "{listed}");
+        assert!(listed.contains(&format!("table inet {table}")), "{listed}");
+        assert!(listed.contains(&format!("table arp {table}")), "{listed}");
         assert_eq!(
-            listed.contains("table netdev nlb_rs0"),
+            listed.contains(&format!("table netdev {table}")),
             mode == "unicast",
             "{listed}"
         );
         assert!(listed.contains("seed 0x"), "{listed}");
         let chain = ns
-            .exec(
-                "nft",
-                &["-j", "list", "chain", "inet", "nlb_rs0", "pre"],
-                None,
-            )
+            .exec("nft", &["-j", "list", "chain", "inet", &table, "pre"], None)
             .unwrap();
         let counters = nlb_linux::ruleset::parse_counters(&chain);
         let names: Vec<&str> = counters.iter().map(|(name, _)| name.as_str()).collect();
@@ -93,10 +91,10 @@ fn generated_ruleset_loads_lists_and_refreshes() {
         assert!(counters.iter().all(|(_, packets)| *packets == 0));
         ns.nft(&ruleset.lease_refresh()).unwrap();
         let lease = ns
-            .exec("nft", &["list", "set", "inet", "nlb_rs0", "lease"], None)
+            .exec("nft", &["list", "set", "inet", &table, "lease"], None)
             .unwrap();
         assert!(lease.contains("198.18.0.10 timeout 300ms"), "{lease}");
-        ns.nft(&Ruleset::teardown(interface)).unwrap();
+        ns.nft(&ruleset.teardown()).unwrap();
         let listed = ns.exec("nft", &["list", "ruleset"], None).unwrap();
         assert!(!listed.contains("nlb_rs0"), "{listed}");
     }

@@ -4,11 +4,88 @@
 //! `filter SRC SRC_PORT VIP PORT tcp|udp`. Every answer is a JSON object with `ok`; a
 //! query answers with the [`Status`], a command with the resulting `state` or an
 //! `error`, a filter with the rule, bucket and owners of that flow.
+//!
+//! [`serve`] runs the socket in its own task, one task per client, so no client can hold
+//! up the protocol loop: a request is one line of at most [`MAX_REQUEST`] bytes that
+//! must arrive within [`CLIENT_DEADLINE`], and the answer must be taken within as long.
+//! `query` and `filter` are answered from the [`Snapshot`] the loop publishes; commands
+//! go to the loop over a channel and come back on a oneshot.
 
 use nlb_core::node::Node;
 use nlb_core::time::Instant;
 use nlb_wire::addressing::cluster_mac;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+
+/// The longest request line, newline included.
+pub(crate) const MAX_REQUEST: u64 = 4096;
+/// How long a client may take to send its request, and to take its answer.
+pub(crate) const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
+/// How many clients are served at once; more are turned away.
+const MAX_CLIENTS: usize = 128;
+/// How long a command may wait for the loop.
+const LOOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What the protocol loop publishes after it handled something: a copy of the node and
+/// the daemon's own counters. Readers never touch the loop.
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) node: Node,
+    /// When the node's copy was taken.
+    pub(crate) now: Instant,
+    /// Unix time of the node's `Instant::ZERO`.
+    pub(crate) epoch_unix: f64,
+    pub(crate) connections: u32,
+    pub(crate) daemon: DaemonStats,
+}
+
+/// The daemon's own health and counters, beside the node's. The default is healthy
+/// (what an older daemon, which does not send these, was).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct DaemonStats {
+    /// Whether the last nft apply and lease refresh succeeded (false: failing closed).
+    pub(crate) dataplane_healthy: bool,
+    /// nft batches that failed.
+    pub(crate) nft_failures: u64,
+    /// Lease refreshes that failed.
+    pub(crate) lease_failures: u64,
+    /// Heartbeats held back until a release was applied.
+    pub(crate) heartbeats_held: u64,
+    /// Wakeups that hit the per-wakeup frame cap.
+    pub(crate) frame_cap_hits: u64,
+    /// nft tables found missing and restored.
+    pub(crate) tables_restored: u64,
+    /// VIPs found removed and re-added.
+    pub(crate) vips_restored: u64,
+}
+
+impl Default for DaemonStats {
+    fn default() -> DaemonStats {
+        DaemonStats {
+            dataplane_healthy: true,
+            nft_failures: 0,
+            lease_failures: 0,
+            heartbeats_held: 0,
+            frame_cap_hits: 0,
+            tables_restored: 0,
+            vips_restored: 0,
+        }
+    }
+}
+
+/// A command for the protocol loop, with where to send its answer.
+#[derive(Debug)]
+pub(crate) struct Request {
+    /// The request line, trimmed.
+    pub(crate) line: String,
+    /// For `drainstop`: the connections counted before it (off the loop).
+    pub(crate) connections: Option<u32>,
+    pub(crate) reply: oneshot::Sender<String>,
+}
 
 /// A member as `nlb query` shows it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -52,6 +129,9 @@ pub(crate) struct Status {
     pub(crate) probe_warnings: Vec<ConflictStatus>,
     pub(crate) misconfigured: Option<String>,
     pub(crate) stats: serde_json::Value,
+    /// The daemon's data plane: healthy, or failing closed, and its counters.
+    #[serde(default)]
+    pub(crate) daemon: DaemonStats,
 }
 
 fn conflict(info: &nlb_core::node::ConflictInfo, epoch_unix: f64) -> ConflictStatus {
@@ -101,7 +181,130 @@ impl Status {
                 .collect(),
             misconfigured: node.misconfig().map(|m| m.to_string()),
             stats: serde_json::to_value(node.stats()).unwrap_or_default(),
+            daemon: DaemonStats::default(),
         }
+    }
+
+    /// The status in a snapshot.
+    pub(crate) fn of_snapshot(snapshot: &Snapshot) -> Status {
+        let mut status = Status::of(
+            &snapshot.node,
+            snapshot.now,
+            snapshot.epoch_unix,
+            snapshot.connections,
+        );
+        status.daemon = snapshot.daemon.clone();
+        status
+    }
+}
+
+/// Serves the control socket until the daemon exits.
+pub(crate) async fn serve(
+    listener: UnixListener,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    requests: mpsc::Sender<Request>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CLIENTS));
+    // Turned-away clients are logged at most once per 10 s, so a flood cannot fill the log.
+    let mut last_warned: Option<std::time::Instant> = None;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(event = "nlb.control_accept_failed", error = %err);
+                // Out of descriptors, typically: give the clients time to go.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if last_warned.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                last_warned = Some(std::time::Instant::now());
+                tracing::warn!(
+                    event = "nlb.control_busy",
+                    clients = MAX_CLIENTS,
+                    "too many control clients at once; new ones are turned away"
+                );
+            }
+            continue;
+        };
+        let snapshots = snapshots.clone();
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            client(stream, snapshots, requests).await;
+        });
+    }
+}
+
+async fn client(
+    stream: tokio::net::UnixStream,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    requests: mpsc::Sender<Request>,
+) {
+    let (reader, mut writer) = stream.into_split();
+    let mut line = String::new();
+    let read = tokio::time::timeout(
+        CLIENT_DEADLINE,
+        BufReader::new(reader.take(MAX_REQUEST)).read_line(&mut line),
+    )
+    .await;
+    let answer = match read {
+        Ok(Ok(0)) | Err(_) => return,
+        Ok(Err(err)) => {
+            serde_json::json!({"ok": false, "error": format!("bad request: {err}")}).to_string()
+        }
+        Ok(Ok(_)) if !line.ends_with('\n') => serde_json::json!({
+            "ok": false,
+            "error": format!("the request is longer than {MAX_REQUEST} bytes or has no newline")
+        })
+        .to_string(),
+        Ok(Ok(_)) => answer(line.trim(), &snapshots, &requests).await,
+    };
+    let _ = tokio::time::timeout(
+        CLIENT_DEADLINE,
+        writer.write_all(format!("{answer}\n").as_bytes()),
+    )
+    .await;
+}
+
+async fn answer(
+    line: &str,
+    snapshots: &watch::Receiver<Arc<Snapshot>>,
+    requests: &mpsc::Sender<Request>,
+) -> String {
+    let snapshot = snapshots.borrow().clone();
+    if line == "query" {
+        return serde_json::to_string(&Status::of_snapshot(&snapshot)).unwrap_or_default();
+    }
+    if let Some(flow) = line.strip_prefix("filter ") {
+        return filter(&snapshot.node, flow).to_string();
+    }
+    let connections = if line == "drainstop" {
+        let vips = snapshot.node.config().cluster.vips.clone();
+        tokio::task::spawn_blocking(move || crate::kernel::count_connections(&vips))
+            .await
+            .ok()
+    } else {
+        None
+    };
+    let (reply, answer) = oneshot::channel();
+    let request = Request {
+        line: line.to_owned(),
+        connections,
+        reply,
+    };
+    if requests.try_send(request).is_err() {
+        return serde_json::json!({"ok": false, "error": "the daemon is busy with other commands; try again"})
+            .to_string();
+    }
+    match tokio::time::timeout(LOOP_DEADLINE, answer).await {
+        Ok(Ok(answer)) => answer,
+        _ => serde_json::json!({
+            "ok": false,
+            "error": format!("the daemon did not answer within {LOOP_DEADLINE:?}; see its log")
+        })
+        .to_string(),
     }
 }
 

@@ -212,9 +212,6 @@ pub(crate) fn keyless_warning(config: &Config) -> Option<&'static str> {
 
 /// Logs [`keyless_warning`], for the daemon to call once at start, after logging is set
 /// up.
-// Called from `cmd::run` once that file's restructuring lands (issue 11); until then only
-// the tests use it.
-#[allow(dead_code)]
 pub(crate) fn warn_if_keyless(config: &Config) {
     if let Some(warning) = keyless_warning(config) {
         tracing::warn!(event = "nlb.insecure_no_key", "{warning}");

@@ -3,6 +3,7 @@
 
 mod cmd;
 mod control;
+mod kernel;
 mod keyfile;
 mod metrics;
 

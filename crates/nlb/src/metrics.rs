@@ -1,6 +1,14 @@
-//! OpenMetrics for one host, built from the node's state and counters and the data
-//! plane's nft counters at each scrape.
+//! OpenMetrics for one host, built from the snapshot the protocol loop publishes and the
+//! data plane's nft counters, served over HTTP/1.1 with hyper.
+//!
+//! Every client connection is its own task: the request head must arrive within
+//! [`crate::control::CLIENT_DEADLINE`] and fit in 8 KiB, the whole exchange must end
+//! within [`CONNECTION_DEADLINE`], and at most [`MAX_CLIENTS`] are served at once. The
+//! nft counters are read off the loop, on a blocking thread, at most once a second.
 
+use crate::control::{DaemonStats, Snapshot};
+use http_body_util::Full;
+use hyper::body::Bytes;
 use nlb_core::node::Node;
 use nlb_wire::heartbeat::HostState;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -8,7 +16,122 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Semaphore, watch};
+
+/// How long one client connection may last.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(5);
+/// How many clients are served at once; more are turned away.
+const MAX_CLIENTS: usize = 64;
+/// How old the nft counters may be.
+const COUNTERS_MAX_AGE: Duration = Duration::from_secs(1);
+
+type Counters = Arc<Mutex<Option<(std::time::Instant, Arc<Vec<(String, u64)>>)>>>;
+
+/// Serves the metrics port until the daemon exits. `table` is the nft table whose
+/// counters are read.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    table: String,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let counters: Counters = Arc::default();
+    let table = Arc::new(table);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(event = "nlb.metrics_accept_failed", error = %err);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            continue;
+        };
+        let (snapshots, counters, table) = (snapshots.clone(), counters.clone(), table.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |request| {
+                let (snapshots, counters, table) =
+                    (snapshots.clone(), counters.clone(), table.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        respond(request, &snapshots, &counters, &table).await,
+                    )
+                }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(crate::control::CLIENT_DEADLINE)
+                .max_buf_size(8192)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_DEADLINE, connection).await;
+        });
+    }
+}
+
+async fn respond(
+    request: hyper::Request<hyper::body::Incoming>,
+    snapshots: &watch::Receiver<Arc<Snapshot>>,
+    counters: &Counters,
+    table: &str,
+) -> hyper::Response<Full<Bytes>> {
+    let reply = |status: u16, content_type: &str, body: String| {
+        hyper::Response::builder()
+            .status(status)
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid response")
+    };
+    if !matches!(*request.method(), hyper::Method::GET | hyper::Method::HEAD) {
+        return reply(
+            405,
+            "text/plain",
+            "only GET is served here: GET /metrics\n".into(),
+        );
+    }
+    let dataplane = read_counters(counters, table).await;
+    let snapshot = snapshots.borrow().clone();
+    let body = render(
+        &snapshot.node,
+        snapshot.connections,
+        &dataplane,
+        &snapshot.daemon,
+    );
+    reply(200, CONTENT_TYPE, body)
+}
+
+/// The data plane's counters, read at most once per [`COUNTERS_MAX_AGE`] on a blocking
+/// thread; concurrent scrapes share one read.
+async fn read_counters(counters: &Counters, table: &str) -> Arc<Vec<(String, u64)>> {
+    let mut cached = counters.lock().await;
+    if let Some((at, values)) = cached.as_ref()
+        && at.elapsed() < COUNTERS_MAX_AGE
+    {
+        return values.clone();
+    }
+    let table = table.to_owned();
+    let read = tokio::task::spawn_blocking(move || {
+        nlb_linux::command::run("nft", &["-j", "list", "chain", "inet", &table, "pre"], None)
+            .map(|json| nlb_linux::ruleset::parse_counters(&json))
+            .unwrap_or_default()
+    });
+    let values = Arc::new(
+        tokio::time::timeout(crate::control::CLIENT_DEADLINE, read)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+    );
+    *cached = Some((std::time::Instant::now(), values.clone()));
+    values
+}
 
 /// The content type of the answer.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -41,7 +164,12 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
 }
 
 /// The metrics text. `dataplane` is the packet count of each ruleset rule, by comment.
-pub(crate) fn render(node: &Node, connections: u32, dataplane: &[(String, u64)]) -> String {
+pub(crate) fn render(
+    node: &Node,
+    connections: u32,
+    dataplane: &[(String, u64)],
+    daemon: &DaemonStats,
+) -> String {
     let mut registry = Registry::default();
     let stats = node.stats();
     let state = Family::<StateLabel, Gauge>::default();
@@ -172,6 +300,46 @@ pub(crate) fn render(node: &Node, connections: u32, dataplane: &[(String, u64)])
         "Packets to the VIPs by data-plane rule (accepted or dropped)",
         packets,
     );
+    gauge(
+        &mut registry,
+        "nlb_dataplane_healthy",
+        "1 while nft applies and lease refreshes succeed; 0 while the host fails closed",
+        i64::from(daemon.dataplane_healthy),
+    );
+    for (name, help, value) in [
+        (
+            "nlb_nft_failures",
+            "nft batches that failed",
+            daemon.nft_failures,
+        ),
+        (
+            "nlb_lease_failures",
+            "Lease refreshes that failed",
+            daemon.lease_failures,
+        ),
+        (
+            "nlb_heartbeats_held",
+            "Heartbeats held back until a release was applied",
+            daemon.heartbeats_held,
+        ),
+        (
+            "nlb_frame_cap_hits",
+            "Wakeups that handled the most frames allowed at once",
+            daemon.frame_cap_hits,
+        ),
+        (
+            "nlb_tables_restored",
+            "Times nlb's nft tables were found missing and restored",
+            daemon.tables_restored,
+        ),
+        (
+            "nlb_vips_restored",
+            "Times a VIP was found removed and re-added",
+            daemon.vips_restored,
+        ),
+    ] {
+        counter(&mut registry, name, help, value);
+    }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");
     out

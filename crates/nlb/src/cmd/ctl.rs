@@ -67,6 +67,13 @@ pub(crate) fn query(target: &Target) -> Result<(), CliError> {
     if let Some(why) = &status.misconfigured {
         println!("misconfigured: {why}");
     }
+    if !status.daemon.dataplane_healthy {
+        println!(
+            "data plane failing: nft batches or lease refreshes fail ({} and {} so far); \
+             this host owns nothing until they work again (see the daemon's log)",
+            status.daemon.nft_failures, status.daemon.lease_failures
+        );
+    }
     println!(
         "view {} with members {:?}; this host owns {:?} buckets per rule, {} connections",
         status.view_epoch, status.view_members, status.owned_buckets, status.connections

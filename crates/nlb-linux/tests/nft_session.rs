@@ -1,0 +1,39 @@
+//! The `nft --echo -i` session confirms each command, and reports a refused one, so a
+//! failed lease refresh is seen.
+
+use nlb_linux::netns::{NetNs, require_root, unique_name};
+use nlb_linux::nft::{NftSession, SessionError};
+use std::time::Duration;
+
+#[test]
+fn session_confirms_and_refuses() {
+    if !require_root("session_confirms_and_refuses") {
+        return;
+    }
+    let ns = NetNs::create(&unique_name("nlbs")).unwrap();
+    ns.nft("table inet t {\n\tset lease {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t}\n}\n")
+        .unwrap();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                ns.enter_current_thread().unwrap();
+                let mut session = NftSession::start().unwrap();
+                let refresh = "add element inet t lease { 198.18.0.10 timeout 1s expires 1s }\n";
+                for _ in 0..3 {
+                    session.run(refresh, Duration::from_secs(2)).unwrap();
+                }
+                let gone = "add element inet gone lease { 198.18.0.10 timeout 1s }\n";
+                let err = session.run(gone, Duration::from_secs(2)).unwrap_err();
+                assert!(matches!(err, SessionError::Refused { .. }), "{err}");
+                assert!(err.to_string().contains("No such file"), "{err}");
+                // The session goes on after a refusal.
+                session.run(refresh, Duration::from_secs(2)).unwrap();
+            })
+            .join()
+            .unwrap();
+    });
+    let listed = ns
+        .exec("nft", &["list", "set", "inet", "t", "lease"], None)
+        .unwrap();
+    assert!(listed.contains("198.18.0.10"), "{listed}");
+}

@@ -620,16 +620,6 @@ impl Daemon {
         }
     }
 
-    /// SIGHUP: re-reads the configuration, without dropping a connection.
-    ///
-    /// - This host's weights and priorities: applied in place; the cluster moves only the
-    ///   buckets they move.
-    /// - The rest of the cluster-wide part (rules, timers, the key): the node starts over
-    ///   with the new file, in its current state, keeping the host's connections (conntrack
-    ///   keeps accepting them) while it rejoins and the cluster reconverges. Until every
-    ///   host has the new file, the hosts whose file differs from the majority's stay
-    ///   misconfigured, and own nothing.
-    /// - The interface, the VIPs and the mode: refused, logged; they need a restart.
     /// The incarnation for a node started over (reload, new MAC): the stored counter's
     /// next value, so that a later restart still starts higher; if the counter cannot be
     /// written, one more than now, and the reason in the log.
@@ -652,6 +642,16 @@ impl Daemon {
         }
     }
 
+    /// SIGHUP: re-reads the configuration, without dropping a connection.
+    ///
+    /// - This host's weights and priorities: applied in place; the cluster moves only the
+    ///   buckets they move.
+    /// - The rest of the cluster-wide part (rules, timers, the key): the node starts over
+    ///   with the new file, in its current state, keeping the host's connections (conntrack
+    ///   keeps accepting them) while it rejoins and the cluster reconverges. Until every
+    ///   host has the new file, the hosts whose file differs from the majority's stay
+    ///   misconfigured, and own nothing.
+    /// - The interface, the VIPs and the mode: refused, logged; they need a restart.
     fn reload(&mut self, path: &Path) {
         let mut config = match load_config(path) {
             Ok(config) => config,

@@ -45,6 +45,9 @@ use std::time::Duration;
 /// and start delimiter (8), FCS (4) and the inter-frame gap (12).
 pub const WIRE_OVERHEAD: u64 = 24;
 
+/// Heartbeats kept in [`Sim::heartbeat_log`].
+pub const HEARTBEAT_LOG: usize = 256;
+
 /// Knobs of a simulation.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -58,6 +61,8 @@ pub struct SimConfig {
     pub igmp_snooping: bool,
     /// How long the switch remembers a learned MAC.
     pub mac_ageing: Duration,
+    /// The cluster key's contents, if the hosts authenticate heartbeats.
+    pub key: Option<Vec<u8>>,
 }
 
 impl Default for SimConfig {
@@ -68,6 +73,7 @@ impl Default for SimConfig {
             heartbeat_loss: 0.0,
             igmp_snooping: false,
             mac_ageing: Duration::from_secs(300),
+            key: None,
         }
     }
 }
@@ -260,6 +266,9 @@ pub struct Sim {
     pub heartbeat_wire_bytes: u64,
     /// Frames to a cluster MAC delivered to ports without a host (bystanders).
     pub bystander_cluster_frames: u64,
+    /// The latest heartbeats the hosts sent (at most [`HEARTBEAT_LOG`]), for an
+    /// attacker's replays.
+    pub heartbeat_log: std::collections::VecDeque<Vec<u8>>,
     config: SimConfig,
     rng: StdRng,
     queue: BinaryHeap<Reverse<(Instant, u64, Pending)>>,
@@ -292,6 +301,7 @@ impl Sim {
             flows: BTreeMap::new(),
             heartbeat_wire_bytes: 0,
             bystander_cluster_frames: 0,
+            heartbeat_log: std::collections::VecDeque::new(),
             rng: StdRng::seed_from_u64(config.seed),
             config,
             queue: BinaryHeap::new(),
@@ -340,7 +350,12 @@ impl Sim {
         host.dataplane.lease_until = None;
         host.dataplane.lease_expired = false;
         host.frozen = None;
-        let node = Node::new(host.config.clone(), host.mac, host.incarnation, None, now);
+        let key = self
+            .config
+            .key
+            .as_deref()
+            .map(nlb_wire::heartbeat::HeartbeatKey::derive);
+        let node = Node::new(host.config.clone(), host.mac, host.incarnation, key, now);
         host.node = Some(node);
         if host.config.cluster.mode == ClusterMode::Igmp {
             let vips = host.config.cluster.vips.clone();
@@ -420,6 +435,15 @@ impl Sim {
             self.check_safety();
         }
         self.report_connections(index);
+    }
+
+    /// An attacker on bystander port `bystander` (0-based, of those [`Sim::new`] made)
+    /// sends `frame` now, whatever its source MAC says.
+    pub fn inject(&mut self, bystander: usize, frame: Vec<u8>) {
+        let Some(&port) = self.bystander_ports.iter().nth(bystander) else {
+            return;
+        };
+        self.send(port, frame);
     }
 
     /// Crashes host `index`: kernel and daemon gone, its connections lost.
@@ -504,6 +528,12 @@ impl Sim {
         let is_heartbeat = parsed.ethertype == ETHERTYPE_NLB_HEARTBEAT;
         if is_heartbeat {
             self.heartbeat_wire_bytes += frame.len() as u64 + WIRE_OVERHEAD;
+            if self.hosts.iter().any(|h| h.port == ingress) {
+                if self.heartbeat_log.len() == HEARTBEAT_LOG {
+                    self.heartbeat_log.pop_front();
+                }
+                self.heartbeat_log.push_back(frame.clone());
+            }
         }
         let now = self.now;
         self.switch.learn(now, parsed.src, ingress);

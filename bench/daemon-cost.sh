@@ -41,11 +41,13 @@ for pair in "$h:p1:198.18.0.1" "$c:pc:198.18.0.100"; do
   ip -n "$ns" addr add "$addr/24" dev eth0
 done
 
+"$nlb" keygen --out "$dir/cluster.key" >/dev/null
 cat >"$dir/h1.toml" <<EOF
 [cluster]
 interface = "eth0"
 vips = ["198.18.0.10"]
 mode = "multicast"
+key_file = "$dir/cluster.key"
 
 [host]
 id = 1

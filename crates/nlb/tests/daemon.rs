@@ -87,11 +87,18 @@ impl World {
         for (id, ns) in (1..=hosts).zip(namespaces) {
             let socket = world.dir.path().join(format!("h{id}.sock"));
             let config = world.dir.path().join(format!("h{id}.toml"));
+            // One cluster key for every host, as an operator would deploy it (0600).
+            let key = world.dir.path().join("cluster.key");
+            std::fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
             std::fs::write(
                 &config,
                 format!(
-                    "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"multicast\"\n\n\
+                    "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"multicast\"\n\
+                     key_file = \"{}\"\n\n\
                      [host]\nid = {id}\ncontrol_socket = \"{}\"\n\n{RULE}\n{extra}",
+                    key.display(),
                     socket.display()
                 ),
             )

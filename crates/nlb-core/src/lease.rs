@@ -15,6 +15,11 @@
 //!   peers may be about to declare it dead, or already have. It releases every bucket and
 //!   comes back through the join path ([`crate::node`] documents the rule). `S` is never
 //!   under one and a half periods, so that a heartbeat that is merely due does not count.
+//!
+//! Known limits: a lease refresh the daemon submitted just before a pause may reach the
+//! kernel after it, extending the old ownership by up to `L` until the release that
+//! follows the stall is applied; and a hypervisor that hides a pause from the guest's
+//! monotonic clock hides it from this rule too (peers' sequence numbers would show it).
 
 use crate::config::Config;
 use std::time::Duration;

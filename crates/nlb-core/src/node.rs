@@ -53,11 +53,20 @@
 //! - A peer that is heard but not confirmed still counts for release before claim: this
 //!   host never claims a bucket any recent, authentic heartbeat lists. Being careful costs
 //!   availability for at most a window, never safety.
-//! - A host that joins is confirmed one echo later: its first heartbeat echoes nobody,
-//!   the members answer at once with its echo, and its next heartbeat echoes them.
+//! - A host that joins (or restarts) is confirmed one echo later: its first heartbeat
+//!   echoes nobody, the members answer soon (a quarter period at most) with its echo, and
+//!   its next heartbeat echoes them. Confirmation is judged at each heartbeat received.
+//! - What an attacker with captures but no key can still do: replay a dead host's
+//!   authentic heartbeats to a receiver that forgot it (after a restart), which then
+//!   respects that host's old claims, as unconfirmed, and leaves those buckets unowned
+//!   while the replays last; and send heartbeats with bad tags to keep a host that never
+//!   joined in `KeyMismatch`. Both cost availability, never safety.
 //!
 //! Per-sender state is bounded: peers and replay windows are kept per (host id, MAC), at
-//! most [`MACS_PER_HOST_ID`] MACs per id (64 ids), and expire with the failure window.
+//! most [`MACS_PER_HOST_ID`] MACs per id (64 ids; a sender that does not hear this host
+//! gives its place to a new one). Peers expire with the failure window; replay windows
+//! of senders that are no longer peers are dropped once the table reaches
+//! [`REPLAY_TABLE_LIMIT`].
 //! Every field a heartbeat carries is checked against this host's configuration before
 //! it is used (bucket counts, rule counts, epochs); what does not fit is a counted drop,
 //! and drops are reported once per reason and then summarised
@@ -298,6 +307,15 @@ pub enum Misconfig {
         /// The MAC of a host whose heartbeats fail.
         mac: MacAddr,
     },
+    /// Heartbeats of this cluster arrive in format version 1: a host there runs an
+    /// older nlb release, which cannot hear this one. Checked only before the host
+    /// first joins, like the key; a host being upgraded stays out until no version 1
+    /// heartbeat has been heard for a failure window (the older hosts serve meanwhile),
+    /// so that the two releases never own buckets side by side.
+    OldRelease {
+        /// The MAC of a host that speaks version 1.
+        mac: MacAddr,
+    },
     /// A VIP answered a probe from outside the cluster.
     AddressInUse {
         /// The VIP.
@@ -320,6 +338,11 @@ impl std::fmt::Display for Misconfig {
             Misconfig::KeyMismatch { mac } => write!(
                 f,
                 "heartbeats from {mac} fail authentication: this host's cluster key differs"
+            ),
+            Misconfig::OldRelease { mac } => write!(
+                f,
+                "{mac} runs an older nlb release (heartbeat version 1): upgrade it; this host \
+                 joins once no host speaks version 1"
             ),
         }
     }
@@ -582,6 +605,10 @@ pub struct Node {
     replay: BTreeMap<(HostId, MacAddr), AntiReplay>,
     /// The last heartbeat of this cluster that failed authentication: when, and from whom.
     last_bad_tag: Option<(Instant, MacAddr)>,
+    /// After a stall: until when no view may be installed (see the module docs).
+    stalled_until: Option<Instant>,
+    /// The last version 1 heartbeat of this cluster: when, and from whom.
+    last_old_release: Option<(Instant, MacAddr)>,
     /// Per drop reason: when it was last reported, and drops since.
     drop_reports: BTreeMap<DropReason, (Option<Instant>, u64)>,
 
@@ -675,6 +702,8 @@ impl Node {
             replay: BTreeMap::new(),
             last_bad_tag: None,
             drop_reports: BTreeMap::new(),
+            last_old_release: None,
+            stalled_until: None,
             next_heartbeat: now,
             last_heartbeat: None,
             sent: VecDeque::new(),
@@ -736,6 +765,7 @@ impl Node {
     /// accepts no new buckets, so it owns nothing and its heartbeats say so; connections
     /// it has are kept. When it is healthy again, ownership comes back as usual.
     pub fn handle_dataplane(&mut self, now: Instant, healthy: bool) {
+        self.detect_stall(now);
         if self.dataplane_healthy != healthy {
             self.dataplane_healthy = healthy;
             self.update(now);
@@ -914,6 +944,7 @@ impl Node {
     /// cluster moves only the buckets they move. Refused, with the reason, if the
     /// cluster-wide part or the host id differs: those need a restart.
     pub fn reload(&mut self, now: Instant, config: Config) -> Result<(), String> {
+        self.detect_stall(now);
         if config.host.id != self.config.host.id {
             return Err(format!(
                 "host.id changed from {} to {}: restart the daemon to change it",
@@ -998,6 +1029,14 @@ impl Node {
         (self.admin, self.suspended, &self.misconfig, self.probed).hash(&mut hasher);
         self.probing_since.map(ago).hash(&mut hasher);
         (self.was_participating, self.join_wait_until.map(ago)).hash(&mut hasher);
+        (
+            self.incarnation,
+            self.dataplane_healthy,
+            self.stalled_until.map(ago),
+            self.last_bad_tag.map(|(at, mac)| (ago(at), mac)),
+            self.last_old_release.map(|(at, mac)| (ago(at), mac)),
+        )
+            .hash(&mut hasher);
         (&self.rule_switches, self.connections, &self.view).hash(&mut hasher);
         (
             &self.owned,
@@ -1069,6 +1108,12 @@ impl Node {
             Err(_) => return self.drop_heartbeat(now, DropReason::Malformed, src),
         };
         if packet.version() != nlb_wire::heartbeat::VERSION {
+            if packet.cluster_id() == self.cluster_id {
+                self.last_old_release = Some((now, src));
+                if self.view.epoch == 0 {
+                    self.update(now);
+                }
+            }
             return self.drop_heartbeat(now, DropReason::Version, src);
         }
         if packet.cluster_id() != self.cluster_id {
@@ -1101,7 +1146,7 @@ impl Node {
             .all(|rule| rule.owned.bucket_count() == BUCKETS)
             && (heartbeat.rules.len() == self.owned.len()
                 || heartbeat.config_fingerprint != self.fingerprint)
-            && heartbeat.view_epoch < u32::MAX;
+            && heartbeat.view_epoch < u32::MAX - 1;
         if !fits {
             return self.drop_heartbeat(now, DropReason::Malformed, src);
         }
@@ -1114,7 +1159,30 @@ impl Node {
             .range((heartbeat.host_id, MacAddr::ZERO)..=(heartbeat.host_id, MacAddr::BROADCAST))
             .count();
         if !self.peers.contains_key(&key) && macs_of_id >= MACS_PER_HOST_ID {
-            return self.drop_heartbeat(now, DropReason::DuplicateHostId, src);
+            // With a key, a sender that does not hear this host gives way: stale MACs
+            // replayed by an attacker cannot keep a live host of that id out. (Without
+            // one anyone can pose as any host anyway, and churning the table would only
+            // make a flood cost more.)
+            let unconfirmed = self
+                .key
+                .is_some()
+                .then(|| {
+                    self.peers
+                        .range(
+                            (heartbeat.host_id, MacAddr::ZERO)
+                                ..=(heartbeat.host_id, MacAddr::BROADCAST),
+                        )
+                        .find(|(_, peer)| !peer.confirmed)
+                        .map(|(&key, _)| key)
+                })
+                .flatten();
+            match unconfirmed {
+                Some(stale) => {
+                    self.peers.remove(&stale);
+                    self.targets_changed = true;
+                }
+                None => return self.drop_heartbeat(now, DropReason::DuplicateHostId, src),
+            }
         }
         if self.replay.len() >= REPLAY_TABLE_LIMIT && !self.replay.contains_key(&key) {
             let peers = &self.peers;
@@ -1136,10 +1204,12 @@ impl Node {
         }
         self.stats.heartbeats_received += 1;
         let confirmed = self.echoes_me(now, &heartbeat);
+        let mut restarted = false;
         match self.peers.get_mut(&key) {
             Some(peer) => {
                 self.targets_changed |= peer.confirmed != confirmed;
                 peer.confirmed = confirmed;
+                restarted = peer.latest.incarnation != heartbeat.incarnation;
                 if peer.view() != (heartbeat.view_epoch, heartbeat.view_members) {
                     peer.previous_targets =
                         Some(peer.latest.rules.iter().map(|r| r.target.clone()).collect());
@@ -1176,6 +1246,10 @@ impl Node {
                     },
                 );
             }
+        }
+        if restarted {
+            // A restart: echo it back soon, so that it can count this host.
+            self.hurry_heartbeat(now);
         }
         self.update(now);
     }
@@ -1256,11 +1330,9 @@ impl Node {
         self.targets_changed = true;
         self.converged = false;
         self.change_started = now;
-        if self.participating() {
-            // Rejoin, listening for a whole window first. `was_participating` stays
-            // set so that the usual, shorter join wait does not replace this one.
-            self.join_wait_until = Some(now + self.window);
-        }
+        // Rejoin, listening for a whole window first, whatever the host's state is now
+        // (a misconfiguration judged from forgotten peers may clear meanwhile).
+        self.stalled_until = Some(now + self.window);
         // Tell the peers at once that this host owns nothing.
         self.next_heartbeat = now;
     }
@@ -1346,8 +1418,11 @@ impl Node {
                 .map(|mac| Misconfig::DuplicateHostId { mac })
                 .or_else(|| self.config_mismatch());
         }
-        if matches!(self.misconfig, None | Some(Misconfig::KeyMismatch { .. })) {
-            self.misconfig = self.key_mismatch(now);
+        if matches!(
+            self.misconfig,
+            None | Some(Misconfig::KeyMismatch { .. }) | Some(Misconfig::OldRelease { .. })
+        ) {
+            self.misconfig = self.old_release(now).or_else(|| self.key_mismatch(now));
         }
         if self.misconfig != before
             && let Some(misconfig) = &self.misconfig
@@ -1355,6 +1430,13 @@ impl Node {
             self.events
                 .push_back(Event::Misconfigured(misconfig.clone()));
         }
+    }
+
+    /// Before the first join: a version 1 heartbeat of this cluster within the window.
+    fn old_release(&self, now: Instant) -> Option<Misconfig> {
+        let (at, mac) = self.last_old_release?;
+        let fresh = now.saturating_since(at) <= self.window;
+        (fresh && self.view.epoch == 0).then_some(Misconfig::OldRelease { mac })
     }
 
     /// Before the first join: a heartbeat of this cluster failed authentication within
@@ -1550,7 +1632,13 @@ impl Node {
             self.change_started = now;
             self.converged = false;
         }
-        if !agreed || (self.view.members.is_empty() && self.join_wait_until.is_some()) {
+        if self.stalled_until.is_some_and(|until| now >= until) {
+            self.stalled_until = None;
+        }
+        if !agreed
+            || (self.view.members.is_empty()
+                && (self.join_wait_until.is_some() || self.stalled_until.is_some()))
+        {
             return;
         }
         let inputs = self.rule_inputs(live);
@@ -1943,16 +2031,16 @@ impl Node {
         }
     }
 
-    /// At most two hosts answer ARP for a VIP: the two lowest ids of the installed view
-    /// (a designated responder and its backup, so that every request is answered while
-    /// one of them fails and before the view drops it). A host outside any view, joining
-    /// or alone, answers for itself.
+    /// At most two hosts answer ARP for a VIP: the two lowest ids this host hears as live
+    /// members (a designated responder and its backup, so that every request is answered
+    /// while one of them fails, and by the next ones as soon as both are silent, even
+    /// before a new view is agreed). A host outside any view, joining or alone, answers
+    /// for itself.
     fn answers_arp(&self) -> bool {
         self.participating()
             && (!self.view.members.contains(self.id)
                 || self
-                    .view
-                    .members
+                    .live_set()
                     .iter()
                     .take(ARP_RESPONDERS)
                     .any(|h| h == self.id))

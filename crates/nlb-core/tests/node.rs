@@ -665,3 +665,39 @@ fn two_hosts_answer_arp() {
 fn now_of(node: &Node) -> u64 {
     node.poll_timeout().micros().saturating_sub(10_000)
 }
+
+/// A host upgraded to heartbeat v2 that hears version 1 heartbeats of its cluster stays
+/// out (the two releases cannot hear each other, so both would own every bucket), and
+/// joins once they have stopped for a failure window.
+#[test]
+fn an_upgraded_host_waits_for_the_old_release_to_go() {
+    let config = config("");
+    let mut node = Node::new(config.clone(), MY_MAC, 1, None, ms(0));
+    let v2 = peer_heartbeat(&config, 1).to_frame(
+        MacAddr([0x52, 0x54, 0, 0, 0, 2]),
+        CLUSTER_MAC,
+        ETHERTYPE_NLB_HEARTBEAT,
+        None,
+    );
+    // The same heartbeat as version 1 wrote it: no MAC, no echoes.
+    let mut v1 = v2[..14 + 84].to_vec();
+    v1[14 + 2] = 1;
+    v1[14 + 11] = 0;
+    v1.extend_from_slice(&v2[14 + 92..]);
+    let mut now = ms(0);
+    while now < ms(1500) {
+        node.handle_frame(now, &v1);
+        run_until(&mut node, now + Duration::from_millis(10));
+        now = now + Duration::from_millis(10);
+    }
+    assert_eq!(node.state(), HostState::Misconfigured);
+    assert!(matches!(
+        node.misconfig(),
+        Some(Misconfig::OldRelease { .. })
+    ));
+    assert!(node.owned().iter().all(BucketBitmap::is_empty));
+    // The old host is upgraded (silent here): after a window this one joins alone.
+    run_until(&mut node, now + Duration::from_millis(1500));
+    assert!(node.misconfig().is_none());
+    assert!(node.owned().iter().any(|b| !b.is_empty()));
+}

@@ -72,8 +72,11 @@
 //!   node documents the rule): a capture older than the window, replayed to a receiver
 //!   that restarted or forgot the sender, proves nothing, so a dead host cannot be kept
 //!   alive and a live one cannot be evicted by replays. What remains to an attacker
-//!   without the key: dropping or delaying frames (as any switch could), and flooding,
-//!   which costs the receivers a counted drop per frame and no state.
+//!   without the key: dropping or delaying frames (as any switch could); flooding, which
+//!   costs the receivers a counted drop per frame and no state; and, against availability
+//!   only, replaying a dead host's old heartbeats to a receiver that forgot it (which
+//!   then leaves that host's old buckets alone while the replays last) or sending bad
+//!   tags to a host that never joined (which then waits, reporting a key mismatch).
 //! - **Without a key** (`insecure_no_key = true`), a receiver checks only the format and
 //!   the configuration: it accepts any well-formed heartbeat, so anyone on the segment can
 //!   pose as a host, claim buckets and split the cluster. It still never panics, never

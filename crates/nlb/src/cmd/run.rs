@@ -134,6 +134,11 @@ impl Clock {
     }
 }
 
+/// The cluster key the configuration names, if it names one.
+fn cluster_key(config: &Config) -> Result<Option<HeartbeatKey>, CliError> {
+    config.cluster.key_file.as_deref().map(read_key).transpose()
+}
+
 fn read_key(path: &Path) -> Result<HeartbeatKey, CliError> {
     crate::keyfile::read(path)
 }
@@ -148,12 +153,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
              raw socket: run it with sudo",
         ));
     }
-    let key = config
-        .cluster
-        .key_file
-        .as_deref()
-        .map(read_key)
-        .transpose()?;
+    let key = cluster_key(&config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -588,12 +588,7 @@ impl Daemon {
                     HostState::Suspended => InitialState::Suspended,
                     _ => InitialState::Started,
                 };
-                let key = config
-                    .cluster
-                    .key_file
-                    .as_deref()
-                    .map(read_key)
-                    .transpose()?;
+                let key = cluster_key(&config)?;
                 self.mac = mac;
                 self.incarnation = self.next_incarnation();
                 self.node = Node::new(config, mac, self.incarnation, key, now);
@@ -679,7 +674,7 @@ impl Daemon {
                 tracing::info!(event = "nlb.reloaded", file = %path.display(), reconverge = false);
             }
             Err(reason) => {
-                let key = match config.cluster.key_file.as_deref().map(read_key).transpose() {
+                let key = match cluster_key(&config) {
                     Ok(key) => key,
                     Err(err) => {
                         tracing::error!(event = "nlb.reload_failed", error = %err.message());

@@ -1596,26 +1596,8 @@ fn log_lines_from(world: &World, index: usize, skip: usize) -> Vec<String> {
         .log(index)
         .lines()
         .skip(skip)
-        .map(strip_ansi)
+        .map(str::to_owned)
         .collect()
-}
-
-/// A log line without terminal colour codes (`ESC [ ... m`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// 12. A paused daemon (SIGSTOP, as a frozen VM or a swap storm would) comes back as a

@@ -23,7 +23,8 @@
 //! | [`ethernet`] | Ethernet II and 802.1Q/802.1ad framing, via etherparse | IEEE 802.3, 802.1Q |
 //! | [`arp`] | ARP for Ethernet/IPv4 and its classification | RFC 826, RFC 5227, RFC 5944 §4.6 |
 //! | [`igmp`] | IGMPv2 messages and their IPv4 carrier with Router Alert | RFC 2236, RFC 2113 |
-//! | [`heartbeat`] | the nlb heartbeat (EtherType 0x88B5) | this crate, format version 1 |
+//! | [`bitmap`] | host-id sets and bucket bitmaps, shared by the heartbeat, the core, the kernel ruleset and the simulator | this crate |
+//! | [`heartbeat`] | the nlb heartbeat (EtherType 0x88B5); [`heartbeat::auth`]: its tag, anti-replay and threat model | this crate, format version 2 (reads 1) |
 //! | [`msnlb`] | Windows NLB heartbeats (EtherType 0x886F), decode only | Wireshark's `packet-msnlb.c` |
 //!
 //! ```
@@ -43,6 +44,7 @@
 
 pub mod addressing;
 pub mod arp;
+pub mod bitmap;
 pub mod ethernet;
 pub mod heartbeat;
 pub mod igmp;

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod buckets;
+pub mod check;
 pub mod config;
 pub mod filter;
 pub mod jhash;

@@ -11,6 +11,8 @@ mod events;
 mod kernel;
 mod keyfile;
 mod metrics;
+#[allow(dead_code)]
+mod status;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -1,0 +1,54 @@
+//! The live status page, served next to `/metrics`: `/` (the page), `/status.js`,
+//! `/status.css` and `/status.json` (what the page draws).
+//!
+//! Self-contained: the three assets are compiled into the binary, so the page works on a
+//! network with no way out, and the page loads nothing from elsewhere (its
+//! Content-Security-Policy forbids it). The script sets every value as text, never as
+//! HTML: member MACs, check errors and event fields come from the network or the checked
+//! service.
+
+/// The page.
+pub(crate) const PAGE: &str = include_str!("page.html");
+/// Its script.
+pub(crate) const SCRIPT: &str = include_str!("status.js");
+/// Its style.
+pub(crate) const STYLE: &str = include_str!("status.css");
+
+/// What the page may load: its own script, style and data, nothing else.
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+/// The asset at `path`, with its content type, if it is one of the page's.
+pub(crate) fn asset(path: &str) -> Option<(&'static str, &'static str)> {
+    match path {
+        "/" | "/index.html" => Some(("text/html; charset=utf-8", PAGE)),
+        "/status.js" => Some(("text/javascript; charset=utf-8", SCRIPT)),
+        "/status.css" => Some(("text/css; charset=utf-8", STYLE)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_loads_only_its_own_assets() {
+        for (tag, attr) in [("script", "src"), ("link", "href")] {
+            for part in PAGE.split(&format!("<{tag} ")).skip(1) {
+                let value = part
+                    .split(&format!("{attr}=\""))
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .unwrap_or_else(|| panic!("a <{tag}> without {attr}"));
+                assert!(
+                    asset(value).is_some(),
+                    "<{tag} {attr}={value:?}> is not served"
+                );
+            }
+        }
+        assert!(!PAGE.contains("http://") && !PAGE.contains("https://"));
+        assert!(!SCRIPT.contains("innerHTML"), "data must be set as text");
+    }
+}

@@ -43,7 +43,9 @@
 //!           0 1 load weight 0..=100, or 255 for "equal"
 //!           1 1 handling priority 1..=64, or 0 for none
 //!           2 1 flags: bit 0 enabled, bit 1 draining; other bits 0
-//!           3 1 reserved: sent as 0, ignored
+//!           3 1 health: bit 0 CHECK_DOWN (a health check that guards the rule is
+//!               down on the sender); other bits sent as 0, ignored. A byte older
+//!               releases send as 0 and ignore, so they read "healthy"
 //!           4 2 bucket count, 0..=4096
 //!           6 n owned-bucket bitmap, n = ceil(bucket count / 8); bucket b is bit
 //!               (b % 8) of byte (b / 8), least significant bit first: the buckets the
@@ -104,6 +106,7 @@ pub const WEIGHT_EQUAL: u8 = 255;
 const FLAG_AUTHENTICATED: u8 = 0x01;
 const RULE_ENABLED: u8 = 0x01;
 const RULE_DRAINING: u8 = 0x02;
+const HEALTH_CHECK_DOWN: u8 = 0x01;
 
 mod field {
     use std::ops::Range;
@@ -205,6 +208,11 @@ pub struct RuleStatus {
     pub enabled: bool,
     /// Whether the sender drains the rule: no new connections.
     pub draining: bool,
+    /// Whether a health check that guards the rule is down on the sender: it takes no
+    /// share of the rule, unless the check is down on every eligible member (then the
+    /// cluster ignores it rather than black-hole the rule; nlb-core's node states the
+    /// rule).
+    pub check_down: bool,
     /// Buckets the sender accepts new connections for now; a subset of `target`.
     pub owned: BucketBitmap,
     /// Buckets the sender's view assigns it. Same bucket count as `owned`.

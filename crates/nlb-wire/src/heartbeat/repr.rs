@@ -2,9 +2,9 @@
 
 use super::auth::constant_time_eq;
 use super::{
-    ECHO_LEN, FIELD_DIGESTS_LEN, FLAG_AUTHENTICATED, HEADER_LEN, HeartbeatKey, HeartbeatPacket,
-    HostState, MAGIC, MAX_ECHOES, MAX_RULES, RULE_DRAINING, RULE_ENABLED, RULE_HEADER_LEN,
-    RuleStatus, TAG_LEN, VERSION, WEIGHT_EQUAL, field,
+    ECHO_LEN, FIELD_DIGESTS_LEN, FLAG_AUTHENTICATED, HEADER_LEN, HEALTH_CHECK_DOWN, HeartbeatKey,
+    HeartbeatPacket, HostState, MAGIC, MAX_ECHOES, MAX_RULES, RULE_DRAINING, RULE_ENABLED,
+    RULE_HEADER_LEN, RuleStatus, TAG_LEN, VERSION, WEIGHT_EQUAL, field,
 };
 use crate::bitmap::{BucketBitmap, MAX_HOST_ID, MemberSet, bitmap_len};
 use crate::ethernet::EthernetRepr;
@@ -139,6 +139,7 @@ impl HeartbeatRepr {
                 priority,
                 enabled: flags & RULE_ENABLED != 0,
                 draining: flags & RULE_DRAINING != 0,
+                check_down: bytes[offset + 3] & HEALTH_CHECK_DOWN != 0,
                 owned,
                 target,
             });
@@ -236,9 +237,14 @@ impl HeartbeatRepr {
             });
             let flags = if rule.enabled { RULE_ENABLED } else { 0 }
                 | if rule.draining { RULE_DRAINING } else { 0 };
+            let health = if rule.check_down {
+                HEALTH_CHECK_DOWN
+            } else {
+                0
+            };
             let count = rule.owned.bucket_count().to_be_bytes();
             bytes[offset..offset + RULE_HEADER_LEN]
-                .copy_from_slice(&[weight, priority, flags, 0, count[0], count[1]]);
+                .copy_from_slice(&[weight, priority, flags, health, count[0], count[1]]);
             offset += RULE_HEADER_LEN;
             assert_eq!(
                 rule.owned.bucket_count(),

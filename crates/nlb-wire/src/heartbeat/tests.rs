@@ -39,6 +39,7 @@ fn sample() -> HeartbeatRepr {
             priority: Some(2),
             enabled: true,
             draining: false,
+            check_down: true,
             owned,
             target,
         }],
@@ -62,7 +63,7 @@ static SAMPLE_BYTES: [u8; 118] = [
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
     2, 0, 0, 0, 0, 2, 0, 0,
     1, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0x01, 0x02,
-    255, 2, 1, 0, 0, 12,
+    255, 2, 1, 1, 0, 12,
     0b0000_0001, 0b0000_0010,
     0b0000_0001, 0b0000_0110,
 ];
@@ -305,7 +306,7 @@ fn any_rule() -> impl Strategy<Value = RuleStatus> {
     (
         prop_oneof![Just(None), (0u8..=100).prop_map(Some)],
         prop_oneof![Just(None), (1u8..=64).prop_map(Some)],
-        any::<(bool, bool)>(),
+        any::<(bool, bool, bool)>(),
         (0u16..=600).prop_flat_map(|count| {
             (
                 Just(count),
@@ -314,7 +315,7 @@ fn any_rule() -> impl Strategy<Value = RuleStatus> {
         }),
     )
         .prop_map(
-            |(weight, priority, (enabled, draining), (count, buckets))| {
+            |(weight, priority, (enabled, draining, check_down), (count, buckets))| {
                 let mut owned = BucketBitmap::new(count);
                 let mut target = BucketBitmap::new(count);
                 for (bucket, also_owned) in buckets {
@@ -330,6 +331,7 @@ fn any_rule() -> impl Strategy<Value = RuleStatus> {
                     priority,
                     enabled,
                     draining,
+                    check_down,
                     owned,
                     target,
                 }

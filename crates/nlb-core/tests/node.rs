@@ -273,17 +273,13 @@ fn commands_answer_with_the_state_or_a_reason() {
         node.handle_command(now, Command::Start),
         Ok(HostState::Converging)
     );
-    node.handle_command(now, Command::SetConnections(3))
-        .unwrap();
+    assert_eq!(node.handle_connections(now, 3), HostState::Converging);
     assert_eq!(
         node.handle_command(now, Command::DrainStop),
         Ok(HostState::Draining)
     );
     assert!(node.owned().iter().all(BucketBitmap::is_empty));
-    assert_eq!(
-        node.handle_command(now, Command::SetConnections(0)),
-        Ok(HostState::Stopped)
-    );
+    assert_eq!(node.handle_connections(now, 0), HostState::Stopped);
     assert_eq!(
         node.handle_command(
             now,

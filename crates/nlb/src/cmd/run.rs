@@ -63,8 +63,9 @@ use crate::CliError;
 use crate::cmd::load_config;
 use crate::control::{DaemonStats, Request, Snapshot, Status};
 use crate::kernel::{Done, Job, Kernel};
-use nlb_core::config::{Config, InitialState};
-use nlb_core::node::{Command as NodeCommand, Event, Node};
+use nlb_core::config::Config;
+use nlb_core::lease::Lease;
+use nlb_core::node::{Command as NodeCommand, Event, Node, ReloadOutcome};
 use nlb_core::time::Instant;
 use nlb_linux::host::{
     DaemonLock, add_vip, interface_index, interface_mac, join_group, remove_vip,
@@ -244,12 +245,11 @@ struct Daemon {
     /// The next batch replaces every table (some went missing).
     full_apply: bool,
     config: Config,
-    lease: Duration,
+    lease: Lease,
     kernel: Kernel,
     connections: u32,
     clock: Clock,
     mac: nlb_wire::MacAddr,
-    incarnation: u32,
     /// Where the incarnation counter lives (`--run-dir`).
     run_dir: PathBuf,
     stats: DaemonStats,
@@ -264,7 +264,7 @@ impl Daemon {
         Ruleset {
             config: &self.config,
             rules: &self.rules,
-            lease: self.lease,
+            lease: self.lease.length,
         }
     }
 
@@ -447,7 +447,7 @@ impl Daemon {
                         self.applied = rules;
                         if !self.healthy {
                             // The whole ruleset went in, the lease set full.
-                            self.lease_until = at + self.lease;
+                            self.lease_until = at + self.lease.length;
                             self.healthy = true;
                             self.retry_at = None;
                             tracing::info!(event = "nlb.dataplane_restored");
@@ -464,7 +464,7 @@ impl Daemon {
             Done::Lease { result, at } => {
                 self.lease_in_flight = false;
                 match result {
-                    Ok(()) => self.lease_until = self.lease_until.max(at + self.lease),
+                    Ok(()) => self.lease_until = self.lease_until.max(at + self.lease.length),
                     Err(err) => {
                         self.stats.lease_failures += 1;
                         self.fail_closed("lease refresh", &err);
@@ -496,9 +496,7 @@ impl Daemon {
                 self.counting = false;
                 self.connections = count;
                 let now = self.clock.now();
-                let _ = self
-                    .node
-                    .handle_command(now, NodeCommand::SetConnections(count));
+                self.node.handle_connections(now, count);
             }
         }
     }
@@ -582,19 +580,12 @@ impl Daemon {
                 tracing::warn!(event = "nlb.mac_changed", interface = %interface,
                     from = %self.mac, to = %mac, "rejoining the cluster with the new MAC");
                 let now = self.clock.now();
-                let mut config = self.config.clone();
-                config.host.initial_state = match self.node.state() {
-                    HostState::Stopped => InitialState::Stopped,
-                    HostState::Suspended => InitialState::Suspended,
-                    _ => InitialState::Started,
-                };
-                let key = cluster_key(&config)?;
+                let key = cluster_key(&self.config)?;
                 self.mac = mac;
-                self.incarnation = self.next_incarnation();
-                self.node = Node::new(config, mac, self.incarnation, key, now);
-                if !self.healthy {
-                    self.node.handle_dataplane(now, false);
-                }
+                let stored = self.stored_incarnation();
+                self.node = self
+                    .node
+                    .successor(now, self.config.clone(), mac, key, stored);
                 self.publish_now = true;
             }
             LinkEvent::Mac(_) => {}
@@ -615,10 +606,10 @@ impl Daemon {
         }
     }
 
-    /// The incarnation for a node started over (reload, new MAC): the stored counter's
-    /// next value, so that a later restart still starts higher; if the counter cannot be
-    /// written, one more than now, and the reason in the log.
-    fn next_incarnation(&self) -> u32 {
+    /// The stored incarnation counter's next value, for a node started over (reload, new
+    /// MAC; [`Node::successor`] keeps it above the current one); `None`, and the reason in
+    /// the log, if the counter cannot be written.
+    fn stored_incarnation(&self) -> Option<u32> {
         let now_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -629,26 +620,20 @@ impl Daemon {
             id,
             now_unix,
         ) {
-            Ok(next) => next.max(self.incarnation.saturating_add(1)),
+            Ok(next) => Some(next),
             Err(err) => {
                 tracing::error!(event = "nlb.incarnation_failed", error = %err);
-                self.incarnation.saturating_add(1)
+                None
             }
         }
     }
 
-    /// SIGHUP: re-reads the configuration, without dropping a connection.
-    ///
-    /// - This host's weights and priorities: applied in place; the cluster moves only the
-    ///   buckets they move.
-    /// - The rest of the cluster-wide part (rules, timers, the key): the node starts over
-    ///   with the new file, in its current state, keeping the host's connections (conntrack
-    ///   keeps accepting them) while it rejoins and the cluster reconverges. Until every
-    ///   host has the new file, the hosts whose file differs from the majority's stay
-    ///   misconfigured, and own nothing.
-    /// - The interface, the VIPs and the mode: refused, logged; they need a restart.
+    /// SIGHUP: re-reads the configuration, without dropping a connection. What applies
+    /// in place, what makes the node rejoin and what is refused is the core's policy
+    /// ([`Node::reload`]); this reads the file and the key, advances the incarnation
+    /// counter and builds the successor when told to.
     fn reload(&mut self, path: &Path) {
-        let mut config = match load_config(path) {
+        let config = match load_config(path) {
             Ok(config) => config,
             Err(err) => {
                 tracing::error!(event = "nlb.reload_failed", error = %err.message());
@@ -656,42 +641,26 @@ impl Daemon {
             }
         };
         let now = self.clock.now();
-        let old = &self.config.cluster;
-        let new = &config.cluster;
-        if (&old.interface, &old.vips, old.mode) != (&new.interface, &new.vips, new.mode)
-            || config.host.id != self.config.host.id
-        {
-            tracing::error!(
-                event = "nlb.reload_refused",
-                reason = "cluster.interface, cluster.vips, cluster.mode or host.id changed: \
-                          restart the daemon (drainstop first to keep connections)"
-            );
-            return;
-        }
-        match self.node.reload(now, config.clone()) {
-            Ok(()) => {
-                self.config = config;
+        match self.node.reload(now, config) {
+            Ok(ReloadOutcome::InPlace) => {
+                self.config = self.node.config().clone();
                 tracing::info!(event = "nlb.reloaded", file = %path.display(), reconverge = false);
             }
-            Err(reason) => {
-                let key = match cluster_key(&config) {
+            Ok(ReloadOutcome::Rejoin(rejoin)) => {
+                let key = match cluster_key(&rejoin.config) {
                     Ok(key) => key,
                     Err(err) => {
                         tracing::error!(event = "nlb.reload_failed", error = %err.message());
                         return;
                     }
                 };
-                config.host.initial_state = match self.node.state() {
-                    HostState::Stopped => InitialState::Stopped,
-                    HostState::Suspended => InitialState::Suspended,
-                    _ => InitialState::Started,
-                };
-                self.incarnation = self.next_incarnation();
-                self.node = Node::new(config.clone(), self.mac, self.incarnation, key, now);
-                if !self.healthy {
-                    self.node.handle_dataplane(now, false);
-                }
-                let slots = config.rules.len() + 1;
+                let stored = self.stored_incarnation();
+                let change = rejoin.to_string();
+                self.node = self
+                    .node
+                    .successor(now, *rejoin.config, self.mac, key, stored);
+                self.config = self.node.config().clone();
+                let slots = self.config.rules.len() + 1;
                 self.rules = vec![
                     RuleState {
                         owned: BucketBitmap::new(nlb_core::buckets::BUCKETS),
@@ -700,13 +669,16 @@ impl Daemon {
                     slots
                 ];
                 self.apply_dirty = true;
-                self.config = config;
                 tracing::info!(
                     event = "nlb.reloaded",
                     file = %path.display(),
                     reconverge = true,
-                    change = %reason
+                    change = %change
                 );
+            }
+            Err(refused) => {
+                tracing::error!(event = "nlb.reload_refused", reason = %refused);
+                return;
             }
         }
         self.publish_now = true;
@@ -722,9 +694,7 @@ impl Daemon {
         if let Some(count) = connections {
             self.connections = count;
             let now = self.clock.now();
-            let _ = self
-                .node
-                .handle_command(now, NodeCommand::SetConnections(count));
+            self.node.handle_connections(now, count);
         }
         let answer = self.command(line.trim());
         self.flush();
@@ -879,16 +849,16 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     ];
     // The lease ends well inside the failure window, so a killed daemon's host stops
     // taking new connections before its peers take its buckets.
-    let lease = nlb_core::lease::ownership_lease(&config);
+    let lease = Lease::from_config(&config);
     let ruleset = Ruleset {
         config: &config,
         rules: &rules,
-        lease,
+        lease: lease.length,
     };
     // Leftovers of a daemon killed before table names carried the cluster.
     let _ = apply(&[ruleset.legacy_teardown()]);
     apply(&ruleset.batches()).map_err(|e| fail("nft")(e.to_string()))?;
-    let lease_until = std::time::Instant::now() + lease;
+    let lease_until = std::time::Instant::now() + lease.length;
     for &vip in &config.cluster.vips {
         add_vip(&interface, vip).map_err(|e| fail("adding the VIP")(e.to_string()))?;
     }
@@ -986,7 +956,6 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
         connections: 0,
         clock,
         mac,
-        incarnation,
         run_dir: args.run_dir.clone(),
         stats: DaemonStats::default(),
         snapshots,
@@ -1025,8 +994,7 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| fail("signals")(e.to_string()))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| fail("signals")(e.to_string()))?;
-    let mut lease_tick =
-        tokio::time::interval(nlb_core::lease::lease_refresh_period(&daemon.config));
+    let mut lease_tick = tokio::time::interval(daemon.lease.refresh);
     lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain_tick = tokio::time::interval(Duration::from_millis(500));
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

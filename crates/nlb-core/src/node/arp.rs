@@ -1,6 +1,9 @@
 //! ARP (RFC 826) and address conflict detection (RFC 5227): probing before the first
 //! join, answering for the VIPs, announcing them, and defending them.
 //!
+//! # Probing
+//!
+//! A host probes its VIPs (RFC 5227 §2.1) before it first joins, and refuses to join if
 //! a MAC outside the cluster answers. While probing it only listens, which also lets it
 //! learn the cluster before it is counted.
 //!
@@ -13,6 +16,7 @@
 //! join and when they take over a departed host's buckets, with copies more than 1 s
 //! apart so that Linux's `locktime` does not ignore them. An ARP packet claiming a VIP
 //! from a MAC that is neither a cluster MAC nor a member's is a conflict: it is reported
+//! with the MAC and defended at most once per 10 s (RFC 5227 §2.4 (c)).
 
 use super::{Event, Misconfig, Node, Timer};
 use crate::time::Instant;

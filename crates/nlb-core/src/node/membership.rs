@@ -1,5 +1,5 @@
-//! Membership: heartbeats in, peers, echoes and confirmation.
-//!
+//! Membership: heartbeats in (checked cheapest first), peers, echoes and confirmation,
+//! and expiry after the failure window.
 //!
 //! # Liveness: only fresh heartbeats make members
 //!
@@ -37,8 +37,6 @@
 //! it is used (bucket counts, rule counts, epochs); what does not fit is a counted drop,
 //! and drops are reported once per reason and then summarised
 //! ([`DROP_REPORT_INTERVAL`]), never logged per frame.
-//!
-//! # Stalls: a host that did not run
 
 use super::{Event, Node};
 use crate::buckets::{BUCKETS, HostId};

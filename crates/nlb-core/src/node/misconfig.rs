@@ -1,4 +1,14 @@
-//! Misconfiguration: why a host stays out of the cluster, judged from what it hears.
+//! Misconfiguration: why a host stays out of the cluster, judged at every update from
+//! what it hears.
+//!
+//! - A configuration that differs from the one the cluster runs (the largest group of
+//!   hosts sharing one), or an id that an earlier host already uses: the host stays out
+//!   while the cause lasts, and joins by itself once it is gone.
+//! - A key that no heartbeat of the cluster passes, or a host of the cluster that speaks
+//!   heartbeat version 1: judged only before the first join (so forged heartbeats cannot
+//!   push a member out), and only while such a heartbeat was heard within the window.
+//! - A VIP that a MAC outside the cluster answers for while the host probes (RFC 5227
+//!   §2.1.1, in `arp.rs`): cleared only by `start`, which probes again.
 
 use super::{Event, Node};
 use crate::buckets::HostId;

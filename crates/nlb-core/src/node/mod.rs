@@ -34,7 +34,7 @@
 //!   when every member advertises its view and no live peer lists the bucket, and drops
 //!   it as soon as either fails; disagreement costs availability, never safety.
 //! - **Stalls** (`ownership.rs`): a host that has not sent a heartbeat for
-//!   [`stall_threshold`](crate::lease::stall_threshold) releases everything, forgets its
+//!   [`crate::lease::stall_threshold`] releases everything, forgets its
 //!   view and its peers, and rejoins after listening for a whole window.
 //! - **ARP** (`arp.rs`): probes before the first join (RFC 5227 §2.1); the two lowest
 //!   members answer for the VIPs with the cluster MAC (RFC 826), announce them

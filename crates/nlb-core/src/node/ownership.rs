@@ -1,4 +1,16 @@
-//! Ownership: which buckets this host accepts new connections for.
+//! Ownership: which buckets this host accepts new connections for, the operator's rule
+//! switches, and the stall rule.
+//!
+//! # Release before claim
+//!
+//! A host stops accepting a bucket as soon as it is not in its target, or as soon as any
+//! live peer's latest heartbeat lists it in its target. It starts accepting a bucket of
+//! its target only when every other member of its view advertises that same view and no
+//! live peer lists the bucket (rule 3 of the protocol in `view.rs`). A host accepts
+//! nothing new while it is stopped, draining, suspended, misconfigured or its data
+//! plane fails ([`Node::handle_dataplane`](super::Node::handle_dataplane)).
+//!
+//! # Stalls: a host that did not run
 //!
 //! The kernel honours a host's buckets only for the ownership lease after the daemon's
 //! last refresh, and peers declare a host dead after the failure window of silence
@@ -6,19 +18,17 @@
 //! (a VM frozen for a migration or a snapshot, a swap storm), whose clock jumped
 //! forward, or whose loop was starved, cannot know what its peers decided meanwhile:
 //! they may have taken its buckets. So at every input, before anything else, a host
-//! that has not sent a heartbeat for [`stall_threshold`] **suspects itself**:
+//! that has not sent a heartbeat for [`stall_threshold`](crate::lease::stall_threshold) **suspects itself**:
 //!
 //! - it releases every bucket (existing connections stay, as in a drainstop);
 //! - it forgets its view and every peer's last heartbeat, all of which may be stale;
 //! - it comes back through the join path: it listens for a whole failure window, so that
 //!   every live peer is heard (and every queued, stale frame is superseded by a fresh
 //!   one) before it may install any view, and then it claims a bucket only under a view
-//!   every member advertises and no live peer lists the bucket (rule 3 above).
+//!   every member advertises and no live peer lists the bucket (release before claim).
 //!
 //! The node cannot tell a pause from a jump of the clock or a starved loop, and does not
 //! need to: in each case its ownership may no longer be its own.
-//!
-//! A host probes its VIPs (RFC 5227 §2.1) before it first joins, and refuses to join if
 
 use super::view::RuleInput;
 use super::{Action, Admin, CommandError, Event, Node, RuleSelector, RuleSwitch, Timer};

@@ -1,6 +1,5 @@
-//! View agreement and convergence: when a view is installed, what its maps are, and
-//! when the cluster has converged.
-//!
+//! View agreement and convergence: when a view is installed, what its maps are, when
+//! the cluster has converged, and the host's state.
 //!
 //! # The convergence protocol
 //!
@@ -11,14 +10,14 @@
 //! connections for).
 //!
 //! 1. A peer is live while its heartbeats keep arriving *and echo this host* (see
-//!    "Liveness" below); after `tolerance` periods of silence it is dead.
+//!    `membership.rs`); after `tolerance` periods of silence it is dead.
 //! 2. **Agreement.** When every host in my live set `L` advertises exactly `L` as its live
 //!    set, the hosts agree on the membership. Each then installs the view `(epoch, L)`,
 //!    where the epoch is one more than its current one (or the epoch a member already
 //!    installed for `L`), and computes the new map from the previous targets of the
 //!    members and their advertised weights ([`BucketMap::rebalance`]). Every host starts
 //!    from the same targets, so every host computes the same map.
-//! 3. **Release before claim.** A host stops accepting a bucket as soon as it is not in
+//! 3. **Release before claim** (`ownership.rs`). A host stops accepting a bucket as soon as it is not in
 //!    its target, or as soon as any live peer's latest heartbeat lists it in its target.
 //!    It starts accepting a bucket of its target only when every other member of its
 //!    view advertises that same view (so they have released whatever the view does not
@@ -26,6 +25,7 @@
 //!    therefore never accept new connections for one bucket at the same time, even if
 //!    their maps disagree; disagreement costs availability, never safety.
 //! 4. Connections a host already has stay with it: the kernel's conntrack accepts their
+//!    packets whatever the bucket owner is. Only new connections follow the map.
 
 use super::{Admin, Event, Node, Timer};
 use crate::buckets::{BUCKETS, BucketMap, HostId};

@@ -59,7 +59,7 @@ impl Daemon {
     }
 
     /// The stored incarnation counter's next value, for a node started over (reload, new
-    /// MAC; [`Node::successor`] keeps it above the current one); `None`, and the reason in
+    /// MAC; [`Node::successor`](nlb_core::node::Node::successor) keeps it above the current one); `None`, and the reason in
     /// the log, if the counter cannot be written.
     pub(super) fn stored_incarnation(&self) -> Option<u32> {
         let now_unix = std::time::SystemTime::now()
@@ -82,7 +82,7 @@ impl Daemon {
 
     /// SIGHUP: re-reads the configuration, without dropping a connection. What applies
     /// in place, what makes the node rejoin and what is refused is the core's policy
-    /// ([`Node::reload`]); this reads the file and the key, advances the incarnation
+    /// ([`Node::reload`](nlb_core::node::Node::reload)); this reads the file and the key, advances the incarnation
     /// counter and builds the successor when told to.
     pub(super) fn reload(&mut self, path: &Path) {
         let config = match load_config(path) {

@@ -29,14 +29,37 @@ pub fn failure_window(config: &Config) -> Duration {
     Duration::from_millis(u64::from(config.failure_window_ms()))
 }
 
-/// How long the kernel honours a host's buckets without a refresh from its daemon.
-pub fn ownership_lease(config: &Config) -> Duration {
-    failure_window(config) / 2
+/// The kernel's ownership lease of a configuration: the one place that computes it, for
+/// the daemon and the simulator alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// How long the kernel honours a host's buckets without a refresh from its daemon
+    /// (`L = W / 2`).
+    pub length: Duration,
+    /// How often the daemon refreshes it (`L / 3`).
+    pub refresh: Duration,
 }
 
-/// How often the daemon refreshes the lease.
+impl Lease {
+    /// The lease and its refresh period for `config`.
+    pub fn from_config(config: &Config) -> Lease {
+        let length = failure_window(config) / 2;
+        Lease {
+            length,
+            refresh: length / 3,
+        }
+    }
+}
+
+/// How long the kernel honours a host's buckets without a refresh from its daemon:
+/// [`Lease::from_config`]'s `length`.
+pub fn ownership_lease(config: &Config) -> Duration {
+    Lease::from_config(config).length
+}
+
+/// How often the daemon refreshes the lease: [`Lease::from_config`]'s `refresh`.
 pub fn lease_refresh_period(config: &Config) -> Duration {
-    ownership_lease(config) / 3
+    Lease::from_config(config).refresh
 }
 
 /// How long a host may go without sending a heartbeat before it treats itself as
@@ -76,6 +99,13 @@ mod tests {
         }
         let defaults = config(10, 15);
         assert_eq!(ownership_lease(&defaults), Duration::from_millis(75));
+        assert_eq!(
+            Lease::from_config(&defaults),
+            Lease {
+                length: Duration::from_millis(75),
+                refresh: Duration::from_millis(25),
+            }
+        );
         assert_eq!(stall_threshold(&defaults), Duration::from_millis(75));
     }
 }

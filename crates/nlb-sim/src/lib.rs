@@ -654,7 +654,7 @@ impl Sim {
             return;
         }
         if let Some(node) = self.hosts[index].node.as_mut() {
-            let _ = node.handle_command(now, Command::SetConnections(count));
+            node.handle_connections(now, count);
             self.drain(index);
         }
     }

@@ -15,9 +15,10 @@
 //!   3. packets conntrack finds invalid (such as the SYN-ACK answering another host's
 //!      outbound connection) and new TCP packets that are not a SYN are dropped, so this
 //!      host neither resets nor adopts another host's connection;
-//!   4. for each rule, then the default rule: if the flow's bucket
-//!      (`jhash <affinity key> mod 256 seed <cluster seed>`, exactly as
-//!      [`nlb_core::filter::decide`] computes it) is owned, accept; otherwise drop.
+//!   4. for each rule, then the fallback rule ([`Rule::FALLBACK`]): if the flow's
+//!      bucket ([`Affinity::nft_hash_expr`]: `jhash <affinity key> mod 256 seed
+//!      <cluster seed>`, exactly as [`nlb_core::filter::decide`] computes it) is owned,
+//!      accept; otherwise drop.
 //!
 //! **Leases.** The accept rules of step 4 also require `ip daddr @lease`, a set holding
 //! the VIPs with an element timeout. The daemon re-adds them every few heartbeats. If it
@@ -33,14 +34,15 @@
 //!
 //! Every rule of the `inet` chain counts its packets and carries a comment naming it
 //! (`established`, `rule1 accept`, `default drop`, ...), which [`parse_counters`] reads
-//! back for the metrics.
+//! back for the metrics. The fallback rule's counters keep the name `default`, which
+//! metrics and dashboards already know.
 //!
 //! nft 1.0.6 refuses an `arp` table and an `inet` table that matches `ip daddr` in one
 //! batch ("conflicting protocols"), so [`Ruleset::batches`] returns them separately.
 
 use nlb_core::buckets::BUCKETS;
-use nlb_core::config::{Affinity, Config, Protocol, RuleMode};
-use nlb_core::filter::cluster_seed;
+use nlb_core::config::{Affinity, Config, Protocol, Rule, RuleMode};
+use nlb_core::filter::{RuleRef, cluster_seed};
 use nlb_wire::addressing::{ClusterMode, cluster_mac};
 use nlb_wire::heartbeat::BucketBitmap;
 use std::fmt::Write;
@@ -60,7 +62,7 @@ pub struct RuleState {
 pub struct Ruleset<'a> {
     /// The host's configuration.
     pub config: &'a Config,
-    /// Per rule slot, the default rule last.
+    /// Per rule slot, the fallback rule last.
     pub rules: &'a [RuleState],
     /// How long a lease lasts without a refresh.
     pub lease: Duration,
@@ -171,15 +173,7 @@ impl Ruleset<'_> {
     }
 
     fn hash(&self, affinity: Affinity) -> String {
-        let key = match affinity {
-            Affinity::None => "ip saddr . th sport",
-            Affinity::Single => "ip saddr",
-            Affinity::Network => "ip saddr & 255.255.255.0",
-        };
-        format!(
-            "jhash {key} mod {BUCKETS} seed {:#x}",
-            cluster_seed(self.config)
-        )
+        affinity.nft_hash_expr(cluster_seed(self.config))
     }
 
     /// The `inet` table, with the lease set filled.
@@ -231,21 +225,17 @@ impl Ruleset<'_> {
             out,
             "\t\tip daddr {vips} ct state new tcp flags & (fin | syn | rst | ack) != syn counter drop comment \"not syn\""
         );
-        // 4. New flows by rule, then the default rule.
+        // 4. New flows by rule, then the fallback rule.
         for slot in 0..=configured {
-            let name = if slot < configured {
-                format!("rule{}", slot + 1)
-            } else {
-                "default".to_owned()
-            };
-            let (matched, affinity) = if slot < configured {
-                let rule = &self.config.rules[slot];
-                if rule.mode == RuleMode::Disabled {
-                    continue;
-                }
-                (self.rule_match(slot), rule.affinity)
-            } else {
-                (format!("ip daddr {vips}"), Affinity::Single)
+            let rule = RuleRef::from_slot(self.config, slot).expect("a slot of this config");
+            let Rule { mode, affinity, .. } = *rule.rule(self.config);
+            if mode == RuleMode::Disabled {
+                continue;
+            }
+            let (name, matched) = match rule {
+                RuleRef::Configured(index) => (format!("rule{}", index + 1), self.rule_match(slot)),
+                // All traffic to the VIPs that the rules before did not take.
+                RuleRef::Fallback => ("default".to_owned(), format!("ip daddr {vips}")),
             };
             let owned = &self.rules[slot].owned;
             if !owned.is_empty() {

@@ -40,7 +40,6 @@
 //! nft 1.0.6 refuses an `arp` table and an `inet` table that matches `ip daddr` in one
 //! batch ("conflicting protocols"), so [`Ruleset::batches`] returns them separately.
 
-use nlb_core::buckets::BUCKETS;
 use nlb_core::config::{Affinity, Config, Protocol, Rule, RuleMode};
 use nlb_core::filter::{RuleRef, cluster_seed};
 use nlb_wire::addressing::{ClusterMode, cluster_mac};
@@ -241,9 +240,9 @@ impl Ruleset<'_> {
             if !owned.is_empty() {
                 let _ = writeln!(
                     out,
-                    "\t\t{matched} ip daddr @lease {} {{ {} }} meta pkttype set host counter accept comment \"{name} accept\"",
+                    "\t\t{matched} ip daddr @lease {} {} meta pkttype set host counter accept comment \"{name} accept\"",
                     self.hash(affinity),
-                    owned.ranges_text()
+                    owned_set(affinity, owned)
                 );
             }
             let _ = writeln!(out, "\t\t{matched} counter drop comment \"{name} drop\"");
@@ -317,6 +316,24 @@ impl Ruleset<'_> {
     }
 }
 
+/// The buckets of `owned` as the nft set the hash of `affinity` is looked up in.
+///
+/// nft 1.0.6 refuses an interval (`0-15`, in a set or alone) after a hash of a masked
+/// key, as affinity network's `ip saddr & 255.255.255.0` is: "Value 4294967040 exceeds
+/// valid range 0-0" (checked in a namespace, and by `tests/ruleset_agrees.rs`). Single
+/// values load, so those buckets are listed one by one; the others as ranges.
+fn owned_set(affinity: Affinity, owned: &BucketBitmap) -> String {
+    let elements = match affinity {
+        Affinity::Network => owned
+            .iter()
+            .map(|bucket| bucket.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        Affinity::None | Affinity::Single => owned.ranges_text(),
+    };
+    format!("{{ {elements} }}")
+}
+
 /// The packet counters of the `inet` chain, by rule comment, from the JSON of
 /// `nft -j list chain inet <table> pre`.
 pub fn parse_counters(json: &str) -> Vec<(String, u64)> {
@@ -343,6 +360,7 @@ pub fn parse_counters(json: &str) -> Vec<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nlb_core::buckets::BUCKETS;
 
     fn config(mode: &str, rules: &str) -> Config {
         Config::parse(
@@ -404,6 +422,14 @@ mod tests {
             lease: Duration::from_millis(100),
         };
         insta::assert_snapshot!(ruleset.batches().join("\n# ---- next batch ----\n"));
+    }
+
+    #[test]
+    fn network_affinity_lists_buckets_one_by_one() {
+        let owned = owning(&[(0, 3), (7, 8)]);
+        assert_eq!(owned_set(Affinity::Network, &owned), "{ 0, 1, 2, 7 }");
+        assert_eq!(owned_set(Affinity::Single, &owned), "{ 0-2, 7 }");
+        assert_eq!(owned_set(Affinity::None, &owned), "{ 0-2, 7 }");
     }
 
     #[test]

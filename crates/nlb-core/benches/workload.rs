@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 pub struct Workload {
     /// The host's configuration.
     pub config: Config,
-    /// What it accepts per rule, the default rule last.
+    /// What it accepts per rule slot, the fallback rule last.
     pub owned: Vec<BucketBitmap>,
     /// The cluster's hash seed.
     pub seed: u32,
@@ -57,7 +57,7 @@ affinity = "single"
             "bench.toml",
         )
         .expect("a valid configuration");
-        // This host owns every fourth bucket of each rule and of the default rule.
+        // This host owns every fourth bucket of each rule and of the fallback rule.
         let owned: Vec<BucketBitmap> = (0..=config.rules.len())
             .map(|_| {
                 let mut bitmap = BucketBitmap::new(BUCKETS);
@@ -83,6 +83,7 @@ affinity = "single"
                 priority: None,
                 enabled: true,
                 draining: false,
+                check_down: false,
                 owned: bitmap.clone(),
                 target: bitmap.clone(),
             })

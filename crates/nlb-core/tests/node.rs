@@ -311,6 +311,7 @@ fn peer_heartbeat(config: &Config, sequence: u64) -> HeartbeatRepr {
                 priority: None,
                 enabled: true,
                 draining: false,
+                check_down: false,
                 owned: BucketBitmap::new(256),
                 target: BucketBitmap::new(256),
             })

@@ -15,9 +15,10 @@
 //!   3. packets conntrack finds invalid (such as the SYN-ACK answering another host's
 //!      outbound connection) and new TCP packets that are not a SYN are dropped, so this
 //!      host neither resets nor adopts another host's connection;
-//!   4. for each rule, then the default rule: if the flow's bucket
-//!      (`jhash <affinity key> mod 256 seed <cluster seed>`, exactly as
-//!      [`nlb_core::filter::decide`] computes it) is owned, accept; otherwise drop.
+//!   4. for each rule, then the fallback rule ([`Rule::FALLBACK`]): if the flow's
+//!      bucket ([`Affinity::nft_hash_expr`]: `jhash <affinity key> mod 256 seed
+//!      <cluster seed>`, exactly as [`nlb_core::filter::decide`] computes it) is owned,
+//!      accept; otherwise drop.
 //!
 //! **Leases.** The accept rules of step 4 also require `ip daddr @lease`, a set holding
 //! the VIPs with an element timeout. The daemon re-adds them every few heartbeats. If it
@@ -33,14 +34,14 @@
 //!
 //! Every rule of the `inet` chain counts its packets and carries a comment naming it
 //! (`established`, `rule1 accept`, `default drop`, ...), which [`parse_counters`] reads
-//! back for the metrics.
+//! back for the metrics. The fallback rule's counters keep the name `default`, which
+//! metrics and dashboards already know.
 //!
 //! nft 1.0.6 refuses an `arp` table and an `inet` table that matches `ip daddr` in one
 //! batch ("conflicting protocols"), so [`Ruleset::batches`] returns them separately.
 
-use nlb_core::buckets::BUCKETS;
-use nlb_core::config::{Affinity, Config, Protocol, RuleMode};
-use nlb_core::filter::cluster_seed;
+use nlb_core::config::{Affinity, Config, Protocol, Rule, RuleMode};
+use nlb_core::filter::{RuleRef, cluster_seed};
 use nlb_wire::addressing::{ClusterMode, cluster_mac};
 use nlb_wire::heartbeat::BucketBitmap;
 use std::fmt::Write;
@@ -60,7 +61,7 @@ pub struct RuleState {
 pub struct Ruleset<'a> {
     /// The host's configuration.
     pub config: &'a Config,
-    /// Per rule slot, the default rule last.
+    /// Per rule slot, the fallback rule last.
     pub rules: &'a [RuleState],
     /// How long a lease lasts without a refresh.
     pub lease: Duration,
@@ -171,15 +172,7 @@ impl Ruleset<'_> {
     }
 
     fn hash(&self, affinity: Affinity) -> String {
-        let key = match affinity {
-            Affinity::None => "ip saddr . th sport",
-            Affinity::Single => "ip saddr",
-            Affinity::Network => "ip saddr & 255.255.255.0",
-        };
-        format!(
-            "jhash {key} mod {BUCKETS} seed {:#x}",
-            cluster_seed(self.config)
-        )
+        affinity.nft_hash_expr(cluster_seed(self.config))
     }
 
     /// The `inet` table, with the lease set filled.
@@ -231,29 +224,25 @@ impl Ruleset<'_> {
             out,
             "\t\tip daddr {vips} ct state new tcp flags & (fin | syn | rst | ack) != syn counter drop comment \"not syn\""
         );
-        // 4. New flows by rule, then the default rule.
+        // 4. New flows by rule, then the fallback rule.
         for slot in 0..=configured {
-            let name = if slot < configured {
-                format!("rule{}", slot + 1)
-            } else {
-                "default".to_owned()
-            };
-            let (matched, affinity) = if slot < configured {
-                let rule = &self.config.rules[slot];
-                if rule.mode == RuleMode::Disabled {
-                    continue;
-                }
-                (self.rule_match(slot), rule.affinity)
-            } else {
-                (format!("ip daddr {vips}"), Affinity::Single)
+            let rule = RuleRef::from_slot(self.config, slot).expect("a slot of this config");
+            let Rule { mode, affinity, .. } = *rule.rule(self.config);
+            if mode == RuleMode::Disabled {
+                continue;
+            }
+            let (name, matched) = match rule {
+                RuleRef::Configured(index) => (format!("rule{}", index + 1), self.rule_match(slot)),
+                // All traffic to the VIPs that the rules before did not take.
+                RuleRef::Fallback => ("default".to_owned(), format!("ip daddr {vips}")),
             };
             let owned = &self.rules[slot].owned;
             if !owned.is_empty() {
                 let _ = writeln!(
                     out,
-                    "\t\t{matched} ip daddr @lease {} {{ {} }} meta pkttype set host counter accept comment \"{name} accept\"",
+                    "\t\t{matched} ip daddr @lease {} {} meta pkttype set host counter accept comment \"{name} accept\"",
                     self.hash(affinity),
-                    owned.ranges_text()
+                    owned_set(affinity, owned)
                 );
             }
             let _ = writeln!(out, "\t\t{matched} counter drop comment \"{name} drop\"");
@@ -327,6 +316,24 @@ impl Ruleset<'_> {
     }
 }
 
+/// The buckets of `owned` as the nft set the hash of `affinity` is looked up in.
+///
+/// nft 1.0.6 refuses an interval (`0-15`, in a set or alone) after a hash of a masked
+/// key, as affinity network's `ip saddr & 255.255.255.0` is: "Value 4294967040 exceeds
+/// valid range 0-0" (checked in a namespace, and by `tests/ruleset_agrees.rs`). Single
+/// values load, so those buckets are listed one by one; the others as ranges.
+fn owned_set(affinity: Affinity, owned: &BucketBitmap) -> String {
+    let elements = match affinity {
+        Affinity::Network => owned
+            .iter()
+            .map(|bucket| bucket.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        Affinity::None | Affinity::Single => owned.ranges_text(),
+    };
+    format!("{{ {elements} }}")
+}
+
 /// The packet counters of the `inet` chain, by rule comment, from the JSON of
 /// `nft -j list chain inet <table> pre`.
 pub fn parse_counters(json: &str) -> Vec<(String, u64)> {
@@ -353,6 +360,7 @@ pub fn parse_counters(json: &str) -> Vec<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nlb_core::buckets::BUCKETS;
 
     fn config(mode: &str, rules: &str) -> Config {
         Config::parse(
@@ -414,6 +422,14 @@ mod tests {
             lease: Duration::from_millis(100),
         };
         insta::assert_snapshot!(ruleset.batches().join("\n# ---- next batch ----\n"));
+    }
+
+    #[test]
+    fn network_affinity_lists_buckets_one_by_one() {
+        let owned = owning(&[(0, 3), (7, 8)]);
+        assert_eq!(owned_set(Affinity::Network, &owned), "{ 0, 1, 2, 7 }");
+        assert_eq!(owned_set(Affinity::Single, &owned), "{ 0-2, 7 }");
+        assert_eq!(owned_set(Affinity::None, &owned), "{ 0-2, 7 }");
     }
 
     #[test]

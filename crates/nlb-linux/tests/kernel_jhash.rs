@@ -4,10 +4,13 @@
 //! marks each packet with `jhash ... mod N seed S` and records `(key, mark)` in dynamic
 //! sets. The test sends thousands of UDP frames with varied sources through an
 //! AF_PACKET socket on the other end, reads the sets back, and compares every mark with
-//! `FlowKey::nft_jhash`.
+//! `FlowKey::nft_jhash`. Each affinity gives both sides: its nft key
+//! (`Affinity::nft_hash_key`, what the ruleset hashes) and its flow key
+//! (`Affinity::flow_key`, what `decide` hashes).
 
 use etherparse::PacketBuilder;
-use nlb_core::jhash::FlowKey;
+use nlb_core::config::{Affinity, Protocol};
+use nlb_core::filter::Flow;
 use nlb_linux::netns::NetNs;
 use nlb_linux::packet::PacketSocket;
 use rand::{Rng, SeedableRng};
@@ -27,65 +30,55 @@ const RECEIVER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
 /// Which key a set records, and the hash parameters its rule used.
 struct Case {
     set: &'static str,
-    key: &'static str,
+    affinity: Affinity,
     modulus: u32,
     seed: u32,
     with_port: bool,
-    flow_key: fn(Ipv4Addr, u16) -> FlowKey,
 }
 
 fn cases() -> Vec<Case> {
-    let addr = |a, _| FlowKey::SourceAddr(a);
-    let addr_port = |a, p| FlowKey::SourceAddrPort(a, p);
-    let net = |a, _| FlowKey::SourceNet24(a);
     vec![
         Case {
             set: "addr_big",
-            key: "ip saddr",
+            affinity: Affinity::Single,
             modulus: BIG_MODULUS,
             seed: SEED_A,
             with_port: false,
-            flow_key: addr,
         },
         Case {
             set: "addr_buckets",
-            key: "ip saddr",
+            affinity: Affinity::Single,
             modulus: BUCKETS,
             seed: SEED_B,
             with_port: false,
-            flow_key: addr,
         },
         Case {
             set: "port_big",
-            key: "ip saddr . th sport",
+            affinity: Affinity::None,
             modulus: BIG_MODULUS,
             seed: SEED_A,
             with_port: true,
-            flow_key: addr_port,
         },
         Case {
             set: "port_buckets",
-            key: "ip saddr . th sport",
+            affinity: Affinity::None,
             modulus: BUCKETS,
             seed: SEED_B,
             with_port: true,
-            flow_key: addr_port,
         },
         Case {
             set: "net_big",
-            key: "ip saddr & 255.255.255.0",
+            affinity: Affinity::Network,
             modulus: BIG_MODULUS,
             seed: SEED_A,
             with_port: false,
-            flow_key: net,
         },
         Case {
             set: "net_buckets",
-            key: "ip saddr & 255.255.255.0",
+            affinity: Affinity::Network,
             modulus: BUCKETS,
             seed: SEED_B,
             with_port: false,
-            flow_key: net,
         },
     ]
 }
@@ -108,7 +101,10 @@ fn ruleset(receiver: &str) -> String {
         );
         rules += &format!(
             "    iifname \"{receiver}\" ip saddr 198.18.0.0/15 meta mark set jhash {} mod {} seed {:#x} add @{} {{ {element} }}\n",
-            case.key, case.modulus, case.seed, case.set
+            case.affinity.nft_hash_key(),
+            case.modulus,
+            case.seed,
+            case.set
         );
     }
     format!(
@@ -251,7 +247,17 @@ fn rust_jhash_matches_kernel_for_every_flow() {
         );
         let mut mismatches = Vec::new();
         for (&(addr, port), &kernel) in &seen {
-            let rust = (case.flow_key)(addr, port).nft_jhash(case.modulus, case.seed);
+            let flow = Flow {
+                src: addr,
+                src_port: port,
+                dst: Ipv4Addr::new(198, 19, 0, 1),
+                dst_port: 9,
+                protocol: Protocol::Udp,
+            };
+            let rust = case
+                .affinity
+                .flow_key(&flow)
+                .nft_jhash(case.modulus, case.seed);
             if rust != kernel {
                 mismatches.push((addr, port, kernel, rust));
             }

@@ -1,14 +1,12 @@
 //! First checks of the simulator and the core together.
 
-use nlb_sim::{Sim, SimConfig, test_config};
+mod common;
+
+use common::cluster;
+use nlb_sim::SimConfig;
 use nlb_wire::addressing::ClusterMode;
 use nlb_wire::heartbeat::HostState;
 use std::time::Duration;
-
-fn cluster(n: u8, mode: ClusterMode, config: SimConfig) -> Sim {
-    let configs = (1..=n).map(|id| test_config(id, mode, "", "")).collect();
-    Sim::new(config, configs, 1)
-}
 
 #[test]
 fn three_hosts_converge_and_split_every_bucket() {

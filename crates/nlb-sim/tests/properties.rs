@@ -3,6 +3,9 @@
 //! Every test asserts the safety property the simulator checks after each step (no two
 //! running hosts accept new connections for one bucket), plus the promise it is about.
 
+mod common;
+
+use common::cluster;
 use nlb_core::node::{Command, Event, Misconfig};
 use nlb_core::time::Instant;
 use nlb_sim::{Sim, SimConfig, test_config};
@@ -15,11 +18,6 @@ use std::time::Duration;
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 /// The default failure window (tolerance 15 × 10 ms) plus 2 periods: the failover bound.
 const FAILOVER_BOUND: Duration = Duration::from_millis(170);
-
-fn cluster(n: u8, mode: ClusterMode, config: SimConfig) -> Sim {
-    let configs = (1..=n).map(|id| test_config(id, mode, "", "")).collect();
-    Sim::new(config, configs, 1)
-}
 
 /// Every host in `hosts` is converged, in one view whose members are exactly them.
 fn all_converged(sim: &Sim, hosts: &[usize]) -> bool {

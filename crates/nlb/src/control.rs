@@ -119,7 +119,7 @@ pub(crate) struct Status {
     pub(crate) view_epoch: u32,
     pub(crate) view_members: Vec<u8>,
     pub(crate) members: Vec<MemberStatus>,
-    /// Buckets this host accepts new connections for, per rule (default rule last).
+    /// Buckets this host accepts new connections for, per rule slot (the fallback rule last).
     pub(crate) owned_buckets: Vec<usize>,
     /// The same buckets as ranges, per rule: `0-85, 100`.
     pub(crate) owned_ranges: Vec<String>,
@@ -335,31 +335,27 @@ pub(crate) fn filter(node: &Node, request: &str) -> serde_json::Value {
     };
     let config = node.config();
     let decision = decide(config, node.owned(), cluster_seed(config), &flow);
-    let slot = decision.rule.slot(config.rules.len());
-    let (rule, affinity) = match decision.rule {
+    let rule = match decision.rule {
         RuleRef::Configured(index) => {
-            let r = &config.rules[index];
-            (
-                format!(
-                    "rule {} (ports {}-{}, {:?}, {:?})",
-                    index + 1,
-                    r.ports.start(),
-                    r.ports.end(),
-                    r.protocol,
-                    r.mode
-                )
-                .to_lowercase(),
-                format!("{:?}", r.affinity).to_lowercase(),
+            let r = decision.rule.rule(config);
+            format!(
+                "rule {} (ports {}-{}, {:?}, {:?})",
+                index + 1,
+                r.ports.start(),
+                r.ports.end(),
+                r.protocol,
+                r.mode
             )
+            .to_lowercase()
         }
-        RuleRef::Default => (
-            "the default rule (traffic no rule covers goes to the default host)".to_owned(),
-            "single".to_owned(),
-        ),
+        RuleRef::Fallback => {
+            "the fallback rule (traffic no rule covers goes to the lowest live host id)".to_owned()
+        }
     };
+    let affinity = format!("{:?}", decision.affinity).to_lowercase();
     let owners = decision
         .bucket
-        .map(|bucket| node.owners_of(slot, bucket))
+        .map(|bucket| node.owners_of(decision.slot, bucket))
         .unwrap_or_default();
     serde_json::json!({
         "ok": true,

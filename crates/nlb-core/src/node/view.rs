@@ -69,7 +69,7 @@ impl Node {
                     .config
                     .rules
                     .get(slot)
-                    .map_or(RuleMode::Single, |rule| rule.mode);
+                    .map_or(crate::config::Rule::FALLBACK.mode, |rule| rule.mode);
                 // (host, effective weight, priority) of each member for this rule.
                 let facts: Vec<(HostId, u32, Option<u8>)> = members
                     .iter()

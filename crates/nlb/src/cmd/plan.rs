@@ -6,7 +6,7 @@
 use crate::CliError;
 use crate::cmd::load_config;
 use nlb_core::buckets::{BUCKETS, BucketMap, HostId};
-use nlb_core::config::RuleMode;
+use nlb_core::config::{Rule, RuleMode};
 use nlb_core::node::EQUAL_WEIGHT;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,11 +46,26 @@ struct RulePlan {
     max_over_mean_after: f64,
 }
 
+/// Who takes the traffic no rule covers: the fallback rule's one owner.
+#[derive(Debug, serde::Serialize)]
+struct FallbackPlan {
+    before: Option<HostId>,
+    after: Option<HostId>,
+}
+
 #[derive(Debug, serde::Serialize)]
 struct Plan {
     members_before: Vec<HostId>,
     members_after: Vec<HostId>,
     rules: Vec<RulePlan>,
+    fallback: FallbackPlan,
+}
+
+/// The owner of the fallback rule ([`Rule::FALLBACK`]) among `members`: a single-host
+/// rule without priorities, so the lowest host id. Load weights do not apply to it.
+fn fallback_owner(members: &[HostId]) -> Option<HostId> {
+    debug_assert!(Rule::FALLBACK.mode == RuleMode::Single && Rule::FALLBACK.priority.is_none());
+    members.iter().copied().min()
 }
 
 fn host_id(text: &str, what: &str) -> Result<HostId, CliError> {
@@ -134,6 +149,10 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         members_before: before.clone(),
         members_after: after.clone(),
         rules: Vec::new(),
+        fallback: FallbackPlan {
+            before: fallback_owner(&before),
+            after: fallback_owner(&after),
+        },
     };
     for (index, rule) in config.rules.iter().enumerate() {
         if rule.mode != RuleMode::Multiple {
@@ -205,5 +224,11 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             rule.moved, rule.ideal_moved, rule.max_over_mean_before, rule.max_over_mean_after
         );
     }
+    let host = |owner: Option<HostId>| owner.map_or("nobody".to_owned(), |h| format!("host {h}"));
+    println!(
+        "traffic no rule covers (the fallback rule, lowest host id): {} before, {} after",
+        host(plan.fallback.before),
+        host(plan.fallback.after)
+    );
     Ok(())
 }

@@ -1,0 +1,357 @@
+//! The generated nft ruleset and `nlb_core::filter::decide` agree, packet by packet, on
+//! the running kernel, for every rule shape.
+//!
+//! Every shape of rule (mode multiple, single or disabled × affinity none, single or
+//! network × protocol tcp, udp or both × one VIP or all) gets a port range in one of a
+//! few configurations of two VIPs. For each configuration, the host owns a seeded
+//! random share of every rule slot's buckets (some slots none, some all), its
+//! [`Ruleset`] is loaded into a namespace, and new flows go in through a veth pair:
+//! TCP SYNs and UDP datagrams from distinct sources in 198.18.0.0/15, to both VIPs, to
+//! ports inside each rule's range, just past it, and to a port no rule covers (the
+//! fallback rule). A chain before nlb's (priority -300) records every source that
+//! arrived, one after it (priority -100) every source nlb's chain let through. The test
+//! asserts that the kernel accepted exactly the flows `decide` accepts, and that the
+//! chain's per-rule counters (`rule3 accept`, `default drop`, ...) count what `decide`
+//! says about each flow's rule.
+//!
+//! Only 198.18.0.0/15 is used, inside a namespace the test creates; dropping the
+//! namespace (also on a panic) deletes everything it built.
+
+use etherparse::PacketBuilder;
+use nlb_core::buckets::BUCKETS;
+use nlb_core::config::{Config, Protocol, RuleMode};
+use nlb_core::filter::{Decision, Flow, RuleRef, cluster_seed, decide};
+use nlb_linux::netns::NetNs;
+use nlb_linux::packet::PacketSocket;
+use nlb_linux::ruleset::{RuleState, Ruleset, parse_counters};
+use nlb_wire::heartbeat::BucketBitmap;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+const SENDER: &str = "ras0";
+const RECEIVER: &str = "rar0";
+const SENDER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x01, 0x01];
+const RECEIVER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x01, 0x02];
+const VIPS: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 11)];
+/// A port no rule of any configuration covers: the fallback rule's traffic.
+const UNCOVERED_PORT: u16 = 9;
+/// Flows per rule, VIP and protocol.
+const FLOWS_PER_CASE: usize = 10;
+/// Rules per configuration (at most `MAX_RULES`).
+const RULES_PER_CONFIG: usize = 14;
+
+/// One rule shape, as `[[rule]]` keys.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    mode: &'static str,
+    affinity: &'static str,
+    protocol: &'static str,
+    one_vip: bool,
+}
+
+fn shapes() -> Vec<Shape> {
+    let mut out = Vec::new();
+    for mode in ["multiple", "single", "disabled"] {
+        for affinity in ["none", "single", "network"] {
+            for protocol in ["tcp", "udp", "both"] {
+                for one_vip in [true, false] {
+                    out.push(Shape {
+                        mode,
+                        affinity,
+                        protocol,
+                        one_vip,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Rule `index` of all shapes covers ports `first..=first + 4`.
+fn first_port(index: usize) -> u16 {
+    2000 + 10 * index as u16
+}
+
+fn config(shapes: &[(usize, Shape)]) -> Config {
+    let mut text = format!(
+        "[cluster]\ninterface = \"{RECEIVER}\"\nvips = [\"{}\", \"{}\"]\nmode = \"multicast\"\n[host]\nid = 1\n",
+        VIPS[0], VIPS[1]
+    );
+    for &(index, shape) in shapes {
+        let first = first_port(index);
+        text += &format!(
+            "[[rule]]\nvip = \"{}\"\nports = \"{first}-{}\"\nprotocol = \"{}\"\nmode = \"{}\"\naffinity = \"{}\"\n",
+            if shape.one_vip {
+                VIPS[0].to_string()
+            } else {
+                "all".to_owned()
+            },
+            first + 4,
+            shape.protocol,
+            shape.mode,
+            shape.affinity,
+        );
+        if shape.mode == "single" {
+            text += "priority = 1\n";
+        }
+    }
+    Config::parse(&text, "agree.toml").expect("a valid configuration")
+}
+
+/// What the host owns per slot: a random share, except that every fifth slot owns
+/// nothing and the one after it everything.
+fn ownership(slots: usize, rng: &mut StdRng) -> Vec<RuleState> {
+    (0..slots)
+        .map(|slot| {
+            let mut owned = BucketBitmap::new(BUCKETS);
+            for bucket in 0..BUCKETS {
+                let take = match slot % 5 {
+                    3 => false,
+                    4 => true,
+                    _ => rng.random_bool(0.5),
+                };
+                if take {
+                    owned.insert(bucket);
+                }
+            }
+            RuleState {
+                owned,
+                keep_established: true,
+            }
+        })
+        .collect()
+}
+
+/// Flows for every rule of `shapes`, and to the uncovered port, each from a source no
+/// other flow of the test uses.
+fn flows(shapes: &[(usize, Shape)], used: &mut BTreeSet<Ipv4Addr>, rng: &mut StdRng) -> Vec<Flow> {
+    let mut ports: Vec<(u16, u16)> = shapes
+        .iter()
+        .map(|&(index, _)| (first_port(index), first_port(index) + 5))
+        .collect();
+    ports.push((UNCOVERED_PORT, UNCOVERED_PORT));
+    let mut out = Vec::new();
+    for (low, high) in ports {
+        for vip in VIPS {
+            for protocol in [Protocol::Tcp, Protocol::Udp] {
+                for _ in 0..FLOWS_PER_CASE {
+                    let src = loop {
+                        // 198.18.0.0/15 without 198.18.0.0/24, where the VIPs are.
+                        let host: u32 = rng.random_range(256..(1 << 17));
+                        let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + host);
+                        if used.insert(src) {
+                            break src;
+                        }
+                    };
+                    out.push(Flow {
+                        src,
+                        src_port: rng.random_range(1024..=65535),
+                        dst: vip,
+                        // Mostly inside the range; the last port is just past it.
+                        dst_port: rng.random_range(low..=high),
+                        protocol,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A TCP SYN or a UDP datagram of `flow`.
+fn frame(flow: &Flow) -> Vec<u8> {
+    let ip = PacketBuilder::ethernet2(SENDER_MAC, RECEIVER_MAC).ipv4(
+        flow.src.octets(),
+        flow.dst.octets(),
+        64,
+    );
+    let mut out = Vec::new();
+    match flow.protocol {
+        Protocol::Tcp => {
+            let builder = ip.tcp(flow.src_port, flow.dst_port, 1, 64240).syn();
+            builder.write(&mut out, &[]).unwrap();
+        }
+        _ => {
+            let builder = ip.udp(flow.src_port, flow.dst_port);
+            builder.write(&mut out, b"nlb agree probe").unwrap();
+        }
+    }
+    out
+}
+
+/// The table that records what arrived and what nlb's chain let through.
+fn recorder() -> String {
+    format!(
+        "table ip nlbagree {{\n  set seen {{ type ipv4_addr; size 65536; flags dynamic; }}\n  set accepted {{ type ipv4_addr; size 65536; flags dynamic; }}\n  chain before {{\n    type filter hook prerouting priority -300;\n    iifname \"{RECEIVER}\" add @seen {{ ip saddr }}\n  }}\n  chain after {{\n    type filter hook prerouting priority -100;\n    iifname \"{RECEIVER}\" add @accepted {{ ip saddr }} drop\n  }}\n}}\n"
+    )
+}
+
+fn read_addresses(ns: &NetNs, set: &str) -> BTreeSet<Ipv4Addr> {
+    let json = ns
+        .exec("nft", &["-j", "list", "set", "ip", "nlbagree", set], None)
+        .expect("nft list set");
+    let doc: Value = serde_json::from_str(&json).expect("nft prints JSON");
+    let mut out = BTreeSet::new();
+    for item in doc["nftables"].as_array().expect("a list") {
+        let Some(elements) = item.get("set").and_then(|s| s.get("elem")) else {
+            continue;
+        };
+        for element in elements.as_array().expect("a list") {
+            let text = element
+                .as_str()
+                .or_else(|| element["elem"]["val"].as_str())
+                .unwrap_or_else(|| panic!("unexpected set element {element}"));
+            out.insert(text.parse().expect("an address"));
+        }
+    }
+    out
+}
+
+/// The counter comment the ruleset uses for `decision`.
+fn counter_name(config: &Config, decision: &Decision) -> String {
+    let name = match decision.rule {
+        RuleRef::Configured(index) => format!("rule{}", index + 1),
+        RuleRef::Fallback => "default".to_owned(),
+    };
+    if decision.rule.rule(config).mode == RuleMode::Disabled {
+        format!("{name} disabled")
+    } else if decision.accept {
+        format!("{name} accept")
+    } else {
+        format!("{name} drop")
+    }
+}
+
+/// Sends `flows` from the sender end until each has arrived (a frame the receiving
+/// queue dropped never reached netfilter, so it is sent again), within 10 s.
+fn deliver(ns: &NetNs, socket: &PacketSocket, flows: &[Flow]) {
+    let mut missing: Vec<Flow> = flows.to_vec();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !missing.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} flows never arrived, first {:?}",
+            missing.len(),
+            missing.first()
+        );
+        for flow in &missing {
+            socket.send(&frame(flow)).expect("send frame");
+        }
+        let mut pause = Duration::from_millis(5);
+        let settle = Instant::now() + Duration::from_secs(2);
+        loop {
+            let seen = read_addresses(ns, "seen");
+            missing.retain(|flow| !seen.contains(&flow.src));
+            if missing.is_empty() || Instant::now() > settle {
+                break;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn ruleset_and_decide_agree_for_every_rule_shape() {
+    if !nlb_linux::netns::require_root("ruleset_and_decide_agree_for_every_rule_shape") {
+        return;
+    }
+    let ns = NetNs::create(&nlb_linux::netns::unique_name("nlbt-ag")).expect("create namespace");
+    ns.ip(&[
+        "link",
+        "add",
+        SENDER,
+        "address",
+        "02:00:00:00:01:01",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        RECEIVER,
+        "address",
+        "02:00:00:00:01:02",
+    ])
+    .expect("veth pair");
+    ns.ip(&["link", "set", SENDER, "up"]).unwrap();
+    ns.ip(&["link", "set", RECEIVER, "up"]).unwrap();
+    ns.nft(&recorder()).expect("load the recorder");
+
+    let shapes: Vec<(usize, Shape)> = shapes().into_iter().enumerate().collect();
+    let mut rng = StdRng::seed_from_u64(0x0061_6772_6565);
+    let mut used = BTreeSet::new();
+    let mut checked = 0;
+    std::thread::scope(|scope| {
+        let sender = scope.spawn(|| {
+            ns.enter_current_thread().expect("enter namespace");
+            PacketSocket::bind(SENDER).expect("AF_PACKET socket")
+        });
+        let socket = sender.join().expect("sender thread");
+        for (round, group) in shapes.chunks(RULES_PER_CONFIG).enumerate() {
+            let config = config(group);
+            let seed = cluster_seed(&config);
+            let rules = ownership(config.rules.len() + 1, &mut rng);
+            let ruleset = Ruleset {
+                config: &config,
+                rules: &rules,
+                lease: Duration::from_secs(600),
+            };
+            for batch in ruleset.batches() {
+                ns.nft(&batch)
+                    .unwrap_or_else(|e| panic!("round {round}: {e}\n{batch}"));
+            }
+            ns.nft("flush set ip nlbagree seen\nflush set ip nlbagree accepted\n")
+                .expect("flush the recorder");
+            let flows = flows(group, &mut used, &mut rng);
+            deliver(&ns, &socket, &flows);
+
+            let owned: Vec<BucketBitmap> = rules.iter().map(|r| r.owned.clone()).collect();
+            let accepted = read_addresses(&ns, "accepted");
+            let mut expected_counters: BTreeMap<String, u64> = BTreeMap::new();
+            let mut disagreements = Vec::new();
+            for flow in &flows {
+                let decision = decide(&config, &owned, seed, flow);
+                *expected_counters
+                    .entry(counter_name(&config, &decision))
+                    .or_default() += 1;
+                if decision.accept != accepted.contains(&flow.src) {
+                    disagreements.push((*flow, decision));
+                }
+            }
+            assert!(
+                disagreements.is_empty(),
+                "round {round}: {} of {} flows differ; first (flow, decide): {:?}\n{}",
+                disagreements.len(),
+                flows.len(),
+                &disagreements[..disagreements.len().min(3)],
+                ruleset.inet_table()
+            );
+            let chain = ns
+                .exec(
+                    "nft",
+                    &["-j", "list", "chain", "inet", &ruleset.table(), "pre"],
+                    None,
+                )
+                .expect("nft list chain");
+            let counters: BTreeMap<String, u64> = parse_counters(&chain)
+                .into_iter()
+                .filter(|&(_, packets)| packets > 0)
+                .collect();
+            assert_eq!(counters, expected_counters, "round {round}");
+            // Every shape of the round saw flows both ways where it can.
+            let accepts = flows.iter().filter(|f| accepted.contains(&f.src)).count();
+            assert!(accepts > 0 && accepts < flows.len(), "round {round}");
+            checked += flows.len();
+            eprintln!(
+                "round {round}: {} rules, {} flows, {accepts} accepted; kernel and decide agree on every one",
+                config.rules.len(),
+                flows.len()
+            );
+        }
+    });
+    assert_eq!(checked, used.len());
+}

@@ -426,7 +426,7 @@ fn single_host_rules_follow_handling_priority() {
         (owned(&sim, 2, 0), owned(&sim, 1, 0), owned(&sim, 0, 0)),
         (256, 0, 0)
     );
-    // The default rule (slot 1) belongs to the lowest host id.
+    // The fallback rule (slot 1) belongs to the lowest host id.
     assert_eq!(
         (owned(&sim, 0, 1), owned(&sim, 1, 1), owned(&sim, 2, 1)),
         (256, 0, 0)

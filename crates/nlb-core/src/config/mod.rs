@@ -16,7 +16,7 @@
 //! control_socket = "/run/nlb/nlb.sock"
 //! control_group = "nlb"               # optional: members may use the control socket
 //!
-//! [[rule]]                            # none = one rule for everything
+//! [[rule]]                            # none = one rule for everything (Rule::catch_all)
 //! vip = "all"
 //! ports = "80"                        # "80", "8000-8100" or "all"
 //! protocol = "tcp"                    # tcp | udp | both
@@ -55,9 +55,9 @@
 //! - [`ConfigError`] and the span-to-line bookkeeping (`error.rs`);
 //! - the fingerprint and its canonical encoding (`fingerprint.rs`).
 //!
-//! Validation runs table by table in file order (`[cluster]`, `[host]`, `[[rule]]`,
-//! `[metrics]`) and stops at the first error, so one run of `nlb params` shows one
-//! problem, with its line and fix.
+//! Validation runs table by table, `[cluster]`, `[host]`, `[[rule]]` (which needs the
+//! VIPs), then `[metrics]`, and stops at the first error: one problem at a time, each
+//! with its file, line, column, key and fix.
 
 mod cluster;
 mod error;

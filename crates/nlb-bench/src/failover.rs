@@ -24,10 +24,12 @@ use crate::contender::{
     Cluster, FailureKind, KeepalivedCluster, NlbCluster, NlbTimers, VrrpTimers,
 };
 use crate::lab::CLIENTS;
-use crate::load::{Attempt, Load, outage, served_by};
+use crate::lab::VIP;
+use nlb_lab::load::{Attempt, Load, Plan, outage, served_by};
 use crate::report::{Summary, Table, ms};
 use anyhow::{Context, Result};
-use nlb_linux::segment::client_addresses;
+use nlb_lab::segment::client_addresses;
+use std::net::SocketAddr;
 use serde::Serialize;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -158,7 +160,6 @@ fn run_trials(
     trials: usize,
     label: &str,
 ) -> Result<Vec<(FailureKind, Trial)>> {
-    let client = cluster.lab().client().name().to_owned();
     let mut sources: Vec<_> = client_addresses(CLIENTS).collect();
     let mut rng = Shuffle::seeded();
     let mut results = Vec::new();
@@ -172,7 +173,11 @@ fn run_trials(
             // A fresh order of the addresses every trial, so that the failure does not
             // always fall at the same place of the rotation.
             rng.shuffle(&mut sources);
-            let load = Load::start(&client, &sources, &[]);
+            let load = Load::start(
+                cluster.lab().client(),
+                Plan::new_connections(SocketAddr::from((VIP, 80)), sources.iter().copied()),
+            )
+            .context("could not start the client load")?;
             std::thread::sleep(Duration::from_millis(500));
             let failed_at = Instant::now();
             cluster.fail(victim, kind)?;

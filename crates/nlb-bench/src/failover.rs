@@ -25,12 +25,12 @@ use crate::contender::{
 };
 use crate::lab::CLIENTS;
 use crate::lab::VIP;
-use nlb_lab::load::{Attempt, Load, Plan, outage, served_by};
 use crate::report::{Summary, Table, ms};
 use anyhow::{Context, Result};
+use nlb_lab::load::{Attempt, Load, Plan, outage, served_by};
 use nlb_lab::segment::client_addresses;
-use std::net::SocketAddr;
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

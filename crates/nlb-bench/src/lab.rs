@@ -14,9 +14,9 @@
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{SigSet, Signal, killpg};
 use nix::unistd::Pid;
+use nlb_lab::segment::{Segment, inside};
 use nlb_linux::command::run;
 use nlb_linux::netns::NetNs;
-use nlb_lab::segment::{Segment, inside};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
@@ -320,18 +320,21 @@ impl Lab {
         // One probe thread that moves from namespace to namespace.
         std::thread::scope(|scope| {
             scope
-                .spawn(|| loop {
-                    for host in &others {
-                        host.enter_current_thread()
-                            .with_context(|| format!("could not enter namespace {}", host.name()))?;
-                        if holds(VIP)? {
-                            return Ok(Instant::now());
+                .spawn(|| {
+                    loop {
+                        for host in &others {
+                            host.enter_current_thread().with_context(|| {
+                                format!("could not enter namespace {}", host.name())
+                            })?;
+                            if holds(VIP)? {
+                                return Ok(Instant::now());
+                            }
                         }
+                        if Instant::now() > deadline {
+                            bail!("no other host took the VIP within {limit:?}");
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
                     }
-                    if Instant::now() > deadline {
-                        bail!("no other host took the VIP within {limit:?}");
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
                 })
                 .join()
                 .map_err(|_| anyhow::anyhow!("the VIP probe thread panicked"))?

@@ -24,11 +24,11 @@ use crate::lab::{CLIENTS, VIP, wait_until};
 use crate::report::Table;
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
-use nlb_linux::command::run;
 use nlb_lab::load::{Attempt, Failure, Load, Plan, Seen};
 use nlb_lab::segment::client_addresses;
-use std::net::SocketAddr;
+use nlb_linux::command::run;
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -143,21 +143,27 @@ fn nlb_changes(nlb: &Path) -> Result<Vec<Change>> {
     let mut changes = Vec::new();
     // Drainstop: measured until a second after the hand-off; then the keep-alive
     // sessions end (in `measure`) and the drain completes.
-    changes.push(measure("nlb", "drainstop host 2", &mut cluster, second, |cluster| {
-        let answer = cluster.command(2, "drainstop")?;
-        if answer["state"] != "draining" {
-            bail!("drainstop answered {answer}");
-        }
-        wait_until(
-            "host 2's buckets to move",
-            Duration::from_secs(5),
-            Duration::from_millis(10),
-            || {
-                let others = cluster.owned(1).zip(cluster.owned(3));
-                Ok(cluster.owned(2) == Some(0) && others.is_some_and(|(a, b)| a + b == 256))
-            },
-        )
-    })?);
+    changes.push(measure(
+        "nlb",
+        "drainstop host 2",
+        &mut cluster,
+        second,
+        |cluster| {
+            let answer = cluster.command(2, "drainstop")?;
+            if answer["state"] != "draining" {
+                bail!("drainstop answered {answer}");
+            }
+            wait_until(
+                "host 2's buckets to move",
+                Duration::from_secs(5),
+                Duration::from_millis(10),
+                || {
+                    let others = cluster.owned(1).zip(cluster.owned(3));
+                    Ok(cluster.owned(2) == Some(0) && others.is_some_and(|(a, b)| a + b == 256))
+                },
+            )
+        },
+    )?);
     wait_until(
         "host 2 to finish draining",
         Duration::from_secs(10),

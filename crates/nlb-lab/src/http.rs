@@ -72,7 +72,8 @@ impl KeepAlive {
     /// One request on the connection: the body of the answer (the host's name). A
     /// connection the server closed is an `UnexpectedEof` error.
     pub fn get(&mut self) -> std::io::Result<String> {
-        self.writer.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
+        self.writer
+            .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
         let mut length = 0;
         loop {
             let mut line = String::new();

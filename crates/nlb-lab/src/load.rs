@@ -119,7 +119,10 @@ pub struct Plan {
 
 impl Plan {
     /// A new connection to `target` every 10 ms, from `sources` in turn.
-    pub fn new_connections(target: SocketAddr, sources: impl IntoIterator<Item = Ipv4Addr>) -> Plan {
+    pub fn new_connections(
+        target: SocketAddr,
+        sources: impl IntoIterator<Item = Ipv4Addr>,
+    ) -> Plan {
         Plan {
             target,
             sources: sources.into_iter().collect(),
@@ -258,7 +261,10 @@ fn new_connections(
     pending: &Arc<Mutex<Vec<Instant>>>,
 ) {
     let target = plan.target;
-    let one = move |src: Ipv4Addr, started: Instant, log: &Mutex<Vec<Attempt>>, pending: &Mutex<Vec<Instant>>| {
+    let one = move |src: Ipv4Addr,
+                    started: Instant,
+                    log: &Mutex<Vec<Attempt>>,
+                    pending: &Mutex<Vec<Instant>>| {
         let answer = http_get(src, target).map_err(|e| (classify(&e), e));
         lock(log).push(Attempt {
             src,
@@ -289,7 +295,9 @@ fn new_connections(
                 let started = begin();
                 let (log, pending) = (log.clone(), pending.clone());
                 // New threads start in this thread's namespace.
-                workers.push(std::thread::spawn(move || one(src, started, &log, &pending)));
+                workers.push(std::thread::spawn(move || {
+                    one(src, started, &log, &pending)
+                }));
                 next += interval;
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
                 workers.retain(|w| !w.is_finished());

@@ -33,24 +33,26 @@
 //!
 //! Skipped without root or with `NLB_SKIP_NETNS=1`, like the other namespace tests.
 
-use nlb_linux::netns::{NetNs, require_root, unique_name};
+mod common;
+
+use common::{HostSetup, Setup, VIP, World, in_ns, nlb};
+use nlb_lab::load::{Attempt, Load, Pace, Plan};
+use nlb_lab::segment::client_addresses;
+use nlb_linux::netns::{NetNs, require_root};
 use nlb_linux::packet::PacketSocket;
-use nlb_linux::segment::{Segment, client_addresses, http_get};
 use nlb_wire::MacAddr;
+use nlb_wire::addressing::ClusterMode;
 use nlb_wire::ethernet::{ETHERTYPE_NLB_HEARTBEAT, EthernetFrame};
 use nlb_wire::heartbeat::{
     BucketBitmap, HEADER_LEN, HeartbeatKey, HeartbeatPacket, HeartbeatRepr, MemberSet,
     RULE_HEADER_LEN,
 };
 use serde_json::Value;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::process::{Child, Command};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 const HOSTS: u8 = 3;
 const CLIENTS: u8 = 20;
 /// Frames per second the attacker aims at in phases (a) and (b).
@@ -67,10 +69,6 @@ const RSS_BOUND_KIB: u64 = 2 * 1024;
 
 /// The two tests share 2 cores with everything else: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn nlb() -> &'static str {
-    env!("CARGO_BIN_EXE_nlb")
-}
 
 /// A small deterministic generator for MACs and garbage.
 struct Rng(u64);
@@ -102,54 +100,50 @@ fn with_source(frame: &[u8], mac: MacAddr) -> Vec<u8> {
     out
 }
 
-struct Host {
-    id: u8,
-    /// Kept for its life: dropping it deletes the namespace.
-    _ns: NetNs,
-    socket: PathBuf,
-    log: PathBuf,
-    daemon: Child,
-    pid: i32,
-    dead: Option<String>,
-}
-
-struct World {
-    _dir: tempfile::TempDir,
-    hosts: Vec<Host>,
-    servers: Vec<Child>,
-    client: NetNs,
+/// The common world of 3 hosts and a client, plus the attacker: one more port on the
+/// bridge, no address needed.
+struct Arena {
+    world: World,
     attacker: NetNs,
-    _switch: NetNs,
+    /// Why host `index`'s daemon exited, once it has.
+    dead: Vec<Option<String>>,
 }
 
-impl Drop for World {
-    fn drop(&mut self) {
-        for host in &mut self.hosts {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(host.pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = host.daemon.wait();
-        }
-        for server in &mut self.servers {
-            let _ = server.kill();
-            let _ = server.wait();
-        }
+impl std::ops::Deref for Arena {
+    type Target = World;
+
+    fn deref(&self) -> &World {
+        &self.world
     }
 }
 
-impl World {
-    fn build(keyed: bool) -> World {
-        let tag = unique_name("");
-        let prefix = format!("nlba{tag}");
-        let Segment {
-            switch,
-            hosts: namespaces,
-            client,
-        } = Segment::build(&prefix, HOSTS, CLIENTS, false).unwrap();
-        // The attacker: one more port on the bridge, no address needed.
-        let attacker = NetNs::create(&format!("{prefix}-x")).unwrap();
-        switch
+impl Arena {
+    fn build(keyed: bool) -> Arena {
+        let key = keyed.then(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let key = dir.path().join("cluster.key");
+            let out = Command::new(nlb())
+                .args(["keygen", "--out"])
+                .arg(&key)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::read(&key).unwrap()
+        });
+        let world = World::build(
+            Setup::new("nlba", ClusterMode::Multicast, HOSTS, CLIENTS),
+            |_| HostSetup {
+                key: key.clone(),
+                ..HostSetup::default()
+            },
+        );
+        let attacker = NetNs::create(&format!("{}-x", world.prefix)).unwrap();
+        world
+            .switch
             .ip(&[
                 "link",
                 "add",
@@ -163,141 +157,21 @@ impl World {
                 attacker.name(),
             ])
             .unwrap();
-        switch
+        world
+            .switch
             .ip(&["link", "set", "px", "master", "br0", "up"])
             .unwrap();
         attacker.ip(&["link", "set", "eth0", "up"]).unwrap();
-
-        let dir = tempfile::tempdir().unwrap();
-        let key_line = if keyed {
-            let key = dir.path().join("cluster.key");
-            let out = Command::new(nlb())
-                .args(["keygen", "--out"])
-                .arg(&key)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            format!("key_file = \"{}\"", key.display())
-        } else {
-            "insecure_no_key = true".to_owned()
-        };
-        let mut hosts = Vec::new();
-        let mut servers = Vec::new();
-        for (id, ns) in (1..=HOSTS).zip(namespaces) {
-            let socket = dir.path().join(format!("h{id}.sock"));
-            let config = dir.path().join(format!("h{id}.toml"));
-            let log = dir.path().join(format!("h{id}.log"));
-            std::fs::write(
-                &config,
-                format!(
-                    "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"multicast\"\n{key_line}\n\n[host]\nid = {id}\ninitial_state = \"stopped\"\ncontrol_socket = \"{}\"\n\n[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n",
-                    socket.display()
-                ),
-            )
-            .unwrap();
-            servers.push(
-                Command::new("ip")
-                    .args(["netns", "exec", ns.name(), nlb(), "serve-http", "--bind"])
-                    .arg(format!("{VIP}:80"))
-                    .args(["--name", &format!("host{id}")])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            );
-            let daemon = Command::new("ip")
-                .args(["netns", "exec", ns.name(), nlb(), "run", "--config"])
-                .arg(&config)
-                .arg("--run-dir")
-                .arg(dir.path().join(format!("run{id}")))
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            // `ip netns exec` execs the command in place: the child is the daemon.
-            let pid = daemon.id() as i32;
-            hosts.push(Host {
-                id,
-                _ns: ns,
-                socket,
-                log,
-                daemon,
-                pid,
-                dead: None,
-            });
-        }
-        World {
-            _dir: dir,
-            hosts,
-            servers,
-            client,
+        Arena {
+            dead: vec![None; world.hosts.len()],
+            world,
             attacker,
-            _switch: switch,
         }
-    }
-
-    fn ctl(&self, index: usize, verb: &str) -> Option<Value> {
-        let out = Command::new(nlb())
-            .args([verb, "--json", "--socket"])
-            .arg(&self.hosts[index].socket)
-            .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
-    }
-
-    fn logs(&self) -> String {
-        self.hosts
-            .iter()
-            .map(|h| {
-                format!(
-                    "host {}:\n{}",
-                    h.id,
-                    std::fs::read_to_string(&h.log).unwrap_or_default()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n----\n")
-    }
-
-    fn wait_for(&self, what: &str, limit: Duration, mut ready: impl FnMut(&World) -> bool) {
-        let deadline = Instant::now() + limit;
-        while !ready(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; logs:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Starts every host together and waits for one converged view of all of them.
-    fn start_all(&self) {
-        self.wait_for("the daemons to answer", Duration::from_secs(10), |w| {
-            (0..w.hosts.len()).all(|i| w.ctl(i, "query").is_some())
-        });
-        std::thread::scope(|scope| {
-            for index in 0..self.hosts.len() {
-                scope.spawn(move || assert_eq!(self.ctl(index, "start").unwrap()["ok"], true));
-            }
-        });
-        let all: Vec<u8> = self.hosts.iter().map(|h| h.id).collect();
-        self.wait_for("convergence", Duration::from_secs(10), |w| {
-            (0..w.hosts.len()).all(|i| {
-                w.ctl(i, "query").is_some_and(|q| {
-                    q["state"] == "converged" && q["view_members"] == serde_json::json!(all)
-                })
-            })
-        });
     }
 
     fn rss_kib(&self, index: usize) -> Option<u64> {
         let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.hosts[index].pid)).ok()?;
+            std::fs::read_to_string(format!("/proc/{}/status", self.hosts[index].pid())).ok()?;
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))?
@@ -310,9 +184,9 @@ impl World {
     /// Notes daemons that exited since the last look.
     fn reap(&mut self) -> Vec<String> {
         let mut news = Vec::new();
-        for host in &mut self.hosts {
-            if host.dead.is_none()
-                && let Ok(Some(status)) = host.daemon.try_wait()
+        for (host, dead) in self.world.hosts.iter_mut().zip(&mut self.dead) {
+            if dead.is_none()
+                && let Some(Ok(Some(status))) = host.daemon.as_mut().map(Child::try_wait)
             {
                 let log = std::fs::read_to_string(&host.log).unwrap_or_default();
                 let panic = log
@@ -322,7 +196,7 @@ impl World {
                     .to_owned();
                 let why = format!("{status}: {panic}");
                 news.push(format!("host {} daemon exited ({why})", host.id));
-                host.dead = Some(why);
+                *dead = Some(why);
             }
         }
         news
@@ -330,95 +204,32 @@ impl World {
 
     /// Runs `work` on a thread inside the attacker's namespace.
     fn as_attacker<T: Send>(&self, work: impl FnOnce(&PacketSocket) -> T + Send) -> T {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    self.attacker.enter_current_thread().unwrap();
-                    let socket = PacketSocket::bind("eth0").unwrap();
-                    work(&socket)
-                })
-                .join()
-                .unwrap()
+        in_ns(&self.attacker, || {
+            let socket = PacketSocket::bind("eth0").unwrap();
+            work(&socket)
         })
     }
 }
 
-/// One request: when it started, from where, and the answering host or the error.
-type Outcome = (Instant, Ipv4Addr, Result<String, String>);
-
-/// Requests from the client, round-robin over its addresses, until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    results: Arc<Mutex<Vec<Outcome>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(client: &NetNs) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let results = Arc::new(Mutex::new(Vec::new()));
-        let name = client.name().to_owned();
-        let thread = {
-            let stop = stop.clone();
-            let results = results.clone();
-            std::thread::spawn(move || {
-                let handle = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
-                nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                let sources: Vec<Ipv4Addr> = client_addresses(CLIENTS).collect();
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let src = sources[i % sources.len()];
-                    i += 1;
-                    let started = Instant::now();
-                    let answer = http_get(src, SocketAddr::from((VIP, 80)));
-                    results.lock().unwrap().push((started, src, answer));
-                    // A new connection every 5 ms or so, not a busy loop.
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        };
-        Load {
-            stop,
-            results,
-            thread: Some(thread),
-        }
-    }
-
-    /// Requests that started in `from..to`: how many, and the failures. Waits (up to
-    /// 5 s: a request gives up after 3 s) until one started at `to` or later has ended,
-    /// so that every request of the window has its outcome; requests are sequential.
-    fn window(&self, from: Instant, to: Instant) -> (usize, Vec<String>) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline
-            && !self
-                .results
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(at, _, _)| *at >= to)
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let results = self.results.lock().unwrap();
-        let window: Vec<_> = results
-            .iter()
-            .filter(|(at, _, _)| (from..to).contains(at))
-            .collect();
-        let failures = window
-            .iter()
-            .filter_map(|(_, src, r)| r.as_ref().err().map(|e| format!("{src}: {e}")))
-            .collect();
-        (window.len(), failures)
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+/// Requests that started in `from..to`: how many, and the failures. Waits (up to 5 s: a
+/// request gives up after 3 s) until every request started before `to` has ended, so
+/// that every request of the window has its outcome.
+fn window(load: &Load, from: Instant, to: Instant) -> (usize, Vec<String>) {
+    let window: Vec<Attempt> = load
+        .settled(to, Duration::from_secs(5))
+        .into_iter()
+        .filter(|a| (from..to).contains(&a.started))
+        .collect();
+    let failures = window
+        .iter()
+        .filter_map(|a| {
+            a.answer
+                .as_ref()
+                .err()
+                .map(|(_, e)| format!("{}: {e}", a.src))
+        })
+        .collect();
+    (window.len(), failures)
 }
 
 /// The latest genuine heartbeat of every host, captured on the attacker's port.
@@ -686,12 +497,12 @@ impl Findings {
     /// Starts a phase: waits (up to 5 s) until the live hosts are converged in one view
     /// of all of them again, so that each phase is judged on its own, and takes their
     /// epochs as the phase's baseline. Returns when the phase starts.
-    fn begin(&mut self, world: &World, base: &mut Baseline, phase: &str) -> Instant {
+    fn begin(&mut self, world: &Arena, base: &mut Baseline, phase: &str) -> Instant {
         let live: Vec<usize> = (0..world.hosts.len())
-            .filter(|&i| world.hosts[i].dead.is_none())
+            .filter(|&i| world.dead[i].is_none())
             .collect();
         let ids: Vec<u8> = live.iter().map(|&i| world.hosts[i].id).collect();
-        let recovered = |w: &World| {
+        let recovered = |w: &Arena| {
             live.iter().all(|&i| {
                 w.ctl(i, "query").is_some_and(|q| {
                     q["state"] == "converged" && q["view_members"] == serde_json::json!(ids)
@@ -718,7 +529,7 @@ impl Findings {
 
     fn check_phase(
         &mut self,
-        world: &mut World,
+        world: &mut Arena,
         load: &Load,
         base: &Baseline,
         phase: &str,
@@ -734,7 +545,7 @@ impl Findings {
         }
         for index in 0..world.hosts.len() {
             let id = world.hosts[index].id;
-            if world.hosts[index].dead.is_some() {
+            if world.dead[index].is_some() {
                 continue;
             }
             if let Some(rss) = world.rss_kib(index) {
@@ -773,8 +584,9 @@ impl Findings {
             let live: Vec<u8> = world
                 .hosts
                 .iter()
-                .filter(|h| h.dead.is_none())
-                .map(|h| h.id)
+                .zip(&world.dead)
+                .filter(|(_, dead)| dead.is_none())
+                .map(|(h, _)| h.id)
                 .collect();
             if query["view_members"] != serde_json::json!(live) {
                 self.0.push(format!(
@@ -784,7 +596,7 @@ impl Findings {
             }
         }
         if full {
-            let (requests, failures) = load.window(since, end);
+            let (requests, failures) = window(load, since, end);
             if requests == 0 {
                 self.0.push(format!("{phase}: the client made no request"));
             }
@@ -798,12 +610,12 @@ impl Findings {
         }
     }
 
-    fn report(self, world: &World, what: &str) {
+    fn report(self, world: &Arena, what: &str) {
         if self.0.is_empty() {
             return;
         }
         let mut events = String::new();
-        for host in &world.hosts {
+        for (host, dead) in world.hosts.iter().zip(&world.dead) {
             let log = std::fs::read_to_string(&host.log).unwrap_or_default();
             let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
             events.push_str(&format!(
@@ -813,7 +625,7 @@ impl Findings {
                 count("nlb.peer_down"),
                 count("nlb.peer_up"),
                 count("nlb.view_installed"),
-                host.dead.as_ref().map_or(String::new(), |d| format!("; exited: {d}"))
+                dead.as_ref().map_or(String::new(), |d| format!("; exited: {d}"))
             ));
             if let Some(line) = log.lines().find(|l| l.contains("nlb.misconfigured")) {
                 events.push_str(&format!("\n    first misconfigured: {line}"));
@@ -827,15 +639,20 @@ impl Findings {
     }
 }
 
-fn prepare(keyed: bool) -> (World, Load, Baseline, Vec<Vec<u8>>) {
-    let world = World::build(keyed);
+fn prepare(keyed: bool) -> (Arena, Load, Baseline, Vec<Vec<u8>>) {
+    let world = Arena::build(keyed);
     world.start_all();
-    let load = Load::start(&world.client);
+    // Requests one after the other for the whole test, a new connection every 5 ms or
+    // so, round-robin over the client's addresses.
+    let load = world.load_of(
+        Plan::new_connections(SocketAddr::from((VIP, 80)), client_addresses(CLIENTS))
+            .paced(Pace::OneAtATime(Duration::from_millis(5))),
+    );
     // A few quiet requests first: the cluster serves before the attack.
     world.wait_for("the client to be served", Duration::from_secs(5), |_| {
-        let results = load.results.lock().unwrap();
+        let (results, _) = load.new_so_far();
         let n = results.len();
-        let failures: Vec<_> = results.iter().filter(|(_, _, r)| r.is_err()).collect();
+        let failures: Vec<_> = results.iter().filter(|a| a.answer.is_err()).collect();
         assert!(
             failures.is_empty(),
             "requests failed before the attack: {failures:?}"

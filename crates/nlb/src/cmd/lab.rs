@@ -7,10 +7,10 @@
 //! (198.18.0.0/24 only), and removes everything at the end, or on Ctrl-C.
 
 use crate::CliError;
-use nlb_linux::netns::NetNs;
 use nlb_lab::http::http_get;
 use nlb_lab::load::{Load, Plan, last_trouble};
 use nlb_lab::segment::{Segment, client_addresses, inside};
+use nlb_linux::netns::NetNs;
 use nlb_wire::addressing::{ClusterMode, cluster_mac};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -18,8 +18,8 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);

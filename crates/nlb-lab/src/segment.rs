@@ -96,23 +96,7 @@ impl Segment {
 
     /// Connects `ns` to the bridge: `eth0` inside, `port` on the bridge.
     fn attach(&self, ns: &NetNs, port: &str) -> Result<(), CommandError> {
-        // Created in the switch namespace, so the names cannot clash with the host's.
-        self.switch.ip(&[
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])?;
-        self.switch
-            .ip(&["link", "set", port, "master", "br0", "up"])?;
-        ns.ip(&["link", "set", "eth0", "up"])?;
-        Ok(())
+        attach(&self.switch, ns, port)
     }
 
     /// The bridge port of host `id`.
@@ -124,6 +108,28 @@ impl Segment {
     pub fn bridge(&self, args: &[&str]) -> Result<String, CommandError> {
         self.switch.exec("bridge", args, None)
     }
+}
+
+/// Connects namespace `ns` to the bridge `br0` in `switch` (a [`Segment::switch`]):
+/// `eth0` inside `ns`, up, and `port` on the bridge, for one more port beside the
+/// segment's own (`p<id>` and `pc` are taken).
+pub fn attach(switch: &NetNs, ns: &NetNs, port: &str) -> Result<(), CommandError> {
+    // Created in the switch namespace, so the names cannot clash with the host's.
+    switch.ip(&[
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        ns.name(),
+    ])?;
+    switch.ip(&["link", "set", port, "master", "br0", "up"])?;
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    Ok(())
 }
 
 /// Whether this process may build segments: root, with `ip` available.

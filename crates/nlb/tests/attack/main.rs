@@ -40,7 +40,7 @@ mod frames;
 use common::{HostSetup, Setup, VIP, World, in_ns, nlb};
 use frames::{Rng, capture, cycle, foreign, forged, malformed, send_paced};
 use nlb_lab::load::{Attempt, Load, Pace, Plan};
-use nlb_lab::segment::client_addresses;
+use nlb_lab::segment::{attach, client_addresses};
 use nlb_linux::netns::{NetNs, require_root};
 use nlb_linux::packet::PacketSocket;
 use nlb_wire::MacAddr;
@@ -111,26 +111,7 @@ impl Arena {
             },
         );
         let attacker = NetNs::create(&format!("{}-x", world.prefix)).unwrap();
-        world
-            .switch
-            .ip(&[
-                "link",
-                "add",
-                "px",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                attacker.name(),
-            ])
-            .unwrap();
-        world
-            .switch
-            .ip(&["link", "set", "px", "master", "br0", "up"])
-            .unwrap();
-        attacker.ip(&["link", "set", "eth0", "up"]).unwrap();
+        attach(&world.switch, &attacker, "px").unwrap();
         Arena {
             dead: vec![None; world.hosts.len()],
             world,

@@ -459,6 +459,33 @@ mod tests {
     }
 
     #[test]
+    fn last_trouble_is_the_start_of_the_last_failure_or_stall_in_the_window() {
+        let t = Instant::now();
+        let attempts = vec![
+            attempt(t, 0, false, 3000),
+            attempt(t, 10, true, 1),
+            attempt(t, 20, true, 1001),
+            attempt(t, 30, true, 1),
+            attempt(t, 40, false, 5),
+            attempt(t, 50, true, 1),
+        ];
+        let at = |ms| t + Duration::from_millis(ms);
+        // From 5 ms on: the stall at 20 ms and the failure at 40 ms; the last counts.
+        assert_eq!(
+            last_trouble(&attempts, at(5), at(100)),
+            Duration::from_millis(35)
+        );
+        // Up to 40 ms (excluded): the stall at 20 ms.
+        assert_eq!(
+            last_trouble(&attempts, at(5), at(40)),
+            Duration::from_millis(15)
+        );
+        // Nothing went wrong from 45 ms on, and the failure before `at` does not count.
+        assert_eq!(last_trouble(&attempts, at(45), at(100)), Duration::ZERO);
+        assert_eq!(last_trouble(&attempts[1..2], t, at(100)), Duration::ZERO);
+    }
+
+    #[test]
     fn errors_are_classified() {
         assert_eq!(
             classify("connect from 1.2.3.4: Connection refused (os error 111)"),

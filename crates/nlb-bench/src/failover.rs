@@ -9,7 +9,7 @@
 //! cluster never fails, so host 2 does); keepalived fails its master.
 //!
 //! The client opens a new connection every 10 ms from 40 rotating addresses
-//! ([`crate::load`]), from 500 ms before the failure (so that every address has been
+//! ([`nlb_lab::load`]), from 500 ms before the failure (so that every address has been
 //! answered once, which tells the addresses the victim served) until 600 ms after
 //! the takeover. The **outage** is the time from the failure until the clients the
 //! failed host served are served again: to the first prompt answer (within 500 ms; a

@@ -226,6 +226,23 @@ impl Findings {
         Instant::now()
     }
 
+    /// One phase: waits for the cluster to recover from the last ([`Findings::begin`]),
+    /// lets the attacker `attack` from its port, then checks the cluster
+    /// ([`Findings::check_phase`]).
+    fn phase(
+        &mut self,
+        world: &mut Arena,
+        load: &Load,
+        base: &mut Baseline,
+        phase: &str,
+        full: bool,
+        attack: impl FnOnce(&PacketSocket) -> u32 + Send,
+    ) {
+        let since = self.begin(world, base, phase);
+        world.as_attacker(attack);
+        self.check_phase(world, load, base, phase, since, full);
+    }
+
     fn check_phase(
         &mut self,
         world: &mut Arena,
@@ -382,61 +399,51 @@ fn keyed_cluster_shrugs_off_an_attacker_on_the_segment() {
     let wrong_key = HeartbeatKey::derive(b"the attacker's guess at the key, 32+ bytes");
 
     // (a) Replays under rotating source MACs, for 2 s.
-    let since = findings.begin(&world, &mut base, "(a) replay under other MACs");
-    world.as_attacker(|socket| {
-        send_paced(socket, RATE, &cycle(&captured, 2 * RATE), |n| rng.mac(n))
-    });
-    findings.check_phase(
+    findings.phase(
         &mut world,
         &load,
-        &base,
+        &mut base,
         "(a) replay under other MACs",
-        since,
         true,
+        |socket| send_paced(socket, RATE, &cycle(&captured, 2 * RATE), |n| rng.mac(n)),
     );
 
     // (b) Mutated heartbeats for about 2 s each: malformed ones, then well-formed
     // forgeries (untagged, or tagged with a wrong key).
-    let since = findings.begin(&world, &mut base, "(b1) malformed heartbeats");
     let frames = malformed(&captured, Some(&wrong_key), &mut rng);
-    world.as_attacker(|socket| send_paced(socket, RATE, &cycle(&frames, 2 * RATE), |n| rng.mac(n)));
-    findings.check_phase(
+    findings.phase(
         &mut world,
         &load,
-        &base,
+        &mut base,
         "(b1) malformed heartbeats",
-        since,
         true,
+        |socket| send_paced(socket, RATE, &cycle(&frames, 2 * RATE), |n| rng.mac(n)),
     );
-    let since = findings.begin(&world, &mut base, "(b2) forged heartbeats");
     let frames = forged(&captured, &wrong_key);
-    world.as_attacker(|socket| send_paced(socket, RATE, &cycle(&frames, 2 * RATE), |n| rng.mac(n)));
-    findings.check_phase(
+    findings.phase(
         &mut world,
         &load,
-        &base,
+        &mut base,
         "(b2) forged heartbeats",
-        since,
         true,
+        |socket| send_paced(socket, RATE, &cycle(&frames, 2 * RATE), |n| rng.mac(n)),
     );
 
     // (c) A flood from 60,000 MACs: genuine replays and another cluster's heartbeats.
-    let since = findings.begin(&world, &mut base, "(c) flood from 60000 MACs");
     let mut frames = captured.clone();
     frames.extend(foreign(&captured));
     let macs: Vec<MacAddr> = (0..FLOOD_MACS).map(|n| rng.mac(n)).collect();
-    world.as_attacker(|socket| {
-        send_paced(socket, FLOOD_RATE, &cycle(&frames, FLOOD_MACS), |n| {
-            macs[n as usize]
-        })
-    });
-    findings.check_phase(
+    findings.phase(
         &mut world,
         &load,
-        &base,
+        &mut base,
         "(c) flood from 60000 MACs",
-        since,
         true,
+        |socket| {
+            send_paced(socket, FLOOD_RATE, &cycle(&frames, FLOOD_MACS), |n| {
+                macs[n as usize]
+            })
+        },
     );
 
     findings.report(&world, "keyed cluster");
@@ -453,57 +460,47 @@ fn keyless_cluster_survives_malformed_frames_and_floods() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
 
     // (b) Malformed heartbeats: no correct node accepts them, key or not.
-    let since = findings.begin(&world, &mut base, "(b) malformed heartbeats");
     let frames = malformed(&captured, None, &mut rng);
-    world.as_attacker(|socket| send_paced(socket, RATE, &cycle(&frames, 2 * RATE), |n| rng.mac(n)));
-    findings.check_phase(
+    findings.phase(
         &mut world,
         &load,
-        &base,
+        &mut base,
         "(b) malformed heartbeats",
-        since,
         true,
+        |socket| send_paced(socket, RATE, &cycle(&frames, 2 * RATE), |n| rng.mac(n)),
     );
 
     // (c) A flood from 60,000 MACs of another cluster's and malformed heartbeats.
-    let since = findings.begin(&world, &mut base, "(c) flood from 60000 MACs");
     let mut frames = foreign(&captured);
     frames.extend(malformed(&captured, None, &mut rng).into_iter().step_by(7));
     let macs: Vec<MacAddr> = (0..FLOOD_MACS).map(|n| rng.mac(n)).collect();
-    world.as_attacker(|socket| {
-        send_paced(socket, FLOOD_RATE, &cycle(&frames, FLOOD_MACS), |n| {
-            macs[n as usize]
-        })
-    });
-    findings.check_phase(
+    findings.phase(
         &mut world,
         &load,
-        &base,
+        &mut base,
         "(c) flood from 60000 MACs",
-        since,
         true,
+        |socket| {
+            send_paced(socket, FLOOD_RATE, &cycle(&frames, FLOOD_MACS), |n| {
+                macs[n as usize]
+            })
+        },
     );
 
     // (a) and forgeries: without a key these look like real hosts' heartbeats, so only
     // "no crash, bounded memory" is asked of the daemons.
-    let since = findings.begin(
-        &world,
-        &mut base,
-        "(a) replays and forgeries (keyless: crash and memory only)",
-    );
     let mut frames = captured.clone();
     frames.extend(forged(
         &captured,
         &HeartbeatKey::derive(b"unused: the cluster has no key at all"),
     ));
-    world.as_attacker(|socket| send_paced(socket, RATE, &cycle(&frames, 2 * RATE), |n| rng.mac(n)));
-    findings.check_phase(
+    findings.phase(
         &mut world,
         &load,
-        &base,
+        &mut base,
         "(a) replays and forgeries (keyless: crash and memory only)",
-        since,
         false,
+        |socket| send_paced(socket, RATE, &cycle(&frames, 2 * RATE), |n| rng.mac(n)),
     );
 
     findings.report(&world, "keyless cluster");

@@ -471,25 +471,16 @@ impl Cluster for KeepalivedCluster {
         };
         self.wait_vip_on(1, limit)?;
         // The client reaches the master through the VIP (its ARP cache has caught up).
-        let client = self.lab.client().name().to_owned();
         wait_until(
             "the client to reach host 1 through the VIP",
             Duration::from_secs(10),
             Duration::from_millis(20),
             || {
-                let client = client.clone();
-                let answer = std::thread::spawn(move || {
-                    crate::lab::enter(&client)?;
-                    Ok::<_, anyhow::Error>(
-                        nlb_linux::segment::http_get(
-                            nlb_linux::segment::CLIENT,
-                            SocketAddr::from((VIP, 80)),
-                        )
-                        .ok(),
-                    )
+                let answer = nlb_lab::segment::inside(self.lab.client(), || {
+                    nlb_lab::http::http_get(nlb_lab::segment::CLIENT, SocketAddr::from((VIP, 80)))
+                        .ok()
                 })
-                .join()
-                .map_err(|_| anyhow::anyhow!("probe thread panicked"))??;
+                .context("could not enter the client's namespace")?;
                 Ok(answer.as_deref() == Some("host1"))
             },
         )?;

@@ -21,8 +21,8 @@ use crate::contender::{NlbCluster, NlbTimers};
 use crate::lab::VIP;
 use crate::report::{Summary, Table, thousands};
 use anyhow::{Context, Result, bail};
+use nlb_lab::segment::host_address;
 use nlb_linux::command::run;
-use nlb_linux::segment::host_address;
 use serde::Serialize;
 use std::path::Path;
 

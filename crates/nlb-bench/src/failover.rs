@@ -9,7 +9,7 @@
 //! cluster never fails, so host 2 does); keepalived fails its master.
 //!
 //! The client opens a new connection every 10 ms from 40 rotating addresses
-//! ([`crate::load`]), from 500 ms before the failure (so that every address has been
+//! ([`nlb_lab::load`]), from 500 ms before the failure (so that every address has been
 //! answered once, which tells the addresses the victim served) until 600 ms after
 //! the takeover. The **outage** is the time from the failure until the clients the
 //! failed host served are served again: to the first prompt answer (within 500 ms; a
@@ -24,11 +24,13 @@ use crate::contender::{
     Cluster, FailureKind, KeepalivedCluster, NlbCluster, NlbTimers, VrrpTimers,
 };
 use crate::lab::CLIENTS;
-use crate::load::{Attempt, Load, outage, served_by};
+use crate::lab::VIP;
 use crate::report::{Summary, Table, ms};
 use anyhow::{Context, Result};
-use nlb_linux::segment::client_addresses;
+use nlb_lab::load::{Attempt, Load, Plan, outage, served_by};
+use nlb_lab::segment::client_addresses;
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -158,7 +160,6 @@ fn run_trials(
     trials: usize,
     label: &str,
 ) -> Result<Vec<(FailureKind, Trial)>> {
-    let client = cluster.lab().client().name().to_owned();
     let mut sources: Vec<_> = client_addresses(CLIENTS).collect();
     let mut rng = Shuffle::seeded();
     let mut results = Vec::new();
@@ -172,7 +173,11 @@ fn run_trials(
             // A fresh order of the addresses every trial, so that the failure does not
             // always fall at the same place of the rotation.
             rng.shuffle(&mut sources);
-            let load = Load::start(&client, &sources, &[]);
+            let load = Load::start(
+                cluster.lab().client(),
+                Plan::new_connections(SocketAddr::from((VIP, 80)), sources.iter().copied()),
+            )
+            .context("could not start the client load")?;
             std::thread::sleep(Duration::from_millis(500));
             let failed_at = Instant::now();
             cluster.fail(victim, kind)?;

@@ -1,6 +1,6 @@
 //! The namespace lab every network scenario builds, and the cleanup that removes it.
 //!
-//! A lab is an [`nlb_linux::segment::Segment`] (a Linux bridge, hosts 198.18.0.k and a
+//! A lab is an [`nlb_lab::segment::Segment`] (a Linux bridge, hosts 198.18.0.k and a
 //! client 198.18.0.100 with extra addresses, all in namespaces this process creates),
 //! a temporary directory for configurations, logs and sockets, and the processes started
 //! in it. Dropping the lab kills its processes, deletes its namespaces (and with them
@@ -14,9 +14,9 @@
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{SigSet, Signal, killpg};
 use nix::unistd::Pid;
+use nlb_lab::segment::{Segment, inside};
 use nlb_linux::command::run;
 use nlb_linux::netns::NetNs;
-use nlb_linux::segment::Segment;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
@@ -105,7 +105,7 @@ pub(crate) fn require_tool(program: &str, package: &str) -> Result<()> {
 
 /// Fails unless this process may build namespaces.
 pub(crate) fn require_root() -> Result<()> {
-    nlb_linux::segment::can_build().map_err(|e| anyhow::anyhow!("{e}"))?;
+    nlb_lab::segment::can_build().map_err(|e| anyhow::anyhow!("{e}"))?;
     require_tool("nft", "nftables")
 }
 
@@ -294,54 +294,38 @@ impl Lab {
 
     /// Which hosts hold the VIP on an interface now, by host id.
     pub(crate) fn vip_holders(&self) -> Result<Vec<u8>> {
-        let names: Vec<String> = self
-            .segment
-            .hosts
-            .iter()
-            .map(|h| h.name().to_owned())
-            .collect();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let mut holders = Vec::new();
-                    for (index, name) in names.iter().enumerate() {
-                        enter(name)?;
-                        if holds(VIP)? {
-                            holders.push(index as u8 + 1);
-                        }
-                    }
-                    Ok(holders)
-                })
-                .join()
-                .map_err(|_| anyhow::anyhow!("the VIP probe thread panicked"))?
-        })
+        let mut holders = Vec::new();
+        for (index, host) in self.segment.hosts.iter().enumerate() {
+            if inside(host, || holds(VIP))
+                .with_context(|| format!("could not enter namespace {}", host.name()))??
+            {
+                holders.push(index as u8 + 1);
+            }
+        }
+        Ok(holders)
     }
 
     /// Polls every 2 ms until a host other than `except` holds the VIP, or `limit`
     /// passes: the moment it was first seen.
     pub(crate) fn wait_vip_elsewhere(&self, except: u8, limit: Duration) -> Result<Instant> {
-        let names: Vec<String> = self
+        let others: Vec<&NetNs> = self
             .segment
             .hosts
             .iter()
             .enumerate()
             .filter(|(i, _)| *i as u8 + 1 != except)
-            .map(|(_, h)| h.name().to_owned())
+            .map(|(_, h)| h)
             .collect();
         let deadline = Instant::now() + limit;
+        // One probe thread that moves from namespace to namespace.
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    let handles = names
-                        .iter()
-                        .map(|n| {
-                            std::fs::File::open(format!("/run/netns/{n}"))
-                                .with_context(|| format!("namespace {n} is gone"))
-                        })
-                        .collect::<Result<Vec<_>>>()?;
                     loop {
-                        for handle in &handles {
-                            nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                        for host in &others {
+                            host.enter_current_thread().with_context(|| {
+                                format!("could not enter namespace {}", host.name())
+                            })?;
                             if holds(VIP)? {
                                 return Ok(Instant::now());
                             }
@@ -369,14 +353,6 @@ impl Drop for Lab {
             locked(&DIRS).remove(&path);
         }
     }
-}
-
-/// Moves the calling thread into namespace `name`.
-pub(crate) fn enter(name: &str) -> Result<()> {
-    let handle = std::fs::File::open(format!("/run/netns/{name}"))
-        .with_context(|| format!("namespace {name} is gone"))?;
-    nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("could not enter namespace {name}"))
 }
 
 /// Whether an interface of the current thread's namespace has `address`.

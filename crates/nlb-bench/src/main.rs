@@ -27,7 +27,6 @@ mod contender;
 mod datapath;
 mod failover;
 mod lab;
-mod load;
 mod planned;
 mod report;
 

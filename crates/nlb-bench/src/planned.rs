@@ -19,15 +19,16 @@
 //! but succeeded, and TCP resets the client received (an nft counter on the client's
 //! input, `tcp flags rst`).
 
-use crate::contender::{KeepalivedCluster, NlbCluster, NlbTimers, VrrpTimers};
-use crate::lab::{CLIENTS, wait_until};
-use crate::load::{Attempt, Failure, Load, Seen};
+use crate::contender::{Cluster, KeepalivedCluster, NlbCluster, NlbTimers, VrrpTimers};
+use crate::lab::{CLIENTS, VIP, wait_until};
 use crate::report::Table;
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
+use nlb_lab::load::{Attempt, Failure, Load, Plan, Seen};
+use nlb_lab::segment::client_addresses;
 use nlb_linux::command::run;
-use nlb_linux::segment::client_addresses;
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -86,24 +87,29 @@ fn resets(client: &str) -> Result<u64> {
     Ok(packets)
 }
 
-/// Runs the load around `change` and counts.
-fn measure(
+/// Runs the load around `change`, made by `act` on `cluster`, and counts.
+fn measure<C: Cluster>(
     contender: &'static str,
     change: &'static str,
-    client: &str,
+    cluster: &mut C,
     after: Duration,
-    act: impl FnOnce() -> Result<()>,
+    act: impl FnOnce(&mut C) -> Result<()>,
 ) -> Result<Change> {
     let sources: Vec<_> = client_addresses(CLIENTS).collect();
     let keepalive: Vec<_> = sources.iter().copied().take(8).collect();
-    let before = resets(client)?;
-    let load = Load::start(client, &sources, &keepalive);
+    let client = cluster.lab().client().name().to_owned();
+    let before = resets(&client)?;
+    let load = Load::start(
+        cluster.lab().client(),
+        Plan::new_connections(SocketAddr::from((VIP, 80)), sources).keepalive(keepalive),
+    )
+    .context("could not start the client load")?;
     std::thread::sleep(Duration::from_millis(500));
-    let acted = act();
+    let acted = act(cluster);
     std::thread::sleep(after);
     let Seen { new, keepalive } = load.finish();
     acted.with_context(|| format!("{contender}: {change}"))?;
-    let resets_received = resets(client)? - before;
+    let resets_received = resets(&client)? - before;
     let failed = |list: &[Attempt]| list.iter().filter(|a| a.answer.is_err()).count();
     let all = || new.iter().chain(&keepalive);
     let result = Change {
@@ -131,28 +137,33 @@ fn measure(
 }
 
 fn nlb_changes(nlb: &Path) -> Result<Vec<Change>> {
-    let cluster = NlbCluster::build(nlb, 4, "multicast", NlbTimers::DEFAULTS, &[1, 2, 3])?;
+    let mut cluster = NlbCluster::build(nlb, 4, "multicast", NlbTimers::DEFAULTS, &[1, 2, 3])?;
     cluster.lab.client().nft(RST_TABLE)?;
-    let client = cluster.lab.client().name().to_owned();
     let second = Duration::from_millis(1000);
     let mut changes = Vec::new();
     // Drainstop: measured until a second after the hand-off; then the keep-alive
     // sessions end (in `measure`) and the drain completes.
-    changes.push(measure("nlb", "drainstop host 2", &client, second, || {
-        let answer = cluster.command(2, "drainstop")?;
-        if answer["state"] != "draining" {
-            bail!("drainstop answered {answer}");
-        }
-        wait_until(
-            "host 2's buckets to move",
-            Duration::from_secs(5),
-            Duration::from_millis(10),
-            || {
-                let others = cluster.owned(1).zip(cluster.owned(3));
-                Ok(cluster.owned(2) == Some(0) && others.is_some_and(|(a, b)| a + b == 256))
-            },
-        )
-    })?);
+    changes.push(measure(
+        "nlb",
+        "drainstop host 2",
+        &mut cluster,
+        second,
+        |cluster| {
+            let answer = cluster.command(2, "drainstop")?;
+            if answer["state"] != "draining" {
+                bail!("drainstop answered {answer}");
+            }
+            wait_until(
+                "host 2's buckets to move",
+                Duration::from_secs(5),
+                Duration::from_millis(10),
+                || {
+                    let others = cluster.owned(1).zip(cluster.owned(3));
+                    Ok(cluster.owned(2) == Some(0) && others.is_some_and(|(a, b)| a + b == 256))
+                },
+            )
+        },
+    )?);
     wait_until(
         "host 2 to finish draining",
         Duration::from_secs(10),
@@ -166,9 +177,9 @@ fn nlb_changes(nlb: &Path) -> Result<Vec<Change>> {
     changes.push(measure(
         "nlb",
         "rejoin host 2 (start)",
-        &client,
+        &mut cluster,
         second,
-        || {
+        |cluster| {
             cluster.command(2, "start")?;
             cluster.wait_converged(&[1, 2, 3])
         },
@@ -176,9 +187,9 @@ fn nlb_changes(nlb: &Path) -> Result<Vec<Change>> {
     changes.push(measure(
         "nlb",
         "add host 4 (start)",
-        &client,
+        &mut cluster,
         second,
-        || {
+        |cluster| {
             cluster.command(4, "start")?;
             cluster.wait_converged(&[1, 2, 3, 4])
         },
@@ -189,16 +200,15 @@ fn nlb_changes(nlb: &Path) -> Result<Vec<Change>> {
 fn keepalived_changes(nlb: &Path) -> Result<Vec<Change>> {
     let mut cluster = KeepalivedCluster::build(nlb, 3, VrrpTimers::Defaults)?;
     cluster.lab.client().nft(RST_TABLE)?;
-    let client = cluster.lab.client().name().to_owned();
     let limit = Duration::from_secs(15);
     let after = Duration::from_millis(1500);
     let ka = "keepalived";
     let mut changes = vec![measure(
         ka,
         "stop the master (SIGTERM)",
-        &client,
+        &mut cluster,
         after,
-        || {
+        |cluster| {
             cluster.stop_daemon(1)?;
             cluster.wait_vip_on(2, limit)
         },
@@ -206,9 +216,9 @@ fn keepalived_changes(nlb: &Path) -> Result<Vec<Change>> {
     changes.push(measure(
         ka,
         "the master returns (preempts)",
-        &client,
+        &mut cluster,
         after,
-        || {
+        |cluster| {
             cluster.start_daemon(1)?;
             cluster.wait_vip_on(1, limit)
         },
@@ -216,9 +226,9 @@ fn keepalived_changes(nlb: &Path) -> Result<Vec<Change>> {
     changes.push(measure(
         ka,
         "lower the master's priority to 50 (reload)",
-        &client,
+        &mut cluster,
         after,
-        || {
+        |cluster| {
             cluster.write_config(1, Some(50))?;
             cluster.signal(1, Signal::SIGHUP)?;
             cluster.wait_vip_on(2, limit)
@@ -227,9 +237,9 @@ fn keepalived_changes(nlb: &Path) -> Result<Vec<Change>> {
     changes.push(measure(
         ka,
         "restore its priority (reload)",
-        &client,
+        &mut cluster,
         after,
-        || {
+        |cluster| {
             cluster.write_config(1, None)?;
             cluster.signal(1, Signal::SIGHUP)?;
             cluster.wait_vip_on(1, limit)

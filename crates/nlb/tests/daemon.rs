@@ -2,267 +2,52 @@
 //! loop, the data plane fails closed and is repaired, the kernel state it depends on is
 //! watched.
 //!
-//! Each test builds its own segment in network namespaces (198.18.0.0/15 only), and
-//! stops its daemons and deletes its namespaces when it ends, failed or not.
+//! Each test builds its own segment in network namespaces (198.18.0.0/15 only, a
+//! [`common::World`] of keyed multicast hosts whose daemons start at once), and stops its
+//! daemons and deletes its namespaces when it ends, failed or not.
 
-use nlb_linux::netns::{NetNs, require_root, unique_name};
-use nlb_linux::segment::{Segment, client_addresses, http_get};
+mod common;
+
+use common::{HostSetup, Setup, VIP, World, in_ns, nlb, scrape};
+use nlb_linux::netns::require_root;
+use nlb_wire::addressing::ClusterMode;
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+/// The client's extra addresses in these tests.
 const CLIENTS: u8 = 10;
-const RULE: &str = "[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n";
 
-fn nlb() -> &'static str {
-    env!("CARGO_BIN_EXE_nlb")
+/// A bridge, `hosts` hosts (daemons started, HTTP servers on the VIP), a client.
+/// `extra` goes at the end of each host's configuration.
+fn build(hosts: u8, extra: &str) -> World {
+    build_full(hosts, extra, false, None)
 }
 
-struct Host {
-    id: u8,
-    ns: NetNs,
-    config: PathBuf,
-    socket: PathBuf,
-    daemon: Option<Child>,
-}
-
-/// One test's world; dropping it stops every process, then deletes the namespaces.
-struct World {
-    dir: tempfile::TempDir,
-    children: Vec<Child>,
-    hosts: Vec<Host>,
-    client: NetNs,
-    _switch: NetNs,
-    /// One `--run-dir` for every daemon (as `/run` shared between namespaces), if set.
-    shared_run: Option<PathBuf>,
-    /// A directory put first on the daemons' PATH (to put a failing `nft` there).
-    path_first: Option<PathBuf>,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        for index in 0..self.hosts.len() {
-            self.stop_daemon(index);
-        }
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl World {
-    /// A bridge, `hosts` hosts (daemons started, HTTP servers on the VIP), a client.
-    /// `extra` goes at the end of each host's configuration.
-    fn build(hosts: u8, extra: &str) -> World {
-        World::build_with(hosts, extra, false)
-    }
-
-    /// As [`World::build`]; with `shared_run`, every daemon gets the same `--run-dir`.
-    fn build_with(hosts: u8, extra: &str, shared_run: bool) -> World {
-        World::build_full(hosts, extra, shared_run, None)
-    }
-
-    /// As [`World::build_with`], with `path_first` first on the daemons' PATH.
-    fn build_full(hosts: u8, extra: &str, shared_run: bool, path_first: Option<PathBuf>) -> World {
-        let Segment {
-            switch,
-            hosts: namespaces,
-            client,
-        } = Segment::build(&format!("nlbd{}", unique_name("")), hosts, CLIENTS, false).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut world = World {
-            dir,
-            children: Vec::new(),
-            hosts: Vec::new(),
-            client,
-            _switch: switch,
-            shared_run: None,
-            path_first: None,
-        };
-        for (id, ns) in (1..=hosts).zip(namespaces) {
-            let socket = world.dir.path().join(format!("h{id}.sock"));
-            let config = world.dir.path().join(format!("h{id}.toml"));
-            // One cluster key for every host, as an operator would deploy it (0600).
-            let key = world.dir.path().join("cluster.key");
-            std::fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
-            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .unwrap();
-            std::fs::write(
-                &config,
-                format!(
-                    "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"multicast\"\n\
-                     key_file = \"{}\"\n\n\
-                     [host]\nid = {id}\ncontrol_socket = \"{}\"\n\n{RULE}\n{extra}",
-                    key.display(),
-                    socket.display()
-                ),
-            )
-            .unwrap();
-            world.children.push(
-                Command::new("ip")
-                    .args(["netns", "exec", ns.name(), nlb(), "serve-http", "--bind"])
-                    .arg(format!("{VIP}:80"))
-                    .args(["--name", &format!("host{id}")])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            );
-            world.hosts.push(Host {
-                id,
-                ns,
-                config,
-                socket,
-                daemon: None,
-            });
-        }
-        if shared_run {
-            world.shared_run = Some(world.dir.path().join("run"));
-        }
-        world.path_first = path_first;
-        for index in 0..world.hosts.len() {
-            world.start_daemon(index);
-        }
-        world
-    }
-
-    fn start_daemon(&mut self, index: usize) {
-        let host = &mut self.hosts[index];
-        let log = std::fs::File::create(self.dir.path().join(format!("h{}.log", host.id))).unwrap();
-        let run_dir = self
-            .shared_run
-            .clone()
-            .unwrap_or_else(|| self.dir.path().join(format!("run{}", host.id)));
-        let mut command = Command::new("ip");
-        if let Some(first) = &self.path_first {
-            let path = std::env::var("PATH").unwrap_or_default();
-            command.env("PATH", format!("{}:{path}", first.display()));
-        }
-        host.daemon = Some(
-            command
-                .args(["netns", "exec", host.ns.name(), nlb(), "run", "--config"])
-                .arg(&host.config)
-                .arg("--run-dir")
-                .arg(&run_dir)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-    }
-
-    fn stop_daemon(&mut self, index: usize) {
-        if let Some(mut daemon) = self.hosts[index].daemon.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(daemon.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = daemon.wait();
-        }
-    }
-
-    fn log(&self, index: usize) -> String {
-        std::fs::read_to_string(
-            self.dir
-                .path()
-                .join(format!("h{}.log", self.hosts[index].id)),
-        )
-        .unwrap_or_default()
-    }
-
-    fn logs(&self) -> String {
-        (0..self.hosts.len())
-            .map(|i| self.log(i))
-            .collect::<Vec<_>>()
-            .join("\n----\n")
-    }
-
-    /// `nlb <verb> --json` against host `index`'s daemon.
-    fn ctl(&self, index: usize, verb: &str) -> Option<Value> {
-        let out = Command::new(nlb())
-            .args([verb, "--json", "--socket"])
-            .arg(&self.hosts[index].socket)
-            .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
-    }
-
-    fn wait_for(&self, what: &str, limit: Duration, mut ready: impl FnMut(&World) -> bool) {
-        let deadline = Instant::now() + limit;
-        let mut pause = Duration::from_millis(20);
-        while !ready(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; daemon logs:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
-    }
-
-    /// Waits until every host is converged in one view of all of them.
-    fn wait_converged(&self) {
-        let members: Vec<u8> = self.hosts.iter().map(|h| h.id).collect();
-        self.wait_for("convergence", Duration::from_secs(15), |w| {
-            (0..w.hosts.len()).all(|i| {
-                w.ctl(i, "query").is_some_and(|q| {
-                    q["state"] == "converged" && q["view_members"] == serde_json::json!(members)
-                })
-            })
-        });
-    }
-
-    /// Runs `work` on a thread inside `ns`.
-    fn inside<T: Send>(ns: &NetNs, work: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    ns.enter_current_thread().unwrap();
-                    work()
-                })
-                .join()
-                .unwrap()
-        })
-    }
-
-    /// One request from every client address: all must be answered.
-    fn serve_all(&self) {
-        let answers = World::inside(&self.client, || {
-            client_addresses(CLIENTS)
-                .map(|src| (src, http_get(src, SocketAddr::from((VIP, 80)))))
-                .collect::<Vec<_>>()
-        });
-        for (src, answer) in answers {
-            if let Err(err) = answer {
-                panic!("{src} was not served: {err}\n{}", self.logs());
-            }
-        }
-    }
-}
-
-/// One HTTP GET of the metrics on 127.0.0.1:9102 inside `ns`, with a deadline.
-fn scrape(ns: &NetNs) -> Result<String, String> {
-    World::inside(ns, || {
-        let mut stream =
-            std::net::TcpStream::connect(("127.0.0.1", 9102)).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(1)))
-            .map_err(|e| e.to_string())?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .map_err(|e| e.to_string())?;
-        let mut text = String::new();
-        stream
-            .read_to_string(&mut text)
-            .map_err(|e| e.to_string())?;
-        Ok(text)
+/// As [`build`]; with `shared_run`, every daemon gets the same `--run-dir`; with
+/// `path_first`, that directory comes first on the daemons' PATH.
+fn build_full(hosts: u8, extra: &str, shared_run: bool, path_first: Option<PathBuf>) -> World {
+    let setup = Setup {
+        stopped: false,
+        shared_run,
+        path_first,
+        converge_within: Duration::from_secs(15),
+        ..Setup::new("nlbd", ClusterMode::Multicast, hosts, CLIENTS)
+    };
+    World::build(setup, |_| HostSetup {
+        // One cluster key for every host, as an operator would deploy it (0600).
+        key: Some(format!("{}\n", "5a".repeat(32)).into_bytes()),
+        tail: Some(extra.to_owned()),
+        ..HostSetup::default()
     })
+}
+
+/// Waits until every host is converged in one view of all of them.
+fn wait_converged(world: &World) {
+    world.wait_converged(&world.all());
 }
 
 /// Many idle and slow clients on the metrics port and the control socket: no failover,
@@ -272,8 +57,8 @@ fn slow_clients_stall_nothing() {
     if !require_root("slow_clients_stall_nothing") {
         return;
     }
-    let world = World::build(2, "[metrics]\nlisten = \"127.0.0.1:9102\"\n");
-    world.wait_converged();
+    let world = build(2, "[metrics]\nlisten = \"127.0.0.1:9102\"\n");
+    wait_converged(&world);
     let epoch = world.ctl(1, "query").unwrap()["view_epoch"].clone();
     let metrics_ns = &world.hosts[0].ns;
     let control_path = world.hosts[0].socket.clone();
@@ -283,7 +68,7 @@ fn slow_clients_stall_nothing() {
         for slow in [false, true] {
             for _ in 0..20 {
                 scope.spawn(move || {
-                    World::inside(metrics_ns, || {
+                    in_ns(metrics_ns, || {
                         let mut stream = std::net::TcpStream::connect(("127.0.0.1", 9102)).unwrap();
                         for byte in b"GET /metrics HTTP/1.1\r\n" {
                             if Instant::now() > end {
@@ -333,7 +118,7 @@ fn slow_clients_stall_nothing() {
         assert!(answered >= 4, "only {answered} rounds answered");
     });
     // An idle client is cut off after the deadline.
-    let cut = World::inside(metrics_ns, || {
+    let cut = in_ns(metrics_ns, || {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", 9102)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -344,7 +129,7 @@ fn slow_clients_stall_nothing() {
         started.elapsed()
     });
     assert!(cut < Duration::from_secs(5), "idle client kept {cut:?}");
-    world.serve_all();
+    world.assert_all_served();
     let logs = world.logs();
     assert!(!logs.contains("nlb.peer_down"), "a failover:\n{logs}");
     assert_eq!(
@@ -362,9 +147,9 @@ fn flushed_ruleset_is_restored() {
     if !require_root("flushed_ruleset_is_restored") {
         return;
     }
-    let world = World::build(2, "");
-    world.wait_converged();
-    world.serve_all();
+    let world = build(2, "");
+    wait_converged(&world);
+    world.assert_all_served();
     world.hosts[0]
         .ns
         .exec("nft", &["flush", "ruleset"], None)
@@ -379,7 +164,7 @@ fn flushed_ruleset_is_restored() {
             && tables.contains("table inet nlb_eth0_")
     });
     assert!(world.log(0).contains("nlb.dataplane_failed"));
-    world.wait_converged();
+    wait_converged(&world);
     world.wait_for("every bucket owned again", Duration::from_secs(5), |w| {
         (0..2)
             .filter_map(|i| w.ctl(i, "query"))
@@ -387,7 +172,7 @@ fn flushed_ruleset_is_restored() {
             .sum::<u64>()
             == 256
     });
-    world.serve_all();
+    world.assert_all_served();
     let query = world.ctl(0, "query").unwrap();
     assert_eq!(query["daemon"]["dataplane_healthy"], true, "{query}");
     assert!(query["daemon"]["lease_failures"].as_u64().unwrap() >= 1);
@@ -401,9 +186,9 @@ fn namespaces_sharing_run_both_start() {
     if !require_root("namespaces_sharing_run_both_start") {
         return;
     }
-    let world = World::build_with(2, "", true);
-    world.wait_converged();
-    world.serve_all();
+    let world = build_full(2, "", true, None);
+    wait_converged(&world);
+    world.assert_all_served();
     let third = Command::new("ip")
         .args([
             "netns",
@@ -427,7 +212,7 @@ fn namespaces_sharing_run_both_start() {
         "{stderr}"
     );
     // Both are still there.
-    world.wait_converged();
+    wait_converged(&world);
 }
 
 /// Two clusters on one interface of one host: separate tables, both VIPs served, and
@@ -438,8 +223,8 @@ fn two_clusters_on_one_interface() {
         return;
     }
     const VIP2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 20);
-    let mut world = World::build(1, "");
-    world.wait_converged();
+    let mut world = build(1, "");
+    wait_converged(&world);
     let socket2 = world.dir.path().join("h1b.sock");
     let config2 = world.dir.path().join("h1b.toml");
     std::fs::write(
@@ -504,11 +289,11 @@ fn two_clusters_on_one_interface() {
         "{tables}"
     );
     let served = |vip: Ipv4Addr| {
-        World::inside(&world.client, || {
-            client_addresses(CLIENTS)
-                .map(|src| http_get(src, SocketAddr::from((vip, 80))))
-                .collect::<Result<Vec<_>, _>>()
-        })
+        world
+            .serve_all_at(vip)
+            .into_iter()
+            .map(|(_, answer)| answer)
+            .collect::<Result<Vec<_>, _>>()
     };
     assert!(served(VIP).is_ok(), "{}", world.logs());
     assert!(served(VIP2).is_ok());
@@ -539,8 +324,8 @@ fn kernel_state_is_watched_and_repaired() {
     if !require_root("kernel_state_is_watched_and_repaired") {
         return;
     }
-    let world = World::build(2, "");
-    world.wait_converged();
+    let world = build(2, "");
+    wait_converged(&world);
     let host = &world.hosts[0].ns;
     let vip = format!("{VIP}/32");
     host.ip(&["addr", "del", &vip, "dev", "eth0"]).unwrap();
@@ -550,7 +335,7 @@ fn kernel_state_is_watched_and_repaired() {
                 .ip(&["-4", "addr", "show", "dev", "eth0"])
                 .is_ok_and(|out| out.contains(&vip))
     });
-    world.serve_all();
+    world.assert_all_served();
 
     let tables = host.exec("nft", &["list", "tables"], None).unwrap();
     let arp = tables
@@ -575,7 +360,7 @@ fn kernel_state_is_watched_and_repaired() {
     world.wait_for("link up logged", Duration::from_secs(5), |w| {
         w.log(0).contains("nlb.link_up")
     });
-    world.wait_converged();
+    wait_converged(&world);
 
     host.ip(&["link", "set", "eth0", "address", "02:00:5e:10:00:99"])
         .unwrap();
@@ -587,8 +372,8 @@ fn kernel_state_is_watched_and_repaired() {
                     .is_some_and(|m| m.iter().any(|m| m["mac"] == "02:00:5e:10:00:99"))
             })
     });
-    world.wait_converged();
-    world.serve_all();
+    wait_converged(&world);
+    world.assert_all_served();
 }
 
 /// The interface deleted: the daemon says so and exits non-zero (so that systemd's
@@ -599,10 +384,10 @@ fn interface_deleted_daemon_exits_nonzero() {
     if !require_root("interface_deleted_daemon_exits_nonzero") {
         return;
     }
-    let mut world = World::build(1, "");
-    world.wait_converged();
+    let mut world = build(1, "");
+    wait_converged(&world);
     let name = world.hosts[0].ns.name().to_owned();
-    let switch = world._switch.name().to_owned();
+    let switch = world.switch.name().to_owned();
     world.hosts[0].ns.ip(&["link", "del", "eth0"]).unwrap();
     let daemon = world.hosts[0].daemon.as_mut().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -637,8 +422,8 @@ fn interface_deleted_daemon_exits_nonzero() {
     run(&["-n", &name, "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
     run(&["-n", &name, "link", "set", "eth0", "up"]);
     world.start_daemon(0);
-    world.wait_converged();
-    world.serve_all();
+    wait_converged(&world);
+    world.assert_all_served();
 }
 
 /// Fail closed: while nft fails on host 1 (an `nft` first on its PATH that refuses
@@ -668,8 +453,8 @@ fn failing_nft_fails_closed() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let world = World::build_full(2, "", false, Some(fake.path().to_owned()));
-    world.wait_converged();
+    let world = build_full(2, "", false, Some(fake.path().to_owned()));
+    wait_converged(&world);
     let owned = |w: &World, i: usize| {
         w.ctl(i, "query")
             .map(|q| q["owned_buckets"][0].as_u64().unwrap_or(99))
@@ -704,7 +489,7 @@ fn failing_nft_fails_closed() {
             && owned(w, 0) == Some(128)
             && owned(w, 1) == Some(128)
     });
-    world.serve_all();
+    world.assert_all_served();
     let logs = world.logs();
     assert!(!logs.contains("nlb.peer_down"), "a failover:\n{logs}");
 }
@@ -726,8 +511,8 @@ fn flood_costs_the_daemon_nothing_and_fails_nothing_over() {
     if !require_root("flood_costs_the_daemon_nothing_and_fails_nothing_over") {
         return;
     }
-    let world = World::build(2, "");
-    world.wait_converged();
+    let world = build(2, "");
+    wait_converged(&world);
     let pid = world.hosts[0].daemon.as_ref().unwrap().id();
     let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .unwrap()
@@ -742,7 +527,7 @@ fn flood_costs_the_daemon_nothing_and_fails_nothing_over() {
             .unwrap()
     };
     let (ticks, packets, started) = (cpu_ticks(pid), rx(), Instant::now());
-    let sent = World::inside(&world.client, || {
+    let sent = in_ns(&world.client, || {
         let socket = std::net::UdpSocket::bind("198.18.0.100:0").unwrap();
         let end = Instant::now() + Duration::from_secs(3);
         let mut sent = 0u64;
@@ -773,7 +558,7 @@ fn flood_costs_the_daemon_nothing_and_fails_nothing_over() {
         "the daemon used {:.1}% of a core for {rate:.0} foreign packets/s",
         cpu * 100.0
     );
-    world.serve_all();
+    world.assert_all_served();
     let logs = world.logs();
     assert!(!logs.contains("nlb.peer_down"), "a failover:\n{logs}");
 }
@@ -785,8 +570,8 @@ fn legacy_tables_are_removed_at_start() {
     if !require_root("legacy_tables_are_removed_at_start") {
         return;
     }
-    let mut world = World::build(1, "");
-    world.wait_converged();
+    let mut world = build(1, "");
+    wait_converged(&world);
     world.stop_daemon(0);
     world.hosts[0]
         .ns
@@ -795,13 +580,13 @@ fn legacy_tables_are_removed_at_start() {
         )
         .unwrap();
     world.start_daemon(0);
-    world.wait_converged();
+    wait_converged(&world);
     let tables = world.hosts[0]
         .ns
         .exec("nft", &["list", "tables"], None)
         .unwrap();
     assert!(!tables.contains("nlb_eth0\n"), "{tables}");
-    world.serve_all();
+    world.assert_all_served();
 }
 
 /// Requests over the size limits are refused with a reason, and the daemon goes on.
@@ -810,8 +595,8 @@ fn oversized_requests_are_refused() {
     if !require_root("oversized_requests_are_refused") {
         return;
     }
-    let world = World::build(1, "[metrics]\nlisten = \"127.0.0.1:9102\"\n");
-    world.wait_converged();
+    let world = build(1, "[metrics]\nlisten = \"127.0.0.1:9102\"\n");
+    wait_converged(&world);
     let mut stream = std::os::unix::net::UnixStream::connect(&world.hosts[0].socket).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -820,7 +605,7 @@ fn oversized_requests_are_refused() {
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     assert!(answer.contains("longer than 4096 bytes"), "{answer}");
-    let status = World::inside(&world.hosts[0].ns, || {
+    let status = in_ns(&world.hosts[0].ns, || {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", 9102)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))

@@ -5,9 +5,9 @@
 //! One host in a namespace segment runs `nlb run`; the client's port captures its
 //! heartbeats. Skipped without root or with `NLB_SKIP_NETNS=1`.
 
+use nlb_lab::segment::{Segment, inside};
 use nlb_linux::netns::{require_root, unique_name};
 use nlb_linux::packet::PacketSocket;
-use nlb_linux::segment::Segment;
 use nlb_wire::ethernet::{ETHERTYPE_NLB_HEARTBEAT, EthernetFrame};
 use nlb_wire::heartbeat::HeartbeatPacket;
 use std::os::unix::fs::MetadataExt;
@@ -29,34 +29,29 @@ impl Drop for Daemon {
 
 /// The incarnation in the first heartbeat of host 1 seen on the client's port.
 fn incarnation_on_the_wire(segment: &Segment) -> u32 {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                segment.client.enter_current_thread().unwrap();
-                let socket = PacketSocket::bind("eth0").unwrap();
-                let deadline = Instant::now() + Duration::from_secs(5);
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    assert!(Instant::now() < deadline, "no heartbeat from host 1");
-                    let Ok(len) = socket.recv(&mut buf, Duration::from_millis(500)) else {
-                        continue;
-                    };
-                    let Ok(frame) = EthernetFrame::parse(&buf[..len]) else {
-                        continue;
-                    };
-                    if frame.ethertype != ETHERTYPE_NLB_HEARTBEAT {
-                        continue;
-                    }
-                    if let Ok(packet) = HeartbeatPacket::new_checked(frame.payload)
-                        && packet.host_id() == 1
-                    {
-                        return packet.incarnation();
-                    }
-                }
-            })
-            .join()
-            .unwrap()
+    inside(&segment.client, || {
+        let socket = PacketSocket::bind("eth0").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            assert!(Instant::now() < deadline, "no heartbeat from host 1");
+            let Ok(len) = socket.recv(&mut buf, Duration::from_millis(500)) else {
+                continue;
+            };
+            let Ok(frame) = EthernetFrame::parse(&buf[..len]) else {
+                continue;
+            };
+            if frame.ethertype != ETHERTYPE_NLB_HEARTBEAT {
+                continue;
+            }
+            if let Ok(packet) = HeartbeatPacket::new_checked(frame.payload)
+                && packet.host_id() == 1
+            {
+                return packet.incarnation();
+            }
+        }
     })
+    .unwrap()
 }
 
 #[test]

@@ -4,9 +4,9 @@
 //! SIGINT, and has sent nothing (its interface's transmit counter does not move). Tagged
 //! frames keep their VLAN: the kernel strips the tag, the watcher puts it back.
 
+use nlb_lab::segment::Segment;
 use nlb_linux::netns::{require_root, unique_name};
 use nlb_linux::packet::PacketSocket;
-use nlb_linux::segment::Segment;
 use nlb_wire::MacAddr;
 use nlb_wire::arp::ArpRepr;
 use serde_json::Value;

@@ -7,8 +7,10 @@
 //! (198.18.0.0/24 only), and removes everything at the end, or on Ctrl-C.
 
 use crate::CliError;
+use nlb_lab::http::http_get;
+use nlb_lab::load::{Load, Plan, last_trouble};
+use nlb_lab::segment::{Segment, client_addresses, inside};
 use nlb_linux::netns::NetNs;
-use nlb_linux::segment::{Segment, client_addresses, http_get};
 use nlb_wire::addressing::{ClusterMode, cluster_mac};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -16,8 +18,8 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
@@ -118,19 +120,18 @@ impl Lab {
             .join(", ")
     }
 
-    fn in_client<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    self.segment
-                        .client
-                        .enter_current_thread()
-                        .expect("enter the client");
-                    work()
-                })
-                .join()
-                .expect("client thread")
-        })
+    fn in_client<T: Send>(&self, work: impl FnOnce() -> T + Send) -> Result<T, CliError> {
+        inside(&self.segment.client, work)
+            .map_err(|e| CliError::failed(format!("entering the client's namespace: {e}")))
+    }
+
+    /// A new connection every 10 ms from the client's addresses, each on its own thread.
+    fn load(&self) -> Result<Load, CliError> {
+        Load::start(
+            &self.segment.client,
+            Plan::new_connections(SocketAddr::from((VIP, 80)), client_addresses(CLIENTS)),
+        )
+        .map_err(|e| CliError::failed(format!("starting the client load: {e}")))
     }
 }
 
@@ -159,7 +160,7 @@ fn spawn_in(ns: &NetNs, args: &[&str], log: Option<&Path>) -> Result<Child, CliE
 }
 
 pub(crate) fn run(args: &Args) -> Result<(), CliError> {
-    nlb_linux::segment::can_build().map_err(CliError::failed)?;
+    nlb_lab::segment::can_build().map_err(CliError::failed)?;
     let mode: ClusterMode = args.mode.parse().map_err(CliError::bad_input)?;
     let prefix = format!("nlblab{}", std::process::id() % 100_000);
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -258,7 +259,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         client_addresses(CLIENTS)
             .map(|src| (src, request(src)))
             .collect()
-    });
+    })?;
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
     for (_, answer) in &answers {
         *tally
@@ -296,7 +297,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     // Failover under load.
     let victim = hosts;
     let survivors: Vec<u8> = (1..hosts).collect();
-    let load = Load::start(&lab);
+    let load = lab.load()?;
     std::thread::sleep(Duration::from_millis(500));
     lab.say(format!(
         "a client now opens a new connection every 10 ms; host {victim} loses its link"
@@ -310,7 +311,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         |lab| lab.converged(&survivors),
     )?;
     std::thread::sleep(Duration::from_millis(1500));
-    let (total, failed, outage) = load.finish(failed_at);
+    let (total, failed, outage) = tally_load(load, failed_at);
     lab.say(format!(
         "the other hosts took over host {victim}'s clients: served again after {} ms \
          ({total} connections, {failed} failed; a SYN that hit the gap was retried by TCP). {}",
@@ -343,7 +344,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
 
     // Drain under load, and restart.
     let others: Vec<u8> = all.iter().copied().filter(|&id| id != 2).collect();
-    let load = Load::start(&lab);
+    let load = lab.load()?;
     std::thread::sleep(Duration::from_millis(300));
     let drained_at = Instant::now();
     lab.ctl(2, "drainstop");
@@ -351,7 +352,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         lab.ctl(2, "query").is_some_and(|q| q["state"] == "stopped") && lab.converged(&others)
     })?;
     std::thread::sleep(Duration::from_millis(500));
-    let (total, failed, _) = load.finish(drained_at);
+    let (total, failed, _) = tally_load(load, drained_at);
     lab.say(format!(
         "nlb drainstop on host 2 under the same load: no new connections for it, the open \
          ones finished, stopped; {failed} of {total} requests failed. {}",
@@ -437,69 +438,13 @@ fn keep(lab: Lab, processes: Processes) -> Result<(), CliError> {
     Ok(())
 }
 
-/// New connections every 10 ms from the client's addresses, each on its own thread.
-struct Load {
-    stop: Arc<AtomicBool>,
-    results: Arc<Mutex<Vec<(Instant, Duration, bool)>>>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Load {
-    fn start(lab: &Lab) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let results = Arc::new(Mutex::new(Vec::new()));
-        let (stop_flag, log) = (stop.clone(), results.clone());
-        let client = lab.segment.client.name().to_owned();
-        let thread = std::thread::spawn(move || {
-            let handle =
-                std::fs::File::open(format!("/run/netns/{client}")).expect("client namespace");
-            nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET)
-                .expect("enter the client");
-            let sources: Vec<Ipv4Addr> = client_addresses(CLIENTS).collect();
-            let mut workers = Vec::new();
-            for next in 0.. {
-                if stop_flag.load(Ordering::Relaxed) {
-                    break;
-                }
-                let (src, log) = (sources[next % sources.len()], log.clone());
-                // Started from this thread, the worker is in the client's namespace too.
-                workers.push(std::thread::spawn(move || {
-                    let began = Instant::now();
-                    let ok = request(src).is_ok();
-                    log.lock()
-                        .expect("results")
-                        .push((began, began.elapsed(), ok));
-                }));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            for worker in workers {
-                let _ = worker.join();
-            }
-        });
-        Load {
-            stop,
-            results,
-            thread,
-        }
-    }
-
-    /// Stops; returns (requests, failed, outage after `since`): the outage ends with the
-    /// last request that failed or needed a SYN retransmission.
-    fn finish(self, since: Instant) -> (usize, usize, Duration) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
-        let results = self.results.lock().expect("results");
-        let outage = results
-            .iter()
-            .filter(|(began, took, ok)| {
-                *began >= since && (!ok || *took > Duration::from_millis(500))
-            })
-            .map(|(began, _, _)| began.saturating_duration_since(since))
-            .max()
-            .unwrap_or_default();
-        let failed = results.iter().filter(|(_, _, ok)| !ok).count();
-        (results.len(), failed, outage)
-    }
+/// Stops the load; returns (requests, failed, outage after `since`): the outage ends
+/// with the last request that failed or needed a SYN retransmission.
+fn tally_load(load: Load, since: Instant) -> (usize, usize, Duration) {
+    let seen = load.finish();
+    let outage = last_trouble(&seen.new, since, Instant::now());
+    let failed = seen.new.iter().filter(|a| a.answer.is_err()).count();
+    (seen.new.len(), failed, outage)
 }
 
 /// The doctor's live analysis on the client's port, from the start of the story to its
@@ -513,13 +458,13 @@ impl Doctor {
     fn start(lab: &Lab) -> Doctor {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = stop.clone();
-        let client = lab.segment.client.name().to_owned();
+        // Opened on a thread in the client's namespace, the socket stays there.
+        let socket = inside(&lab.segment.client, || {
+            nlb_linux::packet::PacketSocket::observe("eth0")
+        });
         let thread = std::thread::spawn(move || {
-            let handle = std::fs::File::open(format!("/run/netns/{client}"))
-                .map_err(|e| format!("the client namespace: {e}"))?;
-            nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("entering the client: {e}"))?;
-            let socket = nlb_linux::packet::PacketSocket::observe("eth0")
+            let socket = socket
+                .map_err(|e| format!("entering the client: {e}"))?
                 .map_err(|e| format!("watching the client's eth0: {e}"))?;
             let mut analyzer = nlb_doctor::Analyzer::new(nlb_doctor::Settings {
                 vips: vec![VIP],

@@ -5,11 +5,9 @@
 //! the namespaces: host `k` is 198.18.0.k, the client 198.18.0.100 and 198.18.0.101 and
 //! up. Dropping the segment deletes every namespace, and with them every interface.
 
-use crate::command::{CommandError, run};
-use crate::netns::NetNs;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use nlb_linux::command::{CommandError, run};
+use nlb_linux::netns::NetNs;
+use std::net::Ipv4Addr;
 
 /// The address of host `id`.
 pub fn host_address(id: u8) -> Ipv4Addr {
@@ -98,23 +96,7 @@ impl Segment {
 
     /// Connects `ns` to the bridge: `eth0` inside, `port` on the bridge.
     fn attach(&self, ns: &NetNs, port: &str) -> Result<(), CommandError> {
-        // Created in the switch namespace, so the names cannot clash with the host's.
-        self.switch.ip(&[
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])?;
-        self.switch
-            .ip(&["link", "set", port, "master", "br0", "up"])?;
-        ns.ip(&["link", "set", "eth0", "up"])?;
-        Ok(())
+        attach(&self.switch, ns, port)
     }
 
     /// The bridge port of host `id`.
@@ -128,6 +110,28 @@ impl Segment {
     }
 }
 
+/// Connects namespace `ns` to the bridge `br0` in `switch` (a [`Segment::switch`]):
+/// `eth0` inside `ns`, up, and `port` on the bridge, for one more port beside the
+/// segment's own (`p<id>` and `pc` are taken).
+pub fn attach(switch: &NetNs, ns: &NetNs, port: &str) -> Result<(), CommandError> {
+    // Created in the switch namespace, so the names cannot clash with the host's.
+    switch.ip(&[
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        ns.name(),
+    ])?;
+    switch.ip(&["link", "set", port, "master", "br0", "up"])?;
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
 /// Whether this process may build segments: root, with `ip` available.
 pub fn can_build() -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
@@ -138,32 +142,21 @@ pub fn can_build() -> Result<(), String> {
         .map_err(|err| err.to_string())
 }
 
-/// One HTTP/1.1 request from `src` to `dst` (call it from a thread inside the client's
-/// namespace): the last line of the answer, which names the host for `nlb serve-http`.
-/// Connecting waits up to 3 s, so a SYN dropped in a hand-off is retried once by TCP.
-pub fn http_get(src: Ipv4Addr, dst: SocketAddr) -> Result<String, String> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .map_err(|e| e.to_string())?;
-    socket
-        .bind(&SocketAddr::from((src, 0)).into())
-        .map_err(|e| format!("bind {src}: {e}"))?;
-    socket
-        .connect_timeout(&dst.into(), Duration::from_secs(3))
-        .map_err(|e| format!("connect from {src}: {e}"))?;
-    let mut stream = std::net::TcpStream::from(socket);
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("send from {src}: {e}"))?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| format!("read from {src}: {e}"))?;
-    response
-        .lines()
-        .last()
-        .map(str::to_owned)
-        .ok_or_else(|| "empty answer".to_owned())
+/// Runs `work` on a thread inside `ns` and returns what it returned; `Err` if the
+/// thread could not enter the namespace. A panic in `work` goes on in the caller.
+/// Threads that `work` starts are in `ns` too (a new thread starts in the namespace of
+/// the thread that starts it), which is how [`crate::load::Load`] puts its clients there.
+pub fn inside<T: Send>(ns: &NetNs, work: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+    std::thread::scope(|scope| {
+        match scope
+            .spawn(|| {
+                ns.enter_current_thread()?;
+                Ok(work())
+            })
+            .join()
+        {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }

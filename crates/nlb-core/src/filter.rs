@@ -149,12 +149,6 @@ pub fn cluster_seed(config: &Config) -> u32 {
     nlb_wire::addressing::cluster_id(&config.cluster.vips)
 }
 
-/// The bucket of a flow under an affinity: [`Affinity::bucket`]. Prefer [`bucket_for`],
-/// which takes the affinity from the rule that covers the flow.
-pub fn bucket_of(flow: &Flow, affinity: Affinity, seed: u32) -> u16 {
-    affinity.bucket(flow, seed)
-}
-
 /// The bucket the cluster puts `flow` in, under the rule that covers it and that rule's
 /// affinity, with the cluster's seed; `None` if the rule is disabled. Whoever owns this
 /// bucket of [`decide`]'s slot takes the flow.
@@ -230,7 +224,7 @@ affinity = "network"
         let config = config();
         let seed = cluster_seed(&config);
         let f = flow([198, 18, 1, 1], 40000, 80);
-        let bucket = bucket_of(&f, Affinity::None, seed);
+        let bucket = Affinity::None.bucket(&f, seed);
         let mut mine = BucketBitmap::new(BUCKETS);
         mine.insert(bucket);
         let empty = BucketBitmap::new(BUCKETS);
@@ -357,23 +351,11 @@ affinity = "network"
         let config = config();
         let seed = cluster_seed(&config);
         let buckets: std::collections::BTreeSet<u16> = (0..64)
-            .map(|port| {
-                bucket_of(
-                    &flow([198, 18, 1, 1], 40000 + port, 80),
-                    Affinity::None,
-                    seed,
-                )
-            })
+            .map(|port| Affinity::None.bucket(&flow([198, 18, 1, 1], 40000 + port, 80), seed))
             .collect();
         assert!(buckets.len() > 40, "{} buckets", buckets.len());
         let single: std::collections::BTreeSet<u16> = (0..64)
-            .map(|port| {
-                bucket_of(
-                    &flow([198, 18, 1, 1], 40000 + port, 80),
-                    Affinity::Single,
-                    seed,
-                )
-            })
+            .map(|port| Affinity::Single.bucket(&flow([198, 18, 1, 1], 40000 + port, 80), seed))
             .collect();
         assert_eq!(single.len(), 1);
     }

@@ -71,7 +71,8 @@ impl Locator<'_> {
     /// `rule[2]`, or nothing before the first header.
     fn table_at(&self, offset: usize) -> Option<String> {
         let mut table = None;
-        let mut rules = 0;
+        // Each array of tables (`[[rule]]`, `[[check]]`) is numbered on its own.
+        let mut counts: Vec<(String, usize)> = Vec::new();
         let mut at = 0;
         for line in self.text.split_inclusive('\n') {
             if at > offset {
@@ -82,8 +83,18 @@ impl Locator<'_> {
                 .strip_prefix("[[")
                 .and_then(|t| t.split("]]").next())
             {
-                rules += 1;
-                table = Some(format!("{}[{rules}]", name.trim()));
+                let name = name.trim().to_owned();
+                let count = match counts.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, count)) => {
+                        *count += 1;
+                        *count
+                    }
+                    None => {
+                        counts.push((name.clone(), 1));
+                        1
+                    }
+                };
+                table = Some(format!("{name}[{count}]"));
             } else if let Some(name) = trimmed.strip_prefix('[').and_then(|t| t.split(']').next()) {
                 table = Some(name.trim().to_owned());
             }

@@ -53,12 +53,14 @@
 //!   which also names the [`Rule::catch_all`] and [`Rule::FALLBACK`] rules);
 //!   `[metrics]` is one key, validated here;
 //! - [`ConfigError`] and the span-to-line bookkeeping (`error.rs`);
+//! - `[[check]]` health checks (`check.rs`), this host's own, not in the fingerprint;
 //! - the fingerprint and its canonical encoding (`fingerprint.rs`).
 //!
 //! Validation runs table by table, `[cluster]`, `[host]`, `[[rule]]` (which needs the
-//! VIPs), then `[metrics]`, and stops at the first error: one problem at a time, each
+//! VIPs), `[[check]]` (which names rules), then `[metrics]`, and stops at the first error: one problem at a time, each
 //! with its file, line, column, key and fix.
 
+mod check;
 mod cluster;
 mod error;
 mod fingerprint;
@@ -66,6 +68,7 @@ mod host;
 mod raw;
 mod rule;
 
+pub use check::{DEFAULT_FALL, DEFAULT_INTERVAL_MS, DEFAULT_RISE, DEFAULT_TIMEOUT_MS, MAX_CHECKS};
 pub use cluster::ClusterConfig;
 pub use error::ConfigError;
 pub use fingerprint::field_name;
@@ -99,6 +102,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The rules; never empty ([`Rule::catch_all`] stands in for none).
     pub rules: Vec<Rule>,
+    /// `[[check]]`: this host's health checks, in file order.
+    pub checks: Vec<crate::check::CheckSpec>,
 }
 
 impl Config {
@@ -128,6 +133,13 @@ impl Config {
         u32::from(self.cluster.heartbeat_ms) * u32::from(self.cluster.tolerance)
     }
 
+    /// The rules an operator names as `VIP:PORT` or `all` (`nlb drain`, a check's
+    /// `rules`): `Ok(None)` for all, else the configured rule that covers that VIP and
+    /// port (over TCP, else UDP).
+    pub fn rule_named(&self, target: &str) -> Result<Option<usize>, String> {
+        rule_named(&self.rules, target)
+    }
+
     /// The rule that covers `vip:port`, by index, if any.
     pub fn rule_for(&self, vip: Ipv4Addr, port: u16, protocol: Protocol) -> Option<usize> {
         self.rules
@@ -141,6 +153,7 @@ fn validate(raw: RawConfig, at: &Locator<'_>, secure: bool) -> Result<Config, Co
     let cluster = cluster::validate_cluster(at, raw.cluster, secure)?;
     let host = host::validate_host(at, raw.host)?;
     let rules = rule::validate_rules(at, &raw.rule, &cluster.vips)?;
+    let checks = check::validate_checks(at, &raw.check, |target| rule_named(&rules, target))?;
     let metrics_listen = match raw.metrics.and_then(|m| m.listen) {
         Some(value) => Some(value.get_ref().trim().parse().map_err(|_| {
             at.error(
@@ -156,8 +169,29 @@ fn validate(raw: RawConfig, at: &Locator<'_>, secure: bool) -> Result<Config, Co
         cluster,
         host,
         rules,
+        checks,
         metrics_listen,
     })
+}
+
+fn rule_named(rules: &[Rule], target: &str) -> Result<Option<usize>, String> {
+    let target = target.trim();
+    if target == "all" {
+        return Ok(None);
+    }
+    let (vip, port) = target
+        .split_once(':')
+        .and_then(|(vip, port)| Some((vip.parse::<Ipv4Addr>().ok()?, port.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("'{target}' is not VIP:PORT or all"))?;
+    [Protocol::Tcp, Protocol::Udp]
+        .into_iter()
+        .find_map(|protocol| {
+            rules
+                .iter()
+                .position(|rule| rule.covers(vip, port, protocol))
+        })
+        .map(Some)
+        .ok_or_else(|| format!("no rule covers {vip}:{port}; `nlb params` lists the rules"))
 }
 
 #[cfg(test)]

@@ -18,7 +18,27 @@ pub(super) struct RawConfig {
     pub(super) host: Spanned<RawHost>,
     #[serde(default)]
     pub(super) rule: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    pub(super) check: Vec<Spanned<RawCheck>>,
     pub(super) metrics: Option<RawMetrics>,
+}
+
+/// One `[[check]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCheck {
+    pub(super) name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub(super) kind: Spanned<String>,
+    pub(super) target: Spanned<String>,
+    pub(super) interval_ms: Option<Spanned<i64>>,
+    pub(super) timeout_ms: Option<Spanned<i64>>,
+    pub(super) fall: Option<Spanned<i64>>,
+    pub(super) rise: Option<Spanned<i64>>,
+    pub(super) rules: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) action: Option<Spanned<String>>,
+    pub(super) expect_status: Option<Spanned<i64>>,
+    pub(super) shell: Option<Spanned<bool>>,
 }
 
 /// `[metrics]`.

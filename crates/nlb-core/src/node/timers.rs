@@ -96,3 +96,32 @@ impl TimerTable {
         Timer::ALL.into_iter().map(|timer| (timer, self.get(timer)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_wakeup_is_the_earliest_armed_timer_that_wakes() {
+        let mut table = TimerTable::default();
+        assert_eq!(table.next_wakeup(), None);
+        table.set(Timer::Heartbeat, Instant(300));
+        table.set(Timer::StallWait, Instant(100));
+        assert_eq!(
+            table.next_wakeup(),
+            Some(Instant(300)),
+            "the stall wait wakes nobody"
+        );
+        table.set(Timer::Announce, Instant(200));
+        assert_eq!(table.next_wakeup(), Some(Instant(200)));
+        assert!(table.is_due(Timer::Announce, Instant(200)));
+        assert!(!table.is_due(Timer::Announce, Instant(199)));
+        table.stop(Timer::Announce);
+        assert!(!table.is_armed(Timer::Announce));
+        table.set_or_stop(Timer::Probe, Some(Instant(250)));
+        assert_eq!(table.next_wakeup(), Some(Instant(250)));
+        table.set_or_stop(Timer::Probe, None);
+        assert_eq!(table.next_wakeup(), Some(Instant(300)));
+        assert_eq!(table.iter().count(), Timer::ALL.len());
+    }
+}

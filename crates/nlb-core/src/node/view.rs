@@ -17,8 +17,9 @@
 //!    installed for `L`), and computes the new map from the previous targets of the
 //!    members and their advertised weights ([`BucketMap::rebalance`]). Every host starts
 //!    from the same targets, so every host computes the same map.
-//! 3. **Release before claim** (`ownership.rs`). A host stops accepting a bucket as soon as it is not in
-//!    its target, or as soon as any live peer's latest heartbeat lists it in its target.
+//! 3. **Release before claim** (`ownership.rs`). A host stops accepting a bucket as soon
+//!    as it is not in its target, or as soon as any live peer's latest heartbeat lists it
+//!    in its target.
 //!    It starts accepting a bucket of its target only when every other member of its
 //!    view advertises that same view (so they have released whatever the view does not
 //!    give them) and no live peer lists the bucket. Two hosts that both hear each other

@@ -58,7 +58,8 @@
 //!
 //! - `startup.rs`: taking the interface, and giving it back on the way out;
 //! - `dataplane.rs`: nft batches, the lease, held heartbeats, failing closed;
-//! - `reload.rs`: SIGHUP and a new MAC, around the core's reload policy;
+//! - `link.rs`: the watched interface (deleted, up and down, a new MAC, a VIP removed);
+//! - `reload.rs`: SIGHUP around the core's reload policy, and successors' incarnations;
 //! - `requests.rs`: control requests and the published snapshot;
 //! - this file: the arguments, the clock, the loop, and the event log.
 //!
@@ -68,6 +69,7 @@
 //! then its tables (in that order, for the same reason).
 
 mod dataplane;
+mod link;
 mod reload;
 mod requests;
 mod startup;

@@ -1,4 +1,5 @@
-//! Reload (SIGHUP) and a new MAC on the interface: the I/O around the core's policy.
+//! Reload (SIGHUP), and the incarnation of a node started over: the I/O around the
+//! core's policy.
 //!
 //! Which changes apply in place, which make the node rejoin under the next incarnation
 //! and which are refused is decided by [`Node::reload`](nlb_core::node::Node::reload);
@@ -8,59 +9,15 @@
 
 use super::dataplane::unowned_rules;
 use super::{Daemon, cluster_key};
-use crate::CliError;
 use crate::cmd::load_config;
-use crate::kernel::Job;
 use nlb_core::node::ReloadOutcome;
-use nlb_linux::netlink::LinkEvent;
 use nlb_wire::addressing::cluster_id;
 use std::path::Path;
 
 impl Daemon {
-    /// Something happened to the interface. `Err` ends the daemon.
-    pub(super) fn link_event(&mut self, event: LinkEvent) -> Result<(), CliError> {
-        let interface = self.config.cluster.interface.clone();
-        match event {
-            LinkEvent::Deleted => {
-                tracing::error!(event = "nlb.interface_deleted", interface = %interface);
-                return Err(CliError::failed(format!(
-                    "the interface {interface} was deleted; nlb exits so that its service \
-                     manager restarts it (systemd: Restart=on-failure) once {interface} is back"
-                )));
-            }
-            LinkEvent::State { up, carrier } => {
-                if up && carrier {
-                    tracing::info!(event = "nlb.link_up", interface = %interface);
-                } else {
-                    tracing::warn!(event = "nlb.link_down", interface = %interface, up, carrier,
-                        "no frames pass; peers will see this host leave, and it will rejoin \
-                         when the link is back");
-                }
-            }
-            LinkEvent::Mac(mac) if mac != self.mac => {
-                tracing::warn!(event = "nlb.mac_changed", interface = %interface,
-                    from = %self.mac, to = %mac, "rejoining the cluster with the new MAC");
-                let now = self.clock.now();
-                let key = cluster_key(&self.config)?;
-                self.mac = mac;
-                let stored = self.stored_incarnation();
-                self.node = self
-                    .node
-                    .successor(now, self.config.clone(), mac, key, stored);
-                self.publish_now = true;
-            }
-            LinkEvent::Mac(_) => {}
-            LinkEvent::AddressRemoved(ip) if self.config.cluster.vips.contains(&ip) => {
-                self.kernel.submit(Job::AddVip { interface, vip: ip });
-            }
-            LinkEvent::AddressRemoved(_) => {}
-        }
-        Ok(())
-    }
-
     /// The stored incarnation counter's next value, for a node started over (reload, new
-    /// MAC; [`Node::successor`](nlb_core::node::Node::successor) keeps it above the current one); `None`, and the reason in
-    /// the log, if the counter cannot be written.
+    /// MAC), which [`Node::successor`](nlb_core::node::Node::successor) keeps above the
+    /// current one; `None`, and the reason in the log, if the counter cannot be written.
     pub(super) fn stored_incarnation(&self) -> Option<u32> {
         let now_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -80,10 +37,8 @@ impl Daemon {
         }
     }
 
-    /// SIGHUP: re-reads the configuration, without dropping a connection. What applies
-    /// in place, what makes the node rejoin and what is refused is the core's policy
-    /// ([`Node::reload`](nlb_core::node::Node::reload)); this reads the file and the key, advances the incarnation
-    /// counter and builds the successor when told to.
+    /// SIGHUP: re-reads the configuration, without dropping a connection (the module
+    /// docs say who decides what).
     pub(super) fn reload(&mut self, path: &Path) {
         let config = match load_config(path) {
             Ok(config) => config,

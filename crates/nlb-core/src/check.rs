@@ -16,8 +16,9 @@
 //! that a check down on every live host is ignored so that the VIP is never black-holed)
 //! is the node's business: see `node`'s ownership.
 
+use crate::time::Instant;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest error text a tracker keeps, in bytes; longer texts are cut at a character
 /// boundary. The text comes from a probe (an exec check's stderr, an HTTP status line),
@@ -314,7 +315,7 @@ mod tests {
     #[test]
     fn goes_down_after_fall_failures_in_a_row_and_up_after_rise_successes() {
         let spec = spec(2, 3);
-        let now = Instant::now();
+        let now = Instant::ZERO;
         let mut t = CheckTracker::default();
         assert_eq!(t.record(now, &spec, fail()), None);
         assert_eq!(t.health, Health::Up);
@@ -330,7 +331,7 @@ mod tests {
     #[test]
     fn an_interrupted_run_starts_counting_again() {
         let spec = spec(3, 2);
-        let now = Instant::now();
+        let now = Instant::ZERO;
         let mut t = CheckTracker::default();
         for probe in [fail(), fail(), Probe::Pass, fail(), fail()] {
             assert_eq!(t.record(now, &spec, probe), None);
@@ -347,7 +348,7 @@ mod tests {
     #[test]
     fn counters_stay_bounded_over_long_runs() {
         let spec = spec(2, 2);
-        let now = Instant::now();
+        let now = Instant::ZERO;
         let mut t = CheckTracker::default();
         for _ in 0..1000 {
             t.record(now, &spec, fail());
@@ -359,10 +360,10 @@ mod tests {
     fn error_text_is_cut_to_one_line_and_a_bounded_length() {
         let spec = spec(1, 1);
         let mut t = CheckTracker::default();
-        t.record(Instant::now(), &spec, Probe::Fail("é".repeat(400)));
+        t.record(Instant::ZERO, &spec, Probe::Fail("é".repeat(400)));
         let kept = t.last_error.clone().unwrap();
         assert!(kept.len() <= MAX_ERROR_LEN && kept.len() > MAX_ERROR_LEN - 2);
-        t.record(Instant::now(), &spec, Probe::Fail("first\nsecond".into()));
+        t.record(Instant::ZERO, &spec, Probe::Fail("first\nsecond".into()));
         assert_eq!(t.last_error.as_deref(), Some("first"));
     }
 

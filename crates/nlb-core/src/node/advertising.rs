@@ -28,7 +28,7 @@ impl Node {
             priority: rule.and_then(|r| r.priority),
             enabled: switch.enabled,
             draining: switch.draining,
-            check_down: false,
+            check_down: self.check_down(slot).is_some(),
             owned: self.owned[slot].clone(),
             target: self.view.maps[slot].buckets_of(self.id),
         }

@@ -36,6 +36,8 @@
 //! - **Stalls** (`ownership.rs`): a host that has not sent a heartbeat for
 //!   [`crate::lease::stall_threshold`] releases everything, forgets its
 //!   view and its peers, and rejoins after listening for a whole window.
+//! - **Health** (`health.rs`): a host whose check is down takes no share of the rules it
+//!   guards, unless every member that would take one has a check down for it too.
 //! - **ARP** (`arp.rs`): probes before the first join (RFC 5227 §2.1); the two lowest
 //!   members answer for the VIPs with the cluster MAC (RFC 826), announce them
 //!   (RFC 5227 §2.3) and defend them (§2.4).
@@ -53,11 +55,13 @@
 //! | `misconfig.rs` | why a host stays out: configuration, duplicate id, key, old release |
 //! | `advertising.rs` | heartbeats out: building and pacing them |
 //! | `arp.rs` | ARP answers, probes, announcements and conflicts (RFC 826, RFC 5227) |
+//! | `health.rs` | what a down health check does to the rules it guards; the panic rule |
 //! | `timers.rs` | the node's named deadlines ([`Timer`]) and when it wakes |
 //! | `reload.rs` | which configuration changes apply in place ([`Node::reload`]) |
 
 mod advertising;
 mod arp;
+mod health;
 mod membership;
 mod misconfig;
 mod ownership;
@@ -243,6 +247,25 @@ pub enum Event {
         /// Time since its last heartbeat.
         silent: Duration,
     },
+    /// A health check's verdict changed.
+    CheckChanged {
+        /// Its index in `[[check]]`.
+        index: usize,
+        /// Its name.
+        name: String,
+        /// The new verdict.
+        health: crate::check::Health,
+        /// The last failure's text, if any.
+        error: Option<String>,
+    },
+    /// A rule entered or left panic: every member that would serve it has a check down
+    /// for it, so every member ignores those checks rather than drop its traffic.
+    CheckPanic {
+        /// The rule slot.
+        slot: usize,
+        /// Whether the panic began (true) or ended.
+        active: bool,
+    },
 }
 
 /// Counters for metrics.
@@ -321,6 +344,10 @@ pub struct Node {
     probed: bool,
     rule_switches: Vec<RuleSwitch>,
     connections: u32,
+    /// The state of each `[[check]]`, in configuration order.
+    checks: Vec<crate::check::CheckTracker>,
+    /// Per rule slot: whether the panic rule of `health.rs` holds under the view.
+    check_panic: Vec<bool>,
 
     view: View,
     owned: Vec<BucketBitmap>,
@@ -418,6 +445,8 @@ impl Node {
                 slots
             ],
             connections: 0,
+            checks: vec![crate::check::CheckTracker::default(); config.checks.len()],
+            check_panic: vec![false; slots],
             view: View {
                 epoch: 0,
                 members: MemberSet::EMPTY,
@@ -679,6 +708,10 @@ impl Node {
         )
             .hash(&mut hasher);
         (&self.rule_switches, self.connections, &self.view).hash(&mut hasher);
+        for check in &self.checks {
+            (check.health, check.failures, check.successes).hash(&mut hasher);
+        }
+        self.check_panic.hash(&mut hasher);
         (
             &self.owned,
             &self.keep_established,
@@ -728,6 +761,7 @@ impl Node {
         let live = self.live_set();
         self.maybe_install_view(now, live);
         self.repair_maps(now);
+        self.update_check_panic();
         self.update_ownership(now);
         self.update_state(now);
         self.run_announcements(now);

@@ -33,6 +33,7 @@
 use super::view::RuleInput;
 use super::{Action, Admin, CommandError, Event, Node, RuleSelector, RuleSwitch, Timer};
 use crate::buckets::{BUCKETS, BucketMap};
+use crate::check::CheckAction;
 use crate::time::Instant;
 use nlb_wire::heartbeat::{BucketBitmap, MemberSet};
 
@@ -129,7 +130,11 @@ impl Node {
                     }
                 }
             }
-            let keep = keep_established && switch.enabled;
+            // A check down with `action = "stop"` cuts this host's connections of the
+            // rule: their next packets reach the bucket's new owner (health.rs).
+            let keep = keep_established
+                && switch.enabled
+                && self.kept_out_by_checks(slot) != Some(CheckAction::Stop);
             if next != self.owned[slot] || keep != self.keep_established[slot] {
                 self.owned[slot] = next.clone();
                 self.keep_established[slot] = keep;

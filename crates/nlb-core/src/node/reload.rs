@@ -5,6 +5,8 @@
 //!
 //! - This host's weights and priorities: applied in place; the cluster moves only the
 //!   buckets they move.
+//! - This host's `[[check]]` tables: applied in place; a check whose name and settings
+//!   stay keeps its verdict (also across a rejoin).
 //! - The rest of the cluster-wide part (rules, timers, the key): the node starts over
 //!   with the new file, in its current state, under the next incarnation, keeping the
 //!   host's connections (the kernel's conntrack keeps accepting them) while it rejoins.
@@ -75,15 +77,6 @@ impl std::fmt::Display for ReloadError {
 
 impl std::error::Error for ReloadError {}
 
-/// The error reads as its [`message`](ReloadError::message), so that callers that looked
-/// at the text of the string error this type replaced keep working.
-impl std::ops::Deref for ReloadError {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.message()
-    }
-}
-
 /// What a reload did.
 #[derive(Debug, Clone)]
 pub enum ReloadOutcome {
@@ -146,6 +139,9 @@ impl Node {
                 field,
             }));
         }
+        // Checks are this host's own: a reload changes them in place, and the ones that
+        // stay the same keep their state.
+        self.checks = self.carried_checks(&config);
         self.config = config;
         self.hurry_heartbeat(now);
         self.update(now);
@@ -172,7 +168,9 @@ impl Node {
             _ => InitialState::Started,
         };
         let incarnation = self.next_incarnation(stored);
+        let checks = self.carried_checks(&config);
         let mut node = Node::new(config, mac, incarnation, key, now);
+        node.checks = checks;
         if !self.dataplane_healthy {
             node.handle_dataplane(now, false);
         }

@@ -71,32 +71,41 @@ impl Node {
                     .rules
                     .get(slot)
                     .map_or(crate::config::Rule::FALLBACK.mode, |rule| rule.mode);
+                let panic = self.panics(slot, members);
                 // (host, effective weight, priority) of each member for this rule.
                 let facts: Vec<(HostId, u32, Option<u8>)> = members
                     .iter()
                     .filter_map(|host| {
-                        let (state, weight, priority, enabled, draining) = if host == self.id {
-                            let rule = self.config.rules.get(slot);
-                            let switch = self.rule_switches[slot];
-                            (
-                                self.state_for_wire(),
-                                rule.and_then(|r| r.weight),
-                                rule.and_then(|r| r.priority),
-                                switch.enabled,
-                                switch.draining,
-                            )
-                        } else {
-                            let peer = self.peer(host)?;
-                            let rule = peer.latest.rules.get(slot)?;
-                            (
-                                peer.latest.state,
-                                rule.weight,
-                                rule.priority,
-                                rule.enabled,
-                                rule.draining,
-                            )
-                        };
-                        let eligible = state != HostState::Draining && enabled && !draining;
+                        let (state, weight, priority, enabled, draining, check_down) =
+                            if host == self.id {
+                                let rule = self.config.rules.get(slot);
+                                let switch = self.rule_switches[slot];
+                                (
+                                    self.state_for_wire(),
+                                    rule.and_then(|r| r.weight),
+                                    rule.and_then(|r| r.priority),
+                                    switch.enabled,
+                                    switch.draining,
+                                    self.check_down(slot).is_some(),
+                                )
+                            } else {
+                                let peer = self.peer(host)?;
+                                let rule = peer.latest.rules.get(slot)?;
+                                (
+                                    peer.latest.state,
+                                    rule.weight,
+                                    rule.priority,
+                                    rule.enabled,
+                                    rule.draining,
+                                    rule.check_down,
+                                )
+                            };
+                        // A down health check keeps its host out, unless the rule is
+                        // in panic (health.rs).
+                        let eligible = state != HostState::Draining
+                            && enabled
+                            && !draining
+                            && (!check_down || panic);
                         let weight = if eligible {
                             weight.map_or(EQUAL_WEIGHT, u32::from)
                         } else {

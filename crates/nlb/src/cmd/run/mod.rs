@@ -291,6 +291,36 @@ fn log_event(event: &Event) {
             mac = %mac,
             "someone is probing for our address"
         ),
+        Event::CheckChanged {
+            name,
+            health: nlb_core::check::Health::Down,
+            error,
+            ..
+        } => tracing::warn!(
+            event = "nlb.check_down",
+            check = %name,
+            error = error.as_deref().unwrap_or(""),
+            "a health check failed: this host leaves the rules it guards to the others"
+        ),
+        Event::CheckChanged { name, .. } => tracing::info!(
+            event = "nlb.check_up",
+            check = %name,
+            "a health check passes again: this host takes its share back"
+        ),
+        Event::CheckPanic { slot, active: true } => tracing::error!(
+            event = "nlb.check_panic",
+            rule_slot = slot,
+            "a check is down on every host that serves this rule: they all keep serving it \
+             rather than drop every client; fix the service or the check"
+        ),
+        Event::CheckPanic {
+            slot,
+            active: false,
+        } => tracing::warn!(
+            event = "nlb.check_panic_over",
+            rule_slot = slot,
+            "a host's check passes again: the rule is served by the healthy hosts only"
+        ),
     }
 }
 

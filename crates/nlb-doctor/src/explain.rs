@@ -103,6 +103,7 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
     let vlan = on_vlan(acc.vlan);
     let macs = list(&acc.macs);
     match acc.kind {
+        Kind::FrameCorruption => corruption(acc, &ip, &vlan),
         Kind::DuplicateIp => (
             format!(
                 "{ip}{vlan} is claimed by {} MACs ({macs}): {} from a second MAC within the window after another.",
@@ -343,6 +344,93 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
         }
         Kind::NlbCluster => (String::new(), String::new(), Value::Null),
     }
+}
+
+fn corruption(acc: &Record, ip: &str, vlan: &str) -> (String, String, Value) {
+    let facts = match acc.evidence {
+        Evidence::Corruption(facts) => facts,
+        _ => Default::default(),
+    };
+    let (station, copies) = match acc.macs.split_first() {
+        Some((station, copies)) => (station.to_string(), copies),
+        None => (String::new(), &[][..]),
+    };
+    let at = if ip.is_empty() {
+        String::new()
+    } else {
+        format!(" ({ip})")
+    };
+    let mut seen: Vec<String> = Vec::new();
+    if facts.sender_mac > 0 {
+        seen.push(format!(
+            "{} a damaged copy of its MAC as the ARP sender",
+            n(facts.sender_mac, "ARP frame carries", "ARP frames carry")
+        ));
+    }
+    if facts.source_mac > 0 {
+        seen.push(format!(
+            "{} a damaged copy as the Ethernet source",
+            n(facts.source_mac, "ARP frame has", "ARP frames have")
+        ));
+    }
+    if facts.sender_ip > 0 {
+        seen.push(format!(
+            "{} a damaged copy of its address as the sender IP",
+            n(facts.sender_ip, "ARP frame carries", "ARP frames carry")
+        ));
+    }
+    if facts.malformed > 0 {
+        seen.push(format!(
+            "{} from its MAC are malformed",
+            n(facts.malformed, "frame", "frames")
+        ));
+    }
+    let copies_text = if copies.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " The damaged copies ({}{}) differ from {station} in one or two bytes: they are bit errors, not {} other devices, so they are not counted as claims of any address (no duplicate_ip or ip_mac_flap from them){}.",
+            list(copies),
+            if facts.copies as usize > copies.len() {
+                ", ..."
+            } else {
+                ""
+            },
+            facts.copies,
+            if facts.mismatches_absorbed > 0 {
+                format!(
+                    ", and the {} they made are not listed separately",
+                    n(
+                        facts.mismatches_absorbed,
+                        "sender_mac_mismatch finding",
+                        "sender_mac_mismatch findings"
+                    )
+                )
+            } else {
+                String::new()
+            }
+        )
+    };
+    (
+        format!(
+            "Frames from station {station}{at}{vlan} arrive damaged: {}.{copies_text}",
+            seen.join("; ")
+        ),
+        format!(
+            "Something between {station}'s stack and this capture corrupts its frames. Suspect, in order: its NIC and driver or firmware (a known Broadcom bug did exactly this), the NIC's offloads (test with `ethtool -K <interface> tx off rx off sg off tso off gso off`), the cable, and the switch port (its error counters). Capture on another port, or on the station itself, to tell which: damage seen everywhere comes from the station, damage on one path from that path."
+        ),
+        json!({
+            "station": acc.macs.first(),
+            "station_ip": acc.ip,
+            "damaged_copies": copies,
+            "distinct_damaged_copies": facts.copies,
+            "damaged_sender_mac": facts.sender_mac,
+            "damaged_source_mac": facts.source_mac,
+            "damaged_sender_ip": facts.sender_ip,
+            "malformed_from_station": facts.malformed,
+            "sender_mac_mismatch_findings_absorbed": facts.mismatches_absorbed,
+        }),
+    )
 }
 
 fn inconsistent(ip: &str, vlan: &str, cluster: &ClusterSeen) -> (String, String, Value) {

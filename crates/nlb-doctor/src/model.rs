@@ -144,6 +144,8 @@ pub(crate) enum Subject {
     Cluster(ClusterKey),
     /// One host id of a cluster.
     ClusterHost { cluster: ClusterKey, host_id: u32 },
+    /// The station whose frames arrive damaged.
+    Station(MacAddr),
     /// The catch-all for a kind's findings beyond [`MAX_RECORDS`].
     Overflow,
 }
@@ -157,11 +159,33 @@ pub(crate) enum Evidence {
     None,
     /// A sender MAC mismatch's pattern.
     Mismatch(MismatchPattern),
+    /// A sender MAC mismatch made of damaged copies of `station`'s MAC: part of that
+    /// station's `frame_corruption` once its damage is confirmed.
+    Damaged { station: MacAddr },
+    /// Damaged frames of one station.
+    Corruption(Corruption),
     /// A probe conflict's reason (the first one seen).
     Conflict(Conflict),
     /// A request storm and the unanswered addresses it asked for that are not listed
     /// separately.
     Storm { unanswered: u64 },
+}
+
+/// What the damaged frames of one station showed.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Corruption {
+    /// ARP frames whose sender MAC is a damaged copy of the station's MAC.
+    pub(crate) sender_mac: u64,
+    /// ARP frames whose Ethernet source is a damaged copy of the station's MAC.
+    pub(crate) source_mac: u64,
+    /// ARP frames from the station whose sender IP is a damaged copy of its address.
+    pub(crate) sender_ip: u64,
+    /// Malformed frames with the station's MAC as Ethernet source.
+    pub(crate) malformed: u64,
+    /// Distinct damaged copies of its MAC seen (counted up to a cap).
+    pub(crate) copies: u32,
+    /// `sender_mac_mismatch` findings made of its damaged frames, not listed.
+    pub(crate) mismatches_absorbed: u64,
 }
 
 /// One finding being accumulated.

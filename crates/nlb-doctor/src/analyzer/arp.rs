@@ -3,6 +3,7 @@
 //! their conflicts, and sender MACs that differ from the Ethernet source. The rules are in
 //! the [analyzer](super) docs.
 
+use super::corruption::damaged_station;
 use super::{Analyzer, ip_key, mac_key};
 use crate::finding::{Kind, Severity};
 use crate::link::Frame;
@@ -180,10 +181,22 @@ impl Analyzer {
                 _ => bin.gratuitous += 1,
             }
         }
+        // A damaged frame (one failing station's bit errors) is not a claim.
+        let mut damaged = false;
         if let Some(src) = frame.src
             && repr.sender_mac != src
         {
-            self.sender_mismatch(frame, &repr, src);
+            let owner = (!repr.sender_ip.is_unspecified())
+                .then(|| self.owner_of(frame.vlan, repr.sender_ip))
+                .flatten();
+            let station = damaged_station(src, &repr, owner, |mac| self.confirmed(frame.vlan, mac));
+            self.sender_mismatch(frame, &repr, src, station);
+            if let Some(station) = station {
+                self.damaged_frame(frame, &repr, src, station, owner);
+                damaged = true;
+            }
+        } else {
+            damaged = self.damaged_ip(frame, &repr);
         }
         match kind {
             ArpKind::Probe => self.probe(frame, &repr),
@@ -198,8 +211,8 @@ impl Analyzer {
             }
         }
         if !repr.sender_ip.is_unspecified() && !repr.sender_mac.is_zero() {
-            let asked = self.claim(frame, &repr, kind.is_gratuitous());
-            if kind == ArpKind::Reply && !asked {
+            let asked = self.claim(frame, &repr, kind.is_gratuitous(), damaged);
+            if kind == ArpKind::Reply && !asked && !damaged {
                 self.unexpected_reply(frame, &repr);
             }
         } else if kind == ArpKind::Reply {
@@ -207,7 +220,13 @@ impl Analyzer {
         }
     }
 
-    fn sender_mismatch(&mut self, frame: &Frame<'_>, repr: &ArpRepr, src: MacAddr) {
+    fn sender_mismatch(
+        &mut self,
+        frame: &Frame<'_>,
+        repr: &ArpRepr,
+        src: MacAddr,
+        station: Option<MacAddr>,
+    ) {
         let masking = match (classify_mac(repr.sender_mac), classify_mac(src)) {
             (Some(NlbMac::UnicastCluster(a)), Some(NlbMac::MaskedHost { vip: b, .. })) => a == b,
             _ => false,
@@ -241,6 +260,8 @@ impl Analyzer {
         } else if cluster_sender {
             record.evidence = Evidence::Mismatch(MismatchPattern::NlbClusterSender);
             record.severity = Severity::Info;
+        } else if let Some(station) = station {
+            record.evidence = Evidence::Damaged { station };
         }
     }
 
@@ -451,8 +472,16 @@ impl Analyzer {
     }
 
     /// Records that `repr.sender_mac` claims `repr.sender_ip`, and returns whether
-    /// someone had asked for that IP recently (so a reply was expected).
-    fn claim(&mut self, frame: &Frame<'_>, repr: &ArpRepr, gratuitous: bool) -> bool {
+    /// someone had asked for that IP recently (so a reply was expected). A `damaged`
+    /// frame answers the requests for the IP but claims nothing: it only refreshes the
+    /// owner when the owner is one of its MACs.
+    fn claim(
+        &mut self,
+        frame: &Frame<'_>,
+        repr: &ArpRepr,
+        gratuitous: bool,
+        damaged: bool,
+    ) -> bool {
         let key = ip_key(frame.vlan, repr.sender_ip);
         let window = self.settings.duplicate_window_ns;
         let memory = self.settings.request_memory_ns;
@@ -465,32 +494,40 @@ impl Analyzer {
         // Anything from the IP answers the requests for it (Linux updates an INCOMPLETE
         // entry from any ARP the owner sends).
         let answered = state.episode.take();
-        let probe_defended = state
-            .last_probe
-            .filter(|&(prober, at)| prober != mac && ts - at <= PROBE_LISTEN_NS)
-            .map(|(prober, _)| prober);
-        let mut duplicate_of = None;
-        let mut flap = None;
-        match state.owner {
-            None => {
-                state.owner = Some(mac);
+        let (probe_defended, duplicate_of, flap) = if damaged {
+            if state.owner.is_some() && (state.owner == Some(mac) || state.owner == frame.src) {
+                state.owner_last_ts = ts;
             }
-            Some(owner) if owner == mac => {}
-            Some(owner) => {
-                let recent = ts - state.owner_last_ts <= window;
-                if state.previous == Some(mac) && recent {
-                    flap = Some(owner);
+            (None, None, None)
+        } else {
+            let probe_defended = state
+                .last_probe
+                .filter(|&(prober, at)| prober != mac && ts - at <= PROBE_LISTEN_NS)
+                .map(|(prober, _)| prober);
+            let mut duplicate_of = None;
+            let mut flap = None;
+            match state.owner {
+                None => {
+                    state.owner = Some(mac);
                 }
-                let returning = state.takeover && state.previous == Some(mac);
-                if recent && (!gratuitous || returning) {
-                    duplicate_of = Some(owner);
+                Some(owner) if owner == mac => {}
+                Some(owner) => {
+                    let recent = ts - state.owner_last_ts <= window;
+                    if state.previous == Some(mac) && recent {
+                        flap = Some(owner);
+                    }
+                    let returning = state.takeover && state.previous == Some(mac);
+                    if recent && (!gratuitous || returning) {
+                        duplicate_of = Some(owner);
+                    }
+                    state.takeover = gratuitous && !returning;
+                    state.previous = Some(owner);
+                    state.owner = Some(mac);
                 }
-                state.takeover = gratuitous && !returning;
-                state.previous = Some(owner);
-                state.owner = Some(mac);
             }
-        }
-        state.owner_last_ts = ts;
+            state.owner_last_ts = ts;
+            (probe_defended, duplicate_of, flap)
+        };
         if let Some(episode) = answered
             && let Some(index) = episode.record
         {

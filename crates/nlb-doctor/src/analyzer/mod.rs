@@ -7,7 +7,8 @@
 //! `explain` from the model alone, in [`Analyzer::poll_raised`] and
 //! [`Analyzer::finish`], which the crate root defines where the pipeline is assembled
 //! (so that the analyzer never imports what comes after it). One file per protocol:
-//! [`arp`] (claims, requests, probes, mismatches), [`igmp`] (membership and IGMP-mode
+//! [`arp`] (claims, requests, probes, mismatches), [`corruption`] (damaged frames:
+//! one failing station, not many devices; its rule is in that module), [`igmp`] (membership and IGMP-mode
 //! cluster traffic), [`clusters`] (nlb and Windows NLB heartbeats); this file holds the
 //! frame dispatch, time, malformed frames and the end of the analysis.
 //!
@@ -22,6 +23,10 @@
 //!   within [`Settings::request_memory_ns`];
 //! - `request_storm`: more than [`Settings::storm_requests`] requests from one source MAC
 //!   within [`Settings::storm_window_ns`] (Wireshark's defaults: 30 in 100 ms);
+//! - `frame_corruption`: a station whose ARP frames carry damaged copies of its own MAC
+//!   (one or two bytes differ) in one field, many times over or with malformed frames;
+//!   such frames are not claims. The rule, and how it keeps real duplicates with
+//!   sequential MACs and the Windows NLB masking pattern apart, is in [`corruption`];
 //! - `probe_conflict`: a probe for an IP another MAC claimed within the duplicate window,
 //!   a claim by another MAC within 2 s after a probe (RFC 5227 §2.1.1 defence), or two
 //!   MACs probing for one IP within 2 s.
@@ -32,6 +37,7 @@
 
 mod arp;
 mod clusters;
+mod corruption;
 mod igmp;
 #[cfg(test)]
 mod tests;
@@ -40,6 +46,7 @@ use crate::finding::{Kind, Severity};
 use crate::link::{Frame, LinkProblem};
 use crate::model::{Evidence, Model, Record, Subject};
 use arp::{IpState, StormWindow};
+use corruption::Station;
 use foldhash::{HashMap, HashSet};
 use igmp::Traffic;
 use nlb_wire::MacAddr;
@@ -104,6 +111,8 @@ pub struct Analyzer {
     igmp_reported: HashSet<(Option<u16>, Ipv4Addr)>,
     /// Source MACs of NLB heartbeats: hosts of some cluster.
     cluster_hosts: HashSet<MacAddr>,
+    /// Stations seen sending damaged or malformed frames, by VLAN and MAC.
+    stations: HashMap<(Option<u16>, MacAddr), Station>,
 }
 
 /// A record without a link layer, as a frame for counting it.
@@ -147,6 +156,7 @@ impl Analyzer {
             igmp_traffic: BTreeMap::new(),
             igmp_reported: HashSet::default(),
             cluster_hosts: HashSet::default(),
+            stations: HashMap::default(),
         }
     }
 
@@ -230,6 +240,7 @@ impl Analyzer {
         );
         if let Some(src) = frame.src {
             record.add_mac(src);
+            self.malformed_from(frame, src);
         }
         if let Some(bin) = self.model.bin(frame.ts_ns) {
             bin.malformed += 1;
@@ -342,6 +353,7 @@ impl Analyzer {
         self.close_episodes(end);
         self.summarise_igmp();
         self.fill_cluster_ips();
+        self.absorb_damaged_mismatches();
         self.absorb_scans();
         &self.model
     }

@@ -162,3 +162,159 @@ fn many_askers_at_once_all_expect_their_reply() {
         "{findings:#?}"
     );
 }
+
+/// A MAC one byte off `mac(last)` (byte `at` set to `value`).
+fn damaged(last: u8, at: usize, value: u8) -> MacAddr {
+    let mut copy = mac(last);
+    copy.0[at] = value;
+    copy
+}
+
+/// The client asks for `ip(host)` and the host answers, with `sender` as ARP sender MAC
+/// behind Ethernet source `src`.
+fn exchange(host: u8, src: MacAddr, sender: MacAddr) -> [Vec<u8>; 2] {
+    let asked = ArpRepr::request(mac(100), ip(100), ip(host));
+    let reply = ArpRepr::reply_to(&asked, sender, ip(host));
+    [asked.to_frame(mac(100), None), reply.to_frame(src, None)]
+}
+
+fn timed(frames: impl IntoIterator<Item = Vec<u8>>) -> Vec<(i64, Vec<u8>)> {
+    frames
+        .into_iter()
+        .enumerate()
+        .map(|(k, bytes)| (k as i64 * 10 * MS, bytes))
+        .collect()
+}
+
+#[test]
+fn bit_errors_from_one_station_are_frame_corruption_not_duplicates() {
+    let mut frames = Vec::new();
+    for round in 0..40u8 {
+        let sender = match round % 8 {
+            1 => damaged(1, 4, 0x6d),
+            3 => damaged(1, 5, 0x25),
+            5 => damaged(1, 1, 0xaa),
+            7 => damaged(1, 0, 0x37),
+            _ => mac(1),
+        };
+        frames.extend(exchange(1, mac(1), sender));
+    }
+    let findings = analyse(Settings::default(), &timed(frames));
+    assert_eq!(findings[0].kind, Kind::FrameCorruption, "{findings:#?}");
+    assert_eq!(findings[0].macs[0], mac(1));
+    assert_eq!(findings[0].ip, Some(ip(1)));
+    assert_eq!(findings[0].details["distinct_damaged_copies"], 4);
+    assert_eq!(findings[0].details["damaged_sender_mac"], 20);
+    for kind in [Kind::DuplicateIp, Kind::IpMacFlap, Kind::SenderMacMismatch] {
+        assert!(of(&findings, kind).is_empty(), "{kind:?}: {findings:#?}");
+    }
+}
+
+#[test]
+fn one_close_mismatch_repeated_is_a_mismatch_not_corruption() {
+    // A proxy or a bond: one (source, sender) pair, one byte apart, every time.
+    let frames: Vec<Vec<u8>> = (0..20)
+        .flat_map(|_| exchange(1, mac(1), damaged(1, 5, 0x99)))
+        .collect();
+    let findings = analyse(Settings::default(), &timed(frames));
+    assert!(
+        of(&findings, Kind::FrameCorruption).is_empty(),
+        "{findings:#?}"
+    );
+    let mismatch = of(&findings, Kind::SenderMacMismatch);
+    assert_eq!(mismatch.len(), 1, "{findings:#?}");
+    assert_eq!(mismatch[0].count, 20);
+}
+
+#[test]
+fn sequential_macs_that_both_answer_are_a_duplicate() {
+    let aa = MacAddr([0x00, 0x16, 0x3e, 0, 0, 0xaa]);
+    let bb = MacAddr([0x00, 0x16, 0x3e, 0, 0, 0xbb]);
+    let mut frames = Vec::new();
+    for _ in 0..10 {
+        let asked = ArpRepr::request(mac(100), ip(100), ip(20));
+        frames.push(asked.to_frame(mac(100), None));
+        for host in [aa, bb] {
+            frames.push(ArpRepr::reply_to(&asked, host, ip(20)).to_frame(host, None));
+        }
+    }
+    let findings = analyse(Settings::default(), &timed(frames));
+    assert!(
+        of(&findings, Kind::FrameCorruption).is_empty(),
+        "{findings:#?}"
+    );
+    let duplicate = of(&findings, Kind::DuplicateIp);
+    assert_eq!(duplicate.len(), 1, "{findings:#?}");
+    assert_eq!(duplicate[0].macs, vec![aa, bb]);
+}
+
+#[test]
+fn windows_masking_from_many_hosts_is_not_corruption() {
+    // 02:<host id>:<vip> sources, one byte from each other and from the 02:bf cluster
+    // MAC in the ARP sender: eight hosts answering.
+    let vip = Ipv4Addr::new(198, 18, 0, 10);
+    let cluster = MacAddr([0x02, 0xbf, 198, 18, 0, 10]);
+    let mut frames = Vec::new();
+    for _ in 0..5 {
+        let asked = ArpRepr::request(mac(100), ip(100), vip);
+        frames.push(asked.to_frame(mac(100), None));
+        for host in 1..=8 {
+            let source = MacAddr([0x02, host, 198, 18, 0, 10]);
+            frames.push(ArpRepr::reply_to(&asked, cluster, vip).to_frame(source, None));
+        }
+    }
+    let findings = analyse(Settings::default(), &timed(frames));
+    assert!(
+        of(&findings, Kind::FrameCorruption).is_empty(),
+        "{findings:#?}"
+    );
+    let masked = of(&findings, Kind::SenderMacMismatch);
+    assert_eq!(masked.len(), 8);
+    assert!(
+        masked
+            .iter()
+            .all(|f| f.details["pattern"] == "nlb_unicast_masking")
+    );
+}
+
+/// xorshift, for reproducible garbage.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn hostile_damage_from_many_stations_stays_bounded() {
+    let mut analyzer = Analyzer::new(Settings::default());
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for k in 0..40_000u64 {
+        let r = next(&mut rng).to_be_bytes();
+        let station = MacAddr([0x52, r[0], r[1], r[2], r[3], r[4]]);
+        let mut copy = station;
+        copy.0[usize::from(r[5]) % 6] ^= 0x40;
+        let repr = ArpRepr::request(copy, Ipv4Addr::new(10, r[6], r[7], r[1]), ip(1));
+        analyzer.handle_ethernet(k + 1, k as i64 * MS, &repr.to_frame(station, None));
+    }
+    assert!(analyzer.stations.len() <= corruption::MAX_STATIONS);
+    let findings = analyzer.finish();
+    assert!(findings.len() <= 200_100, "{}", findings.len());
+}
+
+#[test]
+fn arbitrary_arp_bytes_never_panic() {
+    let mut analyzer = Analyzer::new(Settings::default());
+    let mut rng = 0x1234_5678_9abc_def1u64;
+    for k in 0..20_000u64 {
+        let len = (next(&mut rng) % 80) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next(&mut rng) as u8).collect();
+        if bytes.len() >= 14 {
+            // ARP, with sources close to a few stations, so that the corruption rules run.
+            bytes[12..14].copy_from_slice(&[0x08, 0x06]);
+            bytes[6..12].copy_from_slice(&[0x52, 0x54, 0, 0, 0, (k % 4) as u8]);
+        }
+        analyzer.handle_ethernet(k + 1, k as i64 * MS, &bytes);
+    }
+    analyzer.finish();
+}

@@ -7,8 +7,8 @@
 
 use crate::finding::{Finding, Kind, Severity};
 use crate::model::{
-    ClusterKey, ClusterSeen, Conflict, Evidence, GratuitousClass, MAX_MACS, MismatchPattern, Mode,
-    Model, Record, Subject,
+    ClusterKey, ClusterSeen, Conflict, Evidence, GratuitousClass, MAX_COPIES, MAX_MACS,
+    MismatchPattern, Mode, Model, Record, Subject,
 };
 use nlb_wire::MacAddr;
 use nlb_wire::addressing::classify_mac;
@@ -389,10 +389,15 @@ fn corruption(acc: &Record, ip: &str, vlan: &str) -> (String, String, Value) {
         String::new()
     } else {
         format!(
-            " The damaged copies ({}{}) differ from {station} in one or two bytes: they are bit errors, not {} other devices, so they are not counted as claims of any address (no duplicate_ip or ip_mac_flap from them){}.",
+            " The damaged copies ({}{}) differ from {station} in one or two bytes: they are bit errors, not {}{} other devices, so they are not counted as claims of any address (no duplicate_ip or ip_mac_flap from them){}.",
             list(copies),
             if facts.copies as usize > copies.len() {
                 ", ..."
+            } else {
+                ""
+            },
+            if facts.copies as usize >= MAX_COPIES {
+                "at least "
             } else {
                 ""
             },

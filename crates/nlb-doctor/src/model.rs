@@ -27,6 +27,8 @@ pub(crate) const MAX_PEERS: usize = 16;
 /// Findings kept one by one at most; beyond, each kind's further findings are counted in
 /// one catch-all record, so memory stays bounded on hostile traffic.
 pub(crate) const MAX_RECORDS: usize = 100_000;
+/// Damaged copies of a station's MAC kept at most.
+pub(crate) const MAX_COPIES: usize = 16;
 /// Timeline bins (seconds) kept at most.
 pub(crate) const MAX_BINS: usize = 1 << 20;
 
@@ -182,7 +184,7 @@ pub(crate) struct Corruption {
     pub(crate) sender_ip: u64,
     /// Malformed frames with the station's MAC as Ethernet source.
     pub(crate) malformed: u64,
-    /// Distinct damaged copies of its MAC seen (counted up to a cap).
+    /// Distinct damaged copies of its MAC seen (counted up to [`MAX_COPIES`]).
     pub(crate) copies: u32,
     /// `sender_mac_mismatch` findings made of its damaged frames, not listed.
     pub(crate) mismatches_absorbed: u64,

@@ -44,7 +44,7 @@
 use super::Analyzer;
 use crate::finding::{Kind, Severity};
 use crate::link::Frame;
-use crate::model::{Corruption, Evidence, Subject};
+use crate::model::{Corruption, Evidence, MAX_COPIES, Subject};
 use nlb_wire::MacAddr;
 use nlb_wire::addressing::{NlbMac, classify_mac};
 use nlb_wire::arp::ArpRepr;
@@ -52,8 +52,6 @@ use std::net::Ipv4Addr;
 
 /// Stations tracked at most.
 pub(super) const MAX_STATIONS: usize = 4096;
-/// Damaged copies kept per station.
-const MAX_COPIES: usize = 16;
 /// Distinct damaged copies that confirm a station's corruption.
 const CONFIRM_COPIES: usize = 3;
 /// Malformed frames that, with one damaged copy, confirm it.
@@ -65,7 +63,7 @@ const ESTABLISHED_CLAIMS: u64 = 8;
 #[derive(Debug, Clone, Default)]
 pub(super) struct Station {
     ip: Option<Ipv4Addr>,
-    /// Consistent claims of `ip` since the station was first seen damaged.
+    /// Consistent claims of `ip` since some station's corruption was confirmed.
     own_claims: u64,
     facts: Corruption,
     /// Damaged ARP frames (a frame with both MACs damaged counts once).
@@ -207,7 +205,8 @@ impl Analyzer {
     /// A consistent ARP frame (Ethernet source = sender MAC): whether it is a damaged
     /// IP of a confirmed station (not a claim), counted if so.
     pub(super) fn damaged_ip(&mut self, frame: &Frame<'_>, repr: &ArpRepr) -> bool {
-        if self.stations.is_empty() || repr.sender_ip.is_unspecified() {
+        // The common case costs one test: nobody's corruption is confirmed.
+        if !self.corruption_confirmed || repr.sender_ip.is_unspecified() {
             return false;
         }
         let Some(station) = self.stations.get_mut(&(frame.vlan, repr.sender_mac)) else {
@@ -264,6 +263,7 @@ impl Analyzer {
                 if let Some(station) = self.stations.get_mut(&(frame.vlan, mac)) {
                     station.record = Some(index);
                 }
+                self.corruption_confirmed = true;
                 index
             }
         };

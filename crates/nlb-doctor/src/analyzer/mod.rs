@@ -113,6 +113,8 @@ pub struct Analyzer {
     cluster_hosts: HashSet<MacAddr>,
     /// Stations seen sending damaged or malformed frames, by VLAN and MAC.
     stations: HashMap<(Option<u16>, MacAddr), Station>,
+    /// Whether some station's corruption is confirmed.
+    corruption_confirmed: bool,
 }
 
 /// A record without a link layer, as a frame for counting it.
@@ -157,6 +159,7 @@ impl Analyzer {
             igmp_reported: HashSet::default(),
             cluster_hosts: HashSet::default(),
             stations: HashMap::default(),
+            corruption_confirmed: false,
         }
     }
 

@@ -195,7 +195,7 @@ impl Analyzer {
                 self.damaged_frame(frame, &repr, src, station, owner);
                 damaged = true;
             }
-        } else {
+        } else if self.corruption_confirmed {
             damaged = self.damaged_ip(frame, &repr);
         }
         match kind {

@@ -163,6 +163,7 @@ impl Analyzer {
     }
 
     /// Counts a damaged ARP frame of `station` (see [`damaged_station`]).
+    #[cold]
     pub(super) fn damaged_frame(
         &mut self,
         frame: &Frame<'_>,
@@ -205,8 +206,8 @@ impl Analyzer {
     /// A consistent ARP frame (Ethernet source = sender MAC): whether it is a damaged
     /// IP of a confirmed station (not a claim), counted if so.
     pub(super) fn damaged_ip(&mut self, frame: &Frame<'_>, repr: &ArpRepr) -> bool {
-        // The common case costs one test: nobody's corruption is confirmed.
-        if !self.corruption_confirmed || repr.sender_ip.is_unspecified() {
+        // The caller tests `corruption_confirmed` first: the common case costs no call.
+        if repr.sender_ip.is_unspecified() {
             return false;
         }
         let Some(station) = self.stations.get_mut(&(frame.vlan, repr.sender_mac)) else {

@@ -360,31 +360,36 @@ fn corruption(acc: &Record, ip: &str, vlan: &str) -> (String, String, Value) {
     } else {
         format!(" ({ip})")
     };
-    let mut seen: Vec<String> = Vec::new();
-    if facts.sender_mac > 0 {
-        seen.push(format!(
-            "{} a damaged copy of its MAC as the ARP sender",
-            n(facts.sender_mac, "ARP frame carries", "ARP frames carry")
-        ));
-    }
-    if facts.source_mac > 0 {
-        seen.push(format!(
-            "{} a damaged copy as the Ethernet source",
-            n(facts.source_mac, "ARP frame has", "ARP frames have")
-        ));
-    }
-    if facts.sender_ip > 0 {
-        seen.push(format!(
-            "{} a damaged copy of its address as the sender IP",
-            n(facts.sender_ip, "ARP frame carries", "ARP frames carry")
-        ));
-    }
-    if facts.malformed > 0 {
-        seen.push(format!(
-            "{} from its MAC are malformed",
-            n(facts.malformed, "frame", "frames")
-        ));
-    }
+    let seen: Vec<String> = [
+        (
+            facts.sender_mac,
+            "ARP frame carries",
+            "ARP frames carry",
+            "a damaged copy of its MAC as the ARP sender",
+        ),
+        (
+            facts.source_mac,
+            "ARP frame has",
+            "ARP frames have",
+            "a damaged copy as the Ethernet source",
+        ),
+        (
+            facts.sender_ip,
+            "ARP frame carries",
+            "ARP frames carry",
+            "a damaged copy of its address as the sender IP",
+        ),
+        (
+            facts.malformed,
+            "frame",
+            "frames",
+            "from its MAC are malformed",
+        ),
+    ]
+    .into_iter()
+    .filter(|(count, ..)| *count > 0)
+    .map(|(count, one, many, what)| format!("{} {what}", n(count, one, many)))
+    .collect();
     let copies_text = if copies.is_empty() {
         String::new()
     } else {

@@ -1,45 +1,13 @@
 //! Frame corruption: a station whose frames arrive with flipped bytes (a failing NIC, a
 //! driver or offload bug, a cable, a switch port) is not sixteen devices on one address.
 //!
-//! The rule, frame by frame. Two MACs are *close* when they differ in one or two of
-//! their six bytes; one is then a damaged copy of the other. An ARP frame is *damaged*
-//! when its ARP sender MAC differs from its Ethernet source, neither is an NLB cluster
-//! MAC (unicast `02:bf`, multicast `03:bf`, IGMP `01:00:5e:7f`), and either
-//! 1. the two are close (one field of the frame is a damaged copy of the other), or
-//! 2. one of them is the MAC that owns the sender IP (the one that dominates that
-//!    address) and the other is close to it, or both are close to it. Once the owner's
-//!    corruption is confirmed (below), copies three bytes off count as close to it too.
-//!
-//! The *station* of a damaged frame is the owner of its sender IP when rule 2 applies,
-//! else the one of its two MACs whose corruption is already confirmed, else its
-//! Ethernet source. A damaged frame is never
-//! a claim: it refreshes the owner if the owner is one of its MACs and otherwise leaves
-//! the address alone, so it makes no `duplicate_ip` and no `ip_mac_flap`.
-//!
-//! What stays apart:
-//! - **real duplicates**: two devices with sequential MACs (`00:16:3e:00:00:aa` and
-//!   `:bb`) that both answer for one address each send frames whose Ethernet source
-//!   *equals* their ARP sender MAC. Such a frame is consistent, however close its MAC is
-//!   to another, so it is a claim and the duplicate is reported;
-//! - **the Windows NLB masking pattern** (`02:bf:<ip>` sender behind `02:<host id>:<ip>`
-//!   sources, one byte apart) and nlb's cluster sender: a frame with a cluster MAC in
-//!   either field is never damaged; it stays a `sender_mac_mismatch` with its pattern
-//!   named. (Any other `02:` MAC is an ordinary address here: a flipped first byte makes
-//!   one);
-//! - **a deliberate mismatch** (a proxy, a bond) repeats one (source, sender) pair.
-//!
-//! A station's corruption is *confirmed* once its frames showed at least
-//! [`CONFIRM_COPIES`] distinct damaged copies of its MAC, or one copy and at least
-//! [`CONFIRM_MALFORMED`] malformed frames from its MAC. Bit errors make many different
-//! copies; a misconfiguration makes one. Only then is `frame_corruption` raised (an
-//! error naming the station, counting its damaged and malformed frames), the
-//! `sender_mac_mismatch` findings made of its damaged copies are folded into it, and
-//! consistent frames from the station whose sender IP is close to its own address (one
-//! or two bytes differ) count as damaged IPs and are not claims either. An unconfirmed
-//! damaged frame stays a `sender_mac_mismatch` as before.
+//! The rule, and how it keeps real duplicates and the Windows NLB masking pattern
+//! apart, is stated in the [analyzer](super) docs ("Frame corruption").
 //!
 //! Bounded: at most [`MAX_STATIONS`] stations (by VLAN and MAC) are tracked; each keeps
-//! at most [`MAX_COPIES`] damaged copies.
+//! at most [`MAX_COPIES`] damaged copies; confirmation needs [`CONFIRM_COPIES`] copies,
+//! or one and [`CONFIRM_MALFORMED`] malformed frames; damaged IPs are recognised after
+//! [`ESTABLISHED_CLAIMS`] claims of the station's own address.
 
 use super::Analyzer;
 use crate::finding::{Kind, Severity};

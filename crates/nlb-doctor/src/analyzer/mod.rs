@@ -7,10 +7,10 @@
 //! `explain` from the model alone, in [`Analyzer::poll_raised`] and
 //! [`Analyzer::finish`], which the crate root defines where the pipeline is assembled
 //! (so that the analyzer never imports what comes after it). One file per protocol:
-//! [`arp`] (claims, requests, probes, mismatches), [`corruption`] (damaged frames:
-//! one failing station, not many devices; its rule is in that module), [`igmp`] (membership and IGMP-mode
-//! cluster traffic), [`clusters`] (nlb and Windows NLB heartbeats); this file holds the
-//! frame dispatch, time, malformed frames and the end of the analysis.
+//! `arp.rs` (claims, requests, probes, mismatches), `corruption.rs` (damaged frames: one
+//! failing station, not many devices), `igmp.rs` (membership and IGMP-mode cluster
+//! traffic), `clusters.rs` (nlb and Windows NLB heartbeats); `mod.rs` holds the frame
+//! dispatch, time, malformed frames and the end of the analysis.
 //!
 //! Rules, by kind (RFC 826 for ARP, RFC 5227 for probes and announcements):
 //! - a *claim* is an ARP frame whose sender IP is not 0.0.0.0: it says "IP is at MAC";
@@ -26,10 +26,50 @@
 //! - `frame_corruption`: a station whose ARP frames carry damaged copies of its own MAC
 //!   (one or two bytes differ) in one field, many times over or with malformed frames;
 //!   such frames are not claims. The rule, and how it keeps real duplicates with
-//!   sequential MACs and the Windows NLB masking pattern apart, is in [`corruption`];
+//!   sequential MACs and the Windows NLB masking pattern apart, is below;
 //! - `probe_conflict`: a probe for an IP another MAC claimed within the duplicate window,
 //!   a claim by another MAC within 2 s after a probe (RFC 5227 §2.1.1 defence), or two
 //!   MACs probing for one IP within 2 s.
+//!
+//! ## Frame corruption: one failing station, not many devices
+//!
+//! The rule, frame by frame. Two MACs are *close* when they differ in one or two of
+//! their six bytes; one is then a damaged copy of the other. An ARP frame is *damaged*
+//! when its ARP sender MAC differs from its Ethernet source, neither is an NLB cluster
+//! MAC (unicast `02:bf`, multicast `03:bf`, IGMP `01:00:5e:7f`), and either
+//! 1. the two are close (one field of the frame is a damaged copy of the other), or
+//! 2. one of them is the MAC that owns the sender IP (the one that dominates that
+//!    address) and the other is close to it, or both are close to it. Once the owner's
+//!    corruption is confirmed (below), copies three bytes off count as close to it too.
+//!
+//! The *station* of a damaged frame is the owner of its sender IP when rule 2 applies,
+//! else the one of its two MACs whose corruption is already confirmed, else its
+//! Ethernet source. A damaged frame is never a claim: it refreshes the owner if the
+//! owner is one of its MACs and otherwise leaves the address alone, so it makes no
+//! `duplicate_ip`, no `ip_mac_flap` and no `unexpected_reply`; it still answers the
+//! requests for its sender IP.
+//!
+//! What stays apart:
+//! - **real duplicates**: two devices with sequential MACs (`00:16:3e:00:00:aa` and
+//!   `:bb`) that both answer for one address each send frames whose Ethernet source
+//!   *equals* their ARP sender MAC. Such a frame is consistent, however close its MAC is
+//!   to another, so it is a claim and the duplicate is reported;
+//! - **the Windows NLB masking pattern** (`02:bf:<ip>` sender behind `02:<host id>:<ip>`
+//!   sources, one byte apart) and nlb's cluster sender: a frame with a cluster MAC in
+//!   either field is never damaged; it stays a `sender_mac_mismatch` with its pattern
+//!   named. (Any other `02:` MAC is an ordinary address here: a flipped first byte makes
+//!   one);
+//! - **a deliberate mismatch** (a proxy, a bond) repeats one (source, sender) pair.
+//!
+//! A station's corruption is *confirmed* once its frames showed at least 3 distinct
+//! damaged copies of its MAC, or one copy and at least 2 malformed frames from its MAC.
+//! Bit errors make many different copies; a misconfiguration makes one. Only then is `frame_corruption` raised (an
+//! error naming the station, counting its damaged and malformed frames), the
+//! `sender_mac_mismatch` findings made of its damaged copies are folded into it, and
+//! consistent frames from the station whose sender IP is close to its own address (one
+//! or two bytes differ) count as damaged IPs and are not claims either. An unconfirmed
+//! damaged frame stays a `sender_mac_mismatch` as before. At most 4,096 stations (by
+//! VLAN and MAC) are tracked, with 16 damaged copies each.
 //!
 //! Memory is bounded: per-IP and per-source tables stop growing at
 //! [`Settings::max_tracked`] entries (further addresses are counted, not tracked), and the

@@ -1,9 +1,9 @@
-//! The report: a capture summary and the ranked findings, as JSON ([`json`]), as text
-//! for a terminal ([`text`]), and as one self-contained HTML page with a timeline
-//! ([`html`]).
+//! The report: a capture summary and the ranked findings, as JSON ([`Report::to_json`],
+//! `json.rs`), as text for a terminal ([`Report::to_text`], `text.rs`), and as one
+//! self-contained HTML page with a timeline ([`Report::to_html`], `html.rs`).
 //!
 //! The contract: a [`Report`] is plain data made from the analysis' findings
-//! ([`Finding`]) and the [model](crate::model)'s counters and timeline; each format is
+//! ([`Finding`]) and the model's counters and timeline; each format is
 //! its own file adding one `to_*` method, and reads only what is defined here.
 
 mod html;

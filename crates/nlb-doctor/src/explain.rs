@@ -1,21 +1,28 @@
 //! Plain words for each finding: what was seen, why it matters, and what to do. Kept apart
 //! from the analysis so the wording can change without touching the rules.
+//!
+//! The contract: everything here reads the [`model`](crate::model) only (a [`Record`] and
+//! the [`Model`] it belongs to) and turns it into a [`Finding`]; it never sees frames and
+//! never imports the analyzer. The `details` JSON of each kind is written here.
 
-use crate::analyzer::{
-    AccView, Analyzer, ClusterView, FLAVOUR_CLUSTER_SENDER, FLAVOUR_MASKING, OVERFLOW,
+use crate::finding::{Finding, Kind, Severity};
+use crate::model::{
+    ClusterKey, ClusterSeen, Conflict, Evidence, GratuitousClass, MAX_COPIES, MAX_MACS,
+    MismatchPattern, Mode, Model, Record, Subject,
 };
-use crate::finding::Kind;
 use nlb_wire::MacAddr;
 use nlb_wire::addressing::classify_mac;
 use serde_json::{Value, json};
 
-/// Gratuitous ARP classes, by `flavour`.
-const GRATUITOUS_NAMES: [&str; 4] = [
-    "announcement",
-    "gratuitous_request",
-    "gratuitous_reply_strict",
-    "gratuitous_reply",
-];
+/// The JSON name of a gratuitous ARP class.
+fn gratuitous_name(class: GratuitousClass) -> &'static str {
+    match class {
+        GratuitousClass::Announcement => "announcement",
+        GratuitousClass::Request => "gratuitous_request",
+        GratuitousClass::ReplyStrict => "gratuitous_reply_strict",
+        GratuitousClass::Reply => "gratuitous_reply",
+    }
+}
 
 /// "1 frame", "2 frames".
 fn n(count: u64, one: &str, many: &str) -> String {
@@ -46,13 +53,40 @@ fn on_vlan(vlan: Option<u16>) -> String {
     vlan.map(|v| format!(" on VLAN {v}")).unwrap_or_default()
 }
 
-fn ip_text(acc: &AccView<'_>) -> String {
-    acc.ip.map(|ip| ip.to_string()).unwrap_or_default()
+fn ip_text(ip: Option<std::net::Ipv4Addr>) -> String {
+    ip.map(|ip| ip.to_string()).unwrap_or_default()
+}
+
+/// One accumulated record as a finding.
+pub(crate) fn finding(record: &Record, model: &Model) -> Finding {
+    // A cluster's findings are keyed by the cluster, whose IP may be learnt later.
+    let ip = match record.subject {
+        Subject::Cluster(key) | Subject::ClusterHost { cluster: key, .. } => {
+            model.clusters.get(&key).and_then(|c| c.cluster_ip)
+        }
+        _ => record.ip,
+    };
+    let (message, advice, details) = explain(record, ip, model);
+    Finding {
+        kind: record.kind,
+        severity: record.severity,
+        first_frame: record.first_frame,
+        last_frame: record.last_frame,
+        count: record.count,
+        ip,
+        macs: record.macs.clone(),
+        vlan: record.vlan,
+        message,
+        advice,
+        first_seen_s: model.seconds(record.first_ts),
+        last_seen_s: model.seconds(record.last_ts),
+        details,
+    }
 }
 
 /// The message, advice and details of one aggregated finding.
-pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String, Value) {
-    if acc.extra == OVERFLOW {
+fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (String, String, Value) {
+    if acc.subject == Subject::Overflow {
         return (
             format!(
                 "{} more {} findings, not listed one by one: the doctor keeps at most 100,000 findings.",
@@ -64,11 +98,12 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
             json!({"overflow": true}),
         );
     }
-    let ip = ip_text(&acc);
+    let vip = ip.is_some_and(|ip| model.is_vip(ip));
+    let ip = ip_text(ip);
     let vlan = on_vlan(acc.vlan);
-    let macs = list(acc.macs);
-    let vip = acc.ip.is_some_and(|ip| analyzer.is_vip(ip));
+    let macs = list(&acc.macs);
     match acc.kind {
+        Kind::FrameCorruption => corruption(acc, &ip, &vlan),
         Kind::DuplicateIp => (
             format!(
                 "{ip}{vlan} is claimed by {} MACs ({macs}): {} from a second MAC within the window after another.",
@@ -97,7 +132,11 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
                 src.map(ToString::to_string).unwrap_or_default(),
                 sender.map(ToString::to_string).unwrap_or_default(),
             );
-            if acc.flavour == FLAVOUR_MASKING {
+            let pattern = match acc.evidence {
+                Evidence::Mismatch(pattern) => pattern,
+                _ => MismatchPattern::Plain,
+            };
+            if pattern == MismatchPattern::WindowsMasking {
                 (
                     format!(
                         "{} for {ip}{vlan} from Ethernet source {src} name {sender} as the sender: the Windows NLB unicast masking pattern (02:<host id>:<ip> as source, 02:bf:<ip> in ARP).",
@@ -108,7 +147,7 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
                     ),
                     json!({"pattern": "nlb_unicast_masking", "ethernet_source": src, "arp_sender": sender}),
                 )
-            } else if acc.flavour == FLAVOUR_CLUSTER_SENDER {
+            } else if pattern == MismatchPattern::NlbClusterSender {
                 (
                     format!(
                         "{} for the cluster IP {ip}{vlan} from host MAC {src} name the cluster MAC {sender} as the sender: how nlb answers, so that switches never learn the cluster MAC.",
@@ -175,20 +214,36 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
             "Two devices keep taking the address from each other: caches and switches follow each move, and every move breaks connections. Usually two hosts both think they own it (a split failover pair, a duplicate static address); make only one of them own it.".to_owned(),
             json!({"flaps": acc.count}),
         ),
-        Kind::RequestStorm => (
-            format!(
+        Kind::RequestStorm => {
+            let mut message = format!(
                 "{macs} sent requests{vlan} faster than the storm threshold: {} requests beyond it.",
                 acc.count
-            ),
-            "A host asking this fast is scanning, looping, or retrying a dead address very quickly. Find it by MAC; if it is a scanner, rate-limit it at the switch.".to_owned(),
-            json!({"requests_beyond_threshold": acc.count}),
-        ),
+            );
+            let details = match acc.evidence {
+                Evidence::Storm { unanswered } => {
+                    message.push_str(&format!(
+                        " {unanswered} of the addresses it asked for never answered (not listed separately)."
+                    ));
+                    json!({"unanswered_addresses": unanswered})
+                }
+                _ => json!({"requests_beyond_threshold": acc.count}),
+            };
+            (
+                message,
+                "A host asking this fast is scanning, looping, or retrying a dead address very quickly. Find it by MAC; if it is a scanner, rate-limit it at the switch.".to_owned(),
+                details,
+            )
+        }
         Kind::GratuitousArp => {
-            let flavour = match acc.flavour {
-                0 => "announcements (requests with sender IP = target IP and an empty target MAC, RFC 5227 §2.3)",
-                1 => "gratuitous requests (sender IP = target IP, target MAC set)",
-                2 => "gratuitous replies with target MAC = sender MAC (Linux accepts these to update a fresh entry)",
-                _ => "gratuitous replies (sender IP = target IP)",
+            let class = match acc.subject {
+                Subject::Gratuitous { class, .. } => class,
+                _ => GratuitousClass::Reply,
+            };
+            let flavour = match class {
+                GratuitousClass::Announcement => "announcements (requests with sender IP = target IP and an empty target MAC, RFC 5227 §2.3)",
+                GratuitousClass::Request => "gratuitous requests (sender IP = target IP, target MAC set)",
+                GratuitousClass::ReplyStrict => "gratuitous replies with target MAC = sender MAC (Linux accepts these to update a fresh entry)",
+                GratuitousClass::Reply => "gratuitous replies (sender IP = target IP)",
             };
             (
                 format!(
@@ -196,7 +251,7 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
                     n(acc.count, "frame", "frames")
                 ),
                 "Normal when an address comes up or moves (failover). Many of them for one address, or from several MACs, point at a fight over it.".to_owned(),
-                json!({"classification": GRATUITOUS_NAMES[usize::from(acc.flavour.min(3))]}),
+                json!({"classification": gratuitous_name(class)}),
             )
         }
         Kind::ArpProbe => (
@@ -208,17 +263,24 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
             Value::Null,
         ),
         Kind::ProbeConflict => {
-            let how = match acc.text {
-                "two probers" => "two MACs probed for it at the same time",
-                "defended" => "another MAC answered the probe: the address is taken",
-                _ => "another MAC was using it when the probe came",
+            let conflict = match acc.evidence {
+                Evidence::Conflict(conflict) => conflict,
+                _ => Conflict::InUse,
+            };
+            let (how, name) = match conflict {
+                Conflict::TwoProbers => ("two MACs probed for it at the same time", "two probers"),
+                Conflict::Defended => (
+                    "another MAC answered the probe: the address is taken",
+                    "defended",
+                ),
+                Conflict::InUse => ("another MAC was using it when the probe came", "in use"),
             };
             (
                 format!("A probe for {ip}{vlan} conflicts ({macs}): {how}."),
                 format!(
                     "The prober must not use {ip}: give it another address (a static configuration that collides, or a DHCP pool that overlaps static addresses)."
                 ),
-                json!({"conflict": acc.text}),
+                json!({"conflict": name}),
             )
         }
         Kind::ClusterMacAsSource => (
@@ -232,7 +294,10 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
             Value::Null,
         ),
         Kind::NlbDuplicateHostId => {
-            let host_id = (acc.extra >> 48) & 0xfff;
+            let host_id = match acc.subject {
+                Subject::ClusterHost { host_id, .. } => host_id,
+                _ => 0,
+            };
             (
                 format!(
                     "Host id {host_id} of cluster {ip}{vlan} is announced by {} MACs ({macs}).",
@@ -242,7 +307,14 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
                 json!({"host_id": host_id}),
             )
         }
-        Kind::NlbInconsistentRules => inconsistent(&acc, analyzer),
+        Kind::NlbInconsistentRules => match acc.subject {
+            Subject::Cluster(key) => model
+                .clusters
+                .get(&key)
+                .map(|cluster| inconsistent(&ip, &vlan, cluster))
+                .unwrap_or_default(),
+            _ => Default::default(),
+        },
         Kind::IgmpMissing => (
             format!(
                 "{}{vlan} to the IGMP-mode cluster MAC {macs}, but no host reported membership in {ip}.",
@@ -253,33 +325,131 @@ pub(crate) fn explain(acc: AccView<'_>, analyzer: &Analyzer) -> (String, String,
             ),
             Value::Null,
         ),
-        Kind::Malformed => (
-            format!("{}{vlan}: {}.", n(acc.count, "frame", "frames"), acc.text),
-            if acc.text.starts_with("capture:") {
+        Kind::Malformed => {
+            let reason = match acc.subject {
+                Subject::Malformed(reason) => reason,
+                _ => "",
+            };
+            (
+            format!("{}{vlan}: {}.", n(acc.count, "frame", "frames"), reason),
+            if reason.starts_with("capture:") {
                 "The file itself is cut or damaged: a capture that was killed, or a partial copy. Copy it again, or stop tcpdump with Ctrl-C so that it writes its last records.".to_owned()
-            } else if acc.text.contains("snap length") {
+            } else if reason.contains("snap length") {
                 "The capture's snap length cut these frames. Capture again with `tcpdump -s 0` to see them whole.".to_owned()
             } else {
                 "Frames like these come from buggy stacks, bad NICs or cabling, or a fuzzer. Find the sender by MAC if it recurs.".to_owned()
             },
-            json!({"reason": acc.text, "first_frame": acc.first_frame}),
-        ),
+            json!({"reason": reason, "first_frame": acc.first_frame}),
+        )
+        }
         Kind::NlbCluster => (String::new(), String::new(), Value::Null),
     }
 }
 
-fn inconsistent(acc: &AccView<'_>, analyzer: &Analyzer) -> (String, String, Value) {
-    let Some(cluster) = analyzer.cluster_by_code(acc.extra) else {
-        return (String::new(), String::new(), Value::Null);
+fn corruption(acc: &Record, ip: &str, vlan: &str) -> (String, String, Value) {
+    let facts = match acc.evidence {
+        Evidence::Corruption(facts) => facts,
+        _ => Default::default(),
     };
-    let ip = ip_text(acc);
-    let vlan = on_vlan(acc.vlan);
+    let (station, copies) = match acc.macs.split_first() {
+        Some((station, copies)) => (station.to_string(), copies),
+        None => (String::new(), &[][..]),
+    };
+    let at = if ip.is_empty() {
+        String::new()
+    } else {
+        format!(" ({ip})")
+    };
+    let seen: Vec<String> = [
+        (
+            facts.sender_mac,
+            "ARP frame carries",
+            "ARP frames carry",
+            "a damaged copy of its MAC as the ARP sender",
+        ),
+        (
+            facts.source_mac,
+            "ARP frame has",
+            "ARP frames have",
+            "a damaged copy as the Ethernet source",
+        ),
+        (
+            facts.sender_ip,
+            "ARP frame carries",
+            "ARP frames carry",
+            "a damaged copy of its address as the sender IP",
+        ),
+        (
+            facts.malformed,
+            "frame",
+            "frames",
+            "from its MAC are malformed",
+        ),
+    ]
+    .into_iter()
+    .filter(|(count, ..)| *count > 0)
+    .map(|(count, one, many, what)| format!("{} {what}", n(count, one, many)))
+    .collect();
+    let copies_text = if copies.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " The damaged copies ({}{}) differ from {station} in one or two bytes: they are bit errors, not {}{} other devices, so they are not counted as claims of any address (no duplicate_ip or ip_mac_flap from them){}.",
+            list(copies),
+            if facts.copies as usize > copies.len() {
+                ", ..."
+            } else {
+                ""
+            },
+            if facts.copies as usize >= MAX_COPIES {
+                "at least "
+            } else {
+                ""
+            },
+            facts.copies,
+            if facts.mismatches_absorbed > 0 {
+                format!(
+                    ", and the {} they made are not listed separately",
+                    n(
+                        facts.mismatches_absorbed,
+                        "sender_mac_mismatch finding",
+                        "sender_mac_mismatch findings"
+                    )
+                )
+            } else {
+                String::new()
+            }
+        )
+    };
+    (
+        format!(
+            "Frames from station {station}{at}{vlan} arrive damaged: {}.{copies_text}",
+            seen.join("; ")
+        ),
+        format!(
+            "Something between {station}'s stack and this capture corrupts its frames. Suspect, in order: its NIC and driver or firmware (a known Broadcom bug did exactly this), the NIC's offloads (test with `ethtool -K <interface> tx off rx off sg off tso off gso off`), the cable, and the switch port (its error counters). Capture on another port, or on the station itself, to tell which: damage seen everywhere comes from the station, damage on one path from that path."
+        ),
+        json!({
+            "station": acc.macs.first(),
+            "station_ip": acc.ip,
+            "damaged_copies": copies,
+            "distinct_damaged_copies": facts.copies,
+            "damaged_sender_mac": facts.sender_mac,
+            "damaged_source_mac": facts.source_mac,
+            "damaged_sender_ip": facts.sender_ip,
+            "malformed_from_station": facts.malformed,
+            "sender_mac_mismatch_findings_absorbed": facts.mismatches_absorbed,
+        }),
+    )
+}
+
+fn inconsistent(ip: &str, vlan: &str, cluster: &ClusterSeen) -> (String, String, Value) {
     let mut differing: Vec<String> = Vec::new();
     let hosts = &cluster.hosts;
-    if let Some((_, first)) = hosts.iter().find(|(_, h)| h.field_digests().is_some()) {
-        let reference = first.field_digests().unwrap_or_default();
-        for (_, host) in hosts {
-            if let Some(digests) = host.field_digests() {
+    if let Some(first) = hosts.values().find(|h| h.field_digests.is_some()) {
+        let reference = first.field_digests.as_deref().unwrap_or_default();
+        for host in hosts.values() {
+            if let Some(digests) = &host.field_digests {
                 for (index, (a, b)) in reference.iter().zip(digests).enumerate() {
                     let name = nlb_core::config::field_name(index);
                     if a != b && !differing.contains(&name) {
@@ -289,10 +459,10 @@ fn inconsistent(acc: &AccView<'_>, analyzer: &Analyzer) -> (String, String, Valu
             }
         }
     }
-    if let Some((_, first)) = hosts.iter().find(|(_, h)| h.rule_codes().is_some()) {
-        let reference = first.rule_codes().unwrap_or_default();
-        for (_, host) in hosts {
-            if let Some(codes) = host.rule_codes() {
+    if let Some(first) = hosts.values().find(|h| h.rule_codes.is_some()) {
+        let reference = first.rule_codes.as_deref().unwrap_or_default();
+        for host in hosts.values() {
+            if let Some(codes) = &host.rule_codes {
                 if codes.len() != reference.len() {
                     let text = "the number of port rules".to_owned();
                     if !differing.contains(&text) {
@@ -311,8 +481,8 @@ fn inconsistent(acc: &AccView<'_>, analyzer: &Analyzer) -> (String, String, Valu
     let per_host: Vec<Value> = hosts
         .iter()
         .map(|(id, h)| {
-            json!({"host_id": id, "fingerprint": h.fingerprint().map(|f| format!("{f:016x}")),
-                   "rule_count": h.rule_count(), "rule_codes": h.rule_codes()})
+            json!({"host_id": id, "fingerprint": h.fingerprint.map(|f| format!("{f:016x}")),
+                   "rule_count": h.rule_count, "rule_codes": h.rule_codes})
         })
         .collect();
     (
@@ -329,41 +499,69 @@ fn inconsistent(acc: &AccView<'_>, analyzer: &Analyzer) -> (String, String, Valu
     )
 }
 
+/// The summary of one cluster (`nlb_cluster`).
+pub(crate) fn cluster(key: ClusterKey, cluster: &ClusterSeen, model: &Model) -> Finding {
+    let (message, advice, details) = cluster_words(key, cluster);
+    let mut macs: Vec<MacAddr> = Vec::new();
+    for host in cluster.hosts.values() {
+        for mac in &host.macs {
+            if !macs.contains(mac) && macs.len() < MAX_MACS {
+                macs.push(*mac);
+            }
+        }
+    }
+    Finding {
+        kind: Kind::NlbCluster,
+        severity: Severity::Info,
+        first_frame: cluster.first_frame,
+        last_frame: cluster.last_frame,
+        count: cluster.frames,
+        ip: cluster.cluster_ip,
+        macs,
+        vlan: key.vlan(),
+        message,
+        advice,
+        first_seen_s: model.seconds(cluster.first_ts),
+        last_seen_s: model.seconds(cluster.last_ts),
+        details,
+    }
+}
+
 /// The message, advice and details of a cluster summary.
-pub(crate) fn cluster(view: ClusterView<'_>) -> (String, String, Value) {
-    let kind = if view.windows { "Windows NLB" } else { "nlb" };
-    let ip = view
+fn cluster_words(key: ClusterKey, cluster: &ClusterSeen) -> (String, String, Value) {
+    let (windows, cluster_id) = match key {
+        ClusterKey::Windows { .. } => (true, None),
+        ClusterKey::Nlb { cluster_id, .. } => (false, Some(cluster_id)),
+    };
+    let mode = cluster.mode().name();
+    let hosts = &cluster.hosts;
+    let kind = if windows { "Windows NLB" } else { "nlb" };
+    let ip = cluster
         .cluster_ip
         .map_or_else(|| "(cluster IP not seen)".to_owned(), |ip| ip.to_string());
-    let vlan = on_vlan(view.vlan);
-    let hosts_text: Vec<String> = view
-        .hosts
+    let vlan = on_vlan(key.vlan());
+    let hosts_text: Vec<String> = hosts
         .iter()
         .map(|(id, host)| {
             let mut text = format!("host {id}");
-            if let Some(ip) = host.dedicated_ip() {
+            if let Some(ip) = host.dedicated_ip {
                 text.push_str(&format!(" {ip}"));
             }
-            if !host.macs().is_empty() {
-                text.push_str(&format!(" ({})", list(host.macs())));
+            if !host.macs.is_empty() {
+                text.push_str(&format!(" ({})", list(&host.macs)));
             }
-            if let Some(state) = host.state() {
+            if let Some(state) = host.state {
                 text.push_str(&format!(" {state}"));
             }
             text
         })
         .collect();
-    let periods: Vec<f64> = view
-        .hosts
-        .iter()
-        .filter_map(|(_, h)| h.period_ms())
-        .collect();
+    let periods: Vec<f64> = hosts.values().filter_map(|h| h.period_ms()).collect();
     let period = (!periods.is_empty()).then(|| periods.iter().sum::<f64>() / periods.len() as f64);
-    let convergence = if view.windows {
-        let codes: Vec<String> = view
-            .hosts
+    let convergence = if windows {
+        let codes: Vec<String> = hosts
             .iter()
-            .filter_map(|(id, h)| h.convergence_state().map(|c| format!("host {id}: {c}")))
+            .filter_map(|(id, h)| h.convergence_state.map(|c| format!("host {id}: {c}")))
             .collect();
         if codes.is_empty() {
             "unknown (heartbeats cut short)".to_owned()
@@ -371,9 +569,9 @@ pub(crate) fn cluster(view: ClusterView<'_>) -> (String, String, Value) {
             format!("state codes {}", codes.join(", "))
         }
     } else {
-        let views: Vec<(u32, u64)> = view.hosts.iter().filter_map(|(_, h)| h.view()).collect();
+        let views: Vec<(u32, u64)> = hosts.values().filter_map(|h| h.view).collect();
         let agreed = views.windows(2).all(|w| w[0] == w[1]);
-        let settled = view.hosts.iter().all(|(_, h)| h.settled());
+        let settled = hosts.values().all(|h| h.owned_equals_target);
         match (agreed, settled) {
             (true, true) => {
                 "converged (every host in one view, every bucket owned as assigned)".to_owned()
@@ -387,47 +585,46 @@ pub(crate) fn cluster(view: ClusterView<'_>) -> (String, String, Value) {
         |p| format!("{p:.0} ms"),
     );
     let message = format!(
-        "{kind} cluster {ip}{vlan}: {} mode, {} host{} ({}), heartbeat period {period_text}, {convergence}.",
-        view.mode,
-        view.hosts.len(),
-        if view.hosts.len() == 1 { "" } else { "s" },
+        "{kind} cluster {ip}{vlan}: {mode} mode, {} host{} ({}), heartbeat period {period_text}, {convergence}.",
+        hosts.len(),
+        if hosts.len() == 1 { "" } else { "s" },
         hosts_text.join("; "),
     );
-    let advice = match view.mode {
-        "unicast with masking" => {
+    let advice = match cluster.mode() {
+        Mode::UnicastWithMasking => {
             "Unicast mode: every host shares the cluster MAC, so the switch floods all cluster traffic to every port of the VLAN. Keep the cluster on its own VLAN, or prefer IGMP multicast mode."
         }
-        "unicast" => {
+        Mode::Unicast => {
             "Unicast mode without masking: check for cluster_mac_as_source findings; a switch that learns the cluster MAC breaks the cluster."
         }
-        "multicast" => {
+        Mode::Multicast => {
             "Multicast mode: routers must accept a unicast IP with a multicast MAC (some need a static ARP entry); traffic floods the VLAN."
         }
-        "igmp multicast" => {
+        Mode::Igmp => {
             "IGMP mode: check that every host reports the group (no igmp_missing finding) and that the VLAN has a querier."
         }
-        _ => {
+        Mode::Unknown => {
             "No ARP for the cluster IP in the capture, so the mode is unknown; capture while a client resolves the cluster IP."
         }
     };
     let details = json!({
         "implementation": kind,
-        "cluster_ip": view.cluster_ip,
-        "cluster_id": view.cluster_id.map(|id| format!("{id:08x}")),
-        "mode": view.mode,
+        "cluster_ip": cluster.cluster_ip,
+        "cluster_id": cluster_id.map(|id| format!("{id:08x}")),
+        "mode": mode,
         "heartbeat_period_ms": period,
         "convergence": convergence,
-        "version": view.version.map(|(a, b)| format!("{a}.{b}")),
-        "heartbeats_cut_short": view.truncated,
-        "hosts": view.hosts.iter().map(|(id, h)| json!({
+        "version": cluster.version.map(|(a, b)| format!("{a}.{b}")),
+        "heartbeats_cut_short": cluster.truncated,
+        "hosts": hosts.iter().map(|(id, h)| json!({
             "id": id,
-            "dedicated_ip": h.dedicated_ip(),
-            "macs": h.macs(),
-            "state": h.state(),
-            "heartbeats": h.heartbeats(),
-            "owned_buckets": (!view.windows).then(|| h.owned_buckets()),
-            "convergence_state": h.convergence_state(),
-            "port_rules": h.rule_count(),
+            "dedicated_ip": h.dedicated_ip,
+            "macs": h.macs,
+            "state": h.state,
+            "heartbeats": h.heartbeats,
+            "owned_buckets": (!windows).then_some(h.owned_buckets),
+            "convergence_state": h.convergence_state,
+            "port_rules": h.rule_count,
         })).collect::<Vec<_>>(),
     });
     (message, advice.to_owned(), details)

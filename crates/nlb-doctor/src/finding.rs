@@ -9,6 +9,9 @@ use std::net::Ipv4Addr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
+    /// One station's frames arrive damaged: ARP fields that are damaged copies of its
+    /// own MAC or IP (bit errors), with the malformed frames it sent.
+    FrameCorruption,
     /// Two or more MACs claim one sender IP within the window (probes excluded).
     DuplicateIp,
     /// The ARP sender MAC is not the Ethernet source.
@@ -43,7 +46,8 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order of the table in the documentation.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
+        Kind::FrameCorruption,
         Kind::DuplicateIp,
         Kind::SenderMacMismatch,
         Kind::UnansweredRequest,
@@ -64,6 +68,7 @@ impl Kind {
     /// The JSON name.
     pub fn name(self) -> &'static str {
         match self {
+            Kind::FrameCorruption => "frame_corruption",
             Kind::DuplicateIp => "duplicate_ip",
             Kind::SenderMacMismatch => "sender_mac_mismatch",
             Kind::UnansweredRequest => "unanswered_request",

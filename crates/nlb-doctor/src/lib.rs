@@ -2,13 +2,20 @@
 //! traffic, on any Ethernet network, and says what is wrong, where, since when, and what
 //! to do.
 //!
-//! Layers, each usable alone:
+//! Layers, each usable alone. Data flows capture → link → analyzer → model → explain →
+//! report, and imports follow the flow one way: each module imports only those upstream
+//! of it (and [`finding`], the output type); this root assembles the pipeline.
 //! - [`capture`]: pcap and pcapng records, streamed through a fixed buffer;
 //! - [`link`]: Ethernet, 802.1Q and Linux cooked (SLL, SLL2) frames to one view;
-//! - [`analyzer`]: the sans-IO analysis: [`Analyzer::handle_frame`] for each frame,
-//!   [`Analyzer::poll_raised`] for findings as they appear, [`Analyzer::finish`] for the
-//!   ranked totals. Time comes from the frames, never from a clock;
-//! - [`report`]: JSON, terminal text and a self-contained HTML page.
+//! - [`analyzer`]: the sans-IO analysis, one file per protocol, filling the model:
+//!   [`Analyzer::handle_frame`] for each frame, [`Analyzer::poll_raised`] for findings as
+//!   they appear, [`Analyzer::finish`] for the ranked totals. Time comes from the frames,
+//!   never from a clock;
+//! - `model`: counters, the timeline, one record per finding with typed evidence
+//!   (subject and classification, no strings to decode), and the clusters seen;
+//! - `explain`: the words (message, advice, `details`) of each finding, from the model
+//!   alone;
+//! - [`report`]: JSON, terminal text and a self-contained HTML page, one file each.
 //!
 //! [`diagnose`] runs the whole pipeline over a capture. The finding kinds and their rules
 //! are in [`Kind`] and in the [`analyzer`] module docs; ARP semantics follow RFC 826 and
@@ -20,8 +27,8 @@ pub mod analyzer;
 pub mod capture;
 mod explain;
 pub mod finding;
-mod html;
 pub mod link;
+mod model;
 pub mod report;
 
 pub use analyzer::{Analyzer, Settings};
@@ -30,6 +37,42 @@ pub use finding::{Finding, Kind, Severity};
 pub use report::{CaptureSummary, Report};
 
 use std::io::Read;
+
+impl Analyzer {
+    /// Findings raised since the last call, each once, as they first appear (for `nlb
+    /// watch`). Their counts keep growing afterwards; [`finish`](Self::finish) has the
+    /// totals.
+    pub fn poll_raised(&mut self) -> Option<Finding> {
+        let (record, model) = self.next_raised()?;
+        Some(explain::finding(record, model))
+    }
+
+    /// Ends the analysis: requests still unanswered at the end (the capture's last frame,
+    /// or now) are raised, clusters and IGMP are summarised, and every finding is
+    /// rendered, most severe first.
+    pub fn finish(&mut self) -> Vec<Finding> {
+        let model = self.close();
+        let mut findings: Vec<Finding> = model
+            .records
+            .iter()
+            .filter(|record| !record.absorbed)
+            .map(|record| explain::finding(record, model))
+            .collect();
+        findings.extend(
+            model
+                .clusters
+                .iter()
+                .map(|(key, cluster)| explain::cluster(*key, cluster, model)),
+        );
+        findings.sort_by(|a, b| {
+            b.severity
+                .cmp(&a.severity)
+                .then(b.count.cmp(&a.count))
+                .then(a.first_frame.cmp(&b.first_frame))
+        });
+        findings
+    }
+}
 
 /// Progress of a running diagnosis, for a progress bar.
 #[derive(Debug, Clone, Copy)]

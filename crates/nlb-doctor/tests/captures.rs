@@ -119,6 +119,65 @@ fn arp_oobr_unanswered_gateway_and_malformed_counts() {
     }
 }
 
+/// Whether two MACs differ in one or two of their six bytes (one is a damaged copy of
+/// the other).
+fn close(a: MacAddr, b: MacAddr) -> bool {
+    let differ = a.0.iter().zip(b.0).filter(|(x, y)| **x != *y).count();
+    (1..=2).contains(&differ)
+}
+
+/// No duplicate_ip finding lists two MACs of which one is a damaged copy of the other
+/// unless both send consistent frames (checked by the callers' expectations).
+fn no_damaged_claimants(report: &Report) {
+    for duplicate in report.of_kind(Kind::DuplicateIp) {
+        let station = duplicate.macs.iter().find(|m| {
+            report
+                .of_kind(Kind::FrameCorruption)
+                .any(|c| c.macs.first() == Some(*m))
+        });
+        if let Some(station) = station {
+            assert!(
+                duplicate
+                    .macs
+                    .iter()
+                    .all(|m| m == station || !close(*m, *station)),
+                "a duplicate_ip lists damaged copies of {station}: {duplicate:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn arp_oobr_leads_with_the_station_whose_frames_arrive_damaged() {
+    let report = doctor(shared("arp-oobr.pcap"));
+    let first = &report.findings[0];
+    assert_eq!(first.kind, Kind::FrameCorruption, "{first:#?}");
+    assert_eq!(first.severity, Severity::Error);
+    assert_eq!(first.macs[0], mac("00:1f:29:da:2d:79"));
+    assert_eq!(first.ip, ip("192.168.1.104"));
+    assert_eq!(first.details["station"], "00:1f:29:da:2d:79");
+    assert!(first.details["distinct_damaged_copies"].as_u64().unwrap() >= 15);
+    assert!(first.details["malformed_from_station"].as_u64().unwrap() > 200);
+    assert!(first.message.contains("bit errors"), "{}", first.message);
+    assert!(first.advice.contains("NIC"), "{}", first.advice);
+    // Its damaged copies claim nothing: no duplicate or flap for its address, and the
+    // 347 mismatch findings they made are folded into it.
+    assert!(
+        report
+            .of_kind(Kind::DuplicateIp)
+            .all(|f| f.ip != ip("192.168.1.104"))
+    );
+    assert!(
+        report
+            .of_kind(Kind::IpMacFlap)
+            .all(|f| f.ip != ip("192.168.1.104"))
+    );
+    assert!(report.of_kind(Kind::SenderMacMismatch).count() < 10);
+    no_damaged_claimants(&report);
+    // The other stations of the capture that show damage are named too.
+    assert!(report.of_kind(Kind::FrameCorruption).count() > 1);
+}
+
 #[test]
 fn a_single_malformed_frame_on_a_qinq_vlan() {
     let report = doctor(shared("arp-too-long-tha.pcap"));
@@ -409,6 +468,87 @@ fn findings_are_per_vlan() {
 }
 
 #[test]
+fn a_corrupted_nic_is_one_station_not_many_devices() {
+    for file in [
+        "arp-corrupted-nic.pcap",
+        "arp-corrupted-nic-and-duplicates.pcap",
+    ] {
+        let report = doctor(fixture(file));
+        let first = &report.findings[0];
+        assert_eq!(first.kind, Kind::FrameCorruption, "{file}: {first:#?}");
+        assert_eq!(first.macs[0], mac("52:54:00:00:00:01"), "{file}");
+        assert_eq!(first.ip, ip("198.18.0.1"), "{file}");
+        assert!(
+            first.details["distinct_damaged_copies"].as_u64().unwrap() >= 3,
+            "{file}: {first:#?}"
+        );
+        assert!(
+            report.of_kind(Kind::FrameCorruption).count() == 1,
+            "{file}: {:#?}",
+            report.findings
+        );
+        assert!(
+            report
+                .findings
+                .iter()
+                .filter(|f| matches!(f.kind, Kind::DuplicateIp | Kind::IpMacFlap))
+                .all(|f| f.ip != ip("198.18.0.1")),
+            "{file}: {:#?}",
+            report.findings
+        );
+        assert!(
+            report
+                .of_kind(Kind::SenderMacMismatch)
+                .all(|f| f.ip != ip("198.18.0.1")),
+            "{file}: {:#?}",
+            report.findings
+        );
+        no_damaged_claimants(&report);
+    }
+}
+
+#[test]
+fn two_hosts_with_sequential_macs_are_a_real_duplicate() {
+    for file in [
+        "arp-duplicate-sequential-macs.pcap",
+        "arp-corrupted-nic-and-duplicates.pcap",
+    ] {
+        let report = doctor(fixture(file));
+        let duplicate = only(&report, Kind::DuplicateIp, "198.18.0.20");
+        let mut macs = duplicate.macs.clone();
+        macs.sort();
+        assert_eq!(
+            macs,
+            vec![mac("00:16:3e:00:00:aa"), mac("00:16:3e:00:00:bb")],
+            "{file}"
+        );
+        assert_eq!(report.of_kind(Kind::DuplicateIp).count(), 1, "{file}");
+    }
+    let report = doctor(fixture("arp-duplicate-sequential-macs.pcap"));
+    assert!(report.of_kind(Kind::FrameCorruption).next().is_none());
+}
+
+#[test]
+fn no_frame_corruption_in_the_other_fixtures() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.ends_with(".pcap") || name.ends_with(".pcapng"))
+            || name.starts_with("arp-corrupted-nic")
+        {
+            continue;
+        }
+        let report = doctor(path);
+        assert!(
+            report.of_kind(Kind::FrameCorruption).next().is_none(),
+            "{name}: {:#?}",
+            report.findings
+        );
+    }
+}
+
+#[test]
 fn the_json_has_the_documented_shape() {
     let report = doctor(fixture("arp-duplicate-ip.pcap"));
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
@@ -441,6 +581,9 @@ fn html_report_is_self_contained_with_a_timeline() {
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.contains("<svg"));
     assert!(html.contains("unanswered_request"));
+    // The failing station leads the table.
+    let first_row = html.find("<code>frame_corruption</code>").unwrap();
+    assert!(html.find("<code>unanswered_request</code>").unwrap() > first_row);
     assert!(!html.contains("<script"));
     assert!(!html.contains("src=\"http"));
 }

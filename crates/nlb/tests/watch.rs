@@ -60,25 +60,9 @@ fn next_event(lines: &mpsc::Receiver<Value>, event: &str, timeout: Duration) -> 
     }
 }
 
-#[test]
-fn watch_reports_live_and_sends_nothing() {
-    if !require_root("watch_reports_live_and_sends_nothing") {
-        return;
-    }
-    let segment = Segment::build(&unique_name("nlbw"), 3, 0, false).unwrap();
-    let watcher = 2;
-    // The watcher must stay silent on its own: no IPv6 (router solicitations, DAD).
-    segment.hosts[watcher]
-        .exec("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"], None)
-        .unwrap();
-    segment.hosts[watcher]
-        .exec(
-            "sysctl",
-            &["-qw", "net.ipv6.conf.eth0.disable_ipv6=1"],
-            None,
-        )
-        .unwrap();
-    let tx_before = tx_packets(&segment, watcher);
+/// Starts `nlb watch eth0 --json` on host `watcher`; returns it and its JSON lines, once
+/// it is watching.
+fn start_watch(segment: &Segment, watcher: usize) -> (KillOnDrop, mpsc::Receiver<Value>) {
     let mut child = KillOnDrop(
         Command::new("ip")
             .args(["netns", "exec", segment.hosts[watcher].name()])
@@ -100,6 +84,42 @@ fn watch_reports_live_and_sends_nothing() {
         }
     });
     next_event(&lines, "watching", Duration::from_secs(10));
+    (child, lines)
+}
+
+/// Stops the watcher with SIGINT and returns its summary event.
+fn stop_watch(child: &mut KillOnDrop, lines: &mpsc::Receiver<Value>) -> Value {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let summary = next_event(lines, "summary", Duration::from_secs(10));
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    summary
+}
+
+#[test]
+fn watch_reports_live_and_sends_nothing() {
+    if !require_root("watch_reports_live_and_sends_nothing") {
+        return;
+    }
+    let segment = Segment::build(&unique_name("nlbw"), 3, 0, false).unwrap();
+    let watcher = 2;
+    // The watcher must stay silent on its own: no IPv6 (router solicitations, DAD).
+    segment.hosts[watcher]
+        .exec("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"], None)
+        .unwrap();
+    segment.hosts[watcher]
+        .exec(
+            "sysctl",
+            &["-qw", "net.ipv6.conf.eth0.disable_ipv6=1"],
+            None,
+        )
+        .unwrap();
+    let tx_before = tx_packets(&segment, watcher);
+    let (mut child, lines) = start_watch(&segment, watcher);
 
     // 198.18.0.50 on hosts 1 and 2; each announces it (iputils arping -U), host 1 twice.
     for host in [0, 1] {
@@ -167,14 +187,7 @@ fn watch_reports_live_and_sends_nothing() {
     assert_eq!(tagged["ip"], "198.18.0.60");
     assert_eq!(tagged["vlan"], 10, "{tagged}");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.0.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let summary = next_event(&lines, "summary", Duration::from_secs(10));
-    let status = child.0.wait().unwrap();
-    assert!(status.success(), "{status}");
+    let summary = stop_watch(&mut child, &lines);
     let findings = summary["findings"].as_array().unwrap();
     let of = |kind: &str| findings.iter().filter(|f| f["kind"] == kind).count();
     assert_eq!(of("duplicate_ip"), 2, "{summary:#}");
@@ -191,5 +204,90 @@ fn watch_reports_live_and_sends_nothing() {
         tx_packets(&segment, watcher),
         tx_before,
         "the watcher's interface sent something"
+    );
+}
+
+/// The frames of a capture, with their times in ns.
+fn capture_frames(name: &str) -> Vec<(i64, Vec<u8>)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../nlb-doctor/tests/fixtures")
+        .join(name);
+    let file = std::fs::File::open(&path).unwrap();
+    let mut reader = nlb_doctor::CaptureReader::new(file).unwrap();
+    let mut frames = Vec::new();
+    while let Some(frame) = reader.next_with(|record| (record.ts_ns, record.data.to_vec())) {
+        frames.push(frame);
+    }
+    frames
+}
+
+/// A host whose NIC damages its ARP frames, on a segment where two hosts with sequential
+/// MACs hold one address: the frames of `arp-corrupted-nic-and-duplicates.pcap` (made by
+/// real kernels and an nft corrupter, see the fixtures' EXPECTED.md) replayed onto a real
+/// bridge, at their own pace. The watcher names the failing station as it happens, and
+/// its summary ranks it first, keeps the real duplicate and lists no damaged copy as a
+/// claimant.
+#[test]
+fn watch_tells_a_failing_nic_from_duplicate_hosts() {
+    if !require_root("watch_tells_a_failing_nic_from_duplicate_hosts") {
+        return;
+    }
+    let segment = Segment::build(&unique_name("nlbc"), 2, 0, false).unwrap();
+    // No addresses on the segment, so that no kernel here answers the replayed frames.
+    for ns in [&segment.client, &segment.hosts[0], &segment.hosts[1]] {
+        ns.ip(&["addr", "flush", "dev", "eth0"]).unwrap();
+    }
+    let watcher = 1;
+    let (mut child, lines) = start_watch(&segment, watcher);
+    // Sent to broadcast: the bridge learns the capture's client MAC on the sending
+    // port, and would not flood the replies to it to the watcher.
+    let frames: Vec<(i64, Vec<u8>)> = capture_frames("arp-corrupted-nic-and-duplicates.pcap")
+        .into_iter()
+        .map(|(ts, mut bytes)| {
+            bytes[..6].fill(0xff);
+            (ts, bytes)
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            segment.client.enter_current_thread().unwrap();
+            let socket = PacketSocket::bind("eth0").unwrap();
+            let mut last = frames[0].0;
+            for (ts, bytes) in &frames {
+                let gap = (ts - last).clamp(0, 100_000_000) as u64;
+                std::thread::sleep(Duration::from_nanos(gap));
+                last = *ts;
+                socket.send(bytes).unwrap();
+            }
+        });
+    });
+    let station = "52:54:00:00:00:01";
+    let corruption = next_finding(&lines, "frame_corruption", Duration::from_secs(10));
+    assert_eq!(corruption["macs"][0], station, "{corruption}");
+    let summary = stop_watch(&mut child, &lines);
+    let findings = summary["findings"].as_array().unwrap();
+    assert_eq!(findings[0]["kind"], "frame_corruption", "{summary:#}");
+    assert_eq!(findings[0]["details"]["station"], station, "{summary:#}");
+    assert_eq!(findings[0]["ip"], "198.18.0.1", "{summary:#}");
+    let duplicates: Vec<&Value> = findings
+        .iter()
+        .filter(|f| f["kind"] == "duplicate_ip")
+        .collect();
+    assert_eq!(duplicates.len(), 1, "{summary:#}");
+    assert_eq!(duplicates[0]["ip"], "198.18.0.20");
+    let mut macs: Vec<&str> = duplicates[0]["macs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    macs.sort();
+    assert_eq!(macs, ["00:16:3e:00:00:aa", "00:16:3e:00:00:bb"]);
+    assert!(
+        findings
+            .iter()
+            .filter(|f| f["kind"] == "sender_mac_mismatch")
+            .all(|f| f["ip"] != "198.18.0.1"),
+        "{summary:#}"
     );
 }

@@ -2,9 +2,9 @@
 //! inline SVG: ARP frames per time slice stacked by kind, with a marker for each finding
 //! where it starts (hover for its kind), coloured by severity.
 
-use crate::analyzer::Bin;
+use super::Report;
 use crate::finding::Severity;
-use crate::report::Report;
+use crate::model::Bin;
 use std::fmt::Write as _;
 
 /// Escapes text for HTML element content and attribute values.
@@ -131,8 +131,16 @@ fn timeline(report: &Report) -> String {
     svg
 }
 
+impl Report {
+    /// One self-contained HTML page: the same ranked findings, and a timeline of ARP
+    /// activity per second with the findings marked where they start.
+    pub fn to_html(&self) -> String {
+        render(self)
+    }
+}
+
 /// Renders the whole page.
-pub(crate) fn render(report: &Report) -> String {
+fn render(report: &Report) -> String {
     let c = &report.capture;
     let mut html = String::new();
     let _ = write!(

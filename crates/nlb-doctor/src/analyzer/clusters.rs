@@ -1,0 +1,273 @@
+//! Clusters: nlb heartbeats (0x88B5) and Windows NLB heartbeats (0x886F). One
+//! [`ClusterSeen`] per cluster and VLAN, one [`HostSeen`](crate::model::HostSeen) per
+//! host id; `nlb_duplicate_host_id` when a second source MAC sends one host id,
+//! `nlb_inconsistent_rules` when the hosts' configuration fingerprints or port rules
+//! differ. The summary of each cluster is rendered at the end (`nlb_cluster`).
+
+use super::Analyzer;
+use crate::finding::{Kind, Severity};
+use crate::link::Frame;
+use crate::model::{ClusterKey, ClusterSeen, HostSeen, MAX_MACS, Subject};
+use foldhash::HashMap;
+use nlb_wire::addressing::{NlbMac, classify_mac};
+use nlb_wire::heartbeat::{HeartbeatPacket, HeartbeatRepr};
+use nlb_wire::msnlb::MsNlbHeartbeat;
+use nlb_wire::{Error, MacAddr};
+use std::net::Ipv4Addr;
+
+/// Clusters tracked at most.
+const MAX_CLUSTERS: usize = 1024;
+/// Hosts tracked per cluster at most.
+const MAX_HOSTS: usize = 256;
+
+impl Analyzer {
+    /// Whether `ip` is a VIP given with `--vip`, or the IP of a cluster seen in the
+    /// heartbeats (for an IGMP-mode cluster, whose MAC names only the VIP's last two
+    /// bytes: one whose cluster MAC ends in them).
+    pub(super) fn is_cluster_ip(&self, ip: Ipv4Addr) -> bool {
+        let [_, _, c, d] = ip.octets();
+        self.model.is_vip(ip)
+            || self.model.clusters.values().any(|cluster| {
+                cluster.cluster_ip == Some(ip)
+                    || cluster.dst_macs.iter().any(|mac| {
+                        matches!(classify_mac(*mac), Some(NlbMac::IgmpCluster(_)))
+                            && mac.0[4..] == [c, d]
+                    })
+            })
+    }
+
+    /// The cluster's record, made on first sight; `None` once [`MAX_CLUSTERS`] are
+    /// tracked and this is another one.
+    fn cluster_entry(&mut self, key: ClusterKey, frame: &Frame<'_>) -> Option<&mut ClusterSeen> {
+        let clusters = &mut self.model.clusters;
+        if clusters.len() >= MAX_CLUSTERS && !clusters.contains_key(&key) {
+            self.model.counters.untracked += 1;
+            return None;
+        }
+        if let Some(src) = frame.src
+            && self.cluster_hosts.len() < self.settings.max_tracked
+        {
+            self.cluster_hosts.insert(src);
+        }
+        let cluster = clusters.entry(key).or_insert_with(|| ClusterSeen {
+            first_frame: frame.number,
+            first_ts: frame.ts_ns,
+            ..ClusterSeen::default()
+        });
+        cluster.frames += 1;
+        cluster.last_frame = frame.number;
+        cluster.last_ts = frame.ts_ns;
+        if let Some(dst) = frame.dst
+            && !cluster.dst_macs.contains(&dst)
+            && cluster.dst_macs.len() < MAX_MACS
+        {
+            cluster.dst_macs.push(dst);
+        }
+        Some(cluster)
+    }
+
+    pub(super) fn handle_msnlb(&mut self, frame: &Frame<'_>) {
+        let heartbeat = match MsNlbHeartbeat::decode(frame.payload) {
+            Ok(heartbeat) => heartbeat,
+            Err(_) if frame.cut => {
+                self.malformed(
+                    frame,
+                    "Windows NLB heartbeat: cut by the capture's snap length before its header ends",
+                    Severity::Info,
+                );
+                return;
+            }
+            Err(_) => {
+                self.malformed(frame, "Windows NLB heartbeat: malformed", Severity::Warning);
+                return;
+            }
+        };
+        self.model.counters.msnlb_heartbeats += 1;
+        let key = ClusterKey::Windows {
+            vlan: frame.vlan,
+            cluster_ip: heartbeat.cluster_ip,
+        };
+        let src = frame.src;
+        let Some(cluster) = self.cluster_entry(key, frame) else {
+            return;
+        };
+        cluster.cluster_ip = Some(heartbeat.cluster_ip);
+        cluster.version = Some(heartbeat.version);
+        cluster.truncated |= heartbeat.truncation.is_some();
+        if let Some(src) = src
+            && classify_mac(src)
+                == Some(NlbMac::MaskedHost {
+                    host_id: heartbeat.host_id as u8,
+                    vip: heartbeat.cluster_ip,
+                })
+        {
+            cluster.masked_sources = true;
+        }
+        let Some(host) = self.heard_host(key, frame, heartbeat.host_id) else {
+            return;
+        };
+        host.dedicated_ip = Some(heartbeat.dedicated_ip);
+        if let Some(body) = &heartbeat.membership {
+            host.convergence_state = body.convergence_state.or(host.convergence_state);
+            host.rule_count = body.port_rule_count.or(host.rule_count);
+            if let Some(count) = body.port_rule_count
+                && body.port_rule_codes.len() >= usize::from(count)
+            {
+                host.rule_codes = Some(body.port_rule_codes[..usize::from(count)].to_vec());
+            }
+        }
+        self.check_cluster(frame, key, heartbeat.host_id);
+    }
+
+    pub(super) fn handle_nlb_heartbeat(&mut self, frame: &Frame<'_>) {
+        let parsed = HeartbeatPacket::new_checked(frame.payload)
+            .and_then(|packet| HeartbeatRepr::parse(&packet, None));
+        let heartbeat = match parsed {
+            Ok(heartbeat) => heartbeat,
+            Err(Error::Truncated { .. }) if frame.cut => {
+                self.malformed(
+                    frame,
+                    "nlb heartbeat: cut by the capture's snap length",
+                    Severity::Info,
+                );
+                return;
+            }
+            Err(_) => {
+                self.malformed(frame, "nlb heartbeat: malformed", Severity::Warning);
+                return;
+            }
+        };
+        self.model.counters.nlb_heartbeats += 1;
+        let key = ClusterKey::Nlb {
+            vlan: frame.vlan,
+            cluster_id: heartbeat.cluster_id,
+        };
+        let Some(cluster) = self.cluster_entry(key, frame) else {
+            return;
+        };
+        if cluster.cluster_ip.is_none() {
+            cluster.cluster_ip = frame.dst.and_then(|dst| match classify_mac(dst) {
+                Some(NlbMac::UnicastCluster(vip) | NlbMac::MulticastCluster(vip)) => Some(vip),
+                _ => None,
+            });
+        }
+        let host_id = u32::from(heartbeat.host_id);
+        let Some(host) = self.heard_host(key, frame, host_id) else {
+            return;
+        };
+        host.state = Some(heartbeat.state.name());
+        host.fingerprint = Some(heartbeat.config_fingerprint);
+        host.field_digests = Some(heartbeat.field_digests.to_vec());
+        host.view = Some((heartbeat.view_epoch, heartbeat.view_members.0));
+        host.heartbeat_ms = Some(heartbeat.heartbeat_ms);
+        host.incarnation = Some(heartbeat.incarnation);
+        host.owned_equals_target = heartbeat.rules.iter().all(|r| r.owned == r.target);
+        host.owned_buckets = heartbeat.rules.iter().map(|r| r.owned.len()).sum();
+        self.check_cluster(frame, key, host_id);
+    }
+
+    /// The record of host `host_id` of cluster `key`, counting this heartbeat; `None`
+    /// once the cluster has [`MAX_HOSTS`] and this is another.
+    fn heard_host(
+        &mut self,
+        key: ClusterKey,
+        frame: &Frame<'_>,
+        host_id: u32,
+    ) -> Option<&mut HostSeen> {
+        let cluster = self.model.clusters.get_mut(&key)?;
+        if cluster.hosts.len() >= MAX_HOSTS && !cluster.hosts.contains_key(&host_id) {
+            return None;
+        }
+        let host = cluster.hosts.entry(host_id).or_insert_with(|| HostSeen {
+            first_ts: frame.ts_ns,
+            ..HostSeen::default()
+        });
+        host.heartbeats += 1;
+        host.last_ts = frame.ts_ns;
+        Some(host)
+    }
+
+    /// After a heartbeat's facts are recorded: a second source MAC for one host id is a
+    /// duplicate id, and the hosts' configurations must agree.
+    fn check_cluster(&mut self, frame: &Frame<'_>, key: ClusterKey, host_id: u32) {
+        let Some(host) = self
+            .model
+            .clusters
+            .get_mut(&key)
+            .and_then(|cluster| cluster.hosts.get_mut(&host_id))
+        else {
+            return;
+        };
+        let new_mac = frame.src.filter(|mac| !host.macs.contains(mac));
+        let duplicate = new_mac.is_some() && !host.macs.is_empty();
+        if let Some(mac) = new_mac
+            && host.macs.len() < MAX_MACS
+        {
+            host.macs.push(mac);
+        }
+        let macs = host.macs.clone();
+        // Keyed by the cluster, not its IP, which may be learnt only later (IGMP mode);
+        // explain fills the IP in.
+        if duplicate {
+            self.count(
+                Kind::NlbDuplicateHostId,
+                Severity::Error,
+                frame,
+                None,
+                Subject::ClusterHost {
+                    cluster: key,
+                    host_id,
+                },
+                &macs,
+            );
+        }
+        if self.rules_disagree(key) {
+            self.count(
+                Kind::NlbInconsistentRules,
+                Severity::Error,
+                frame,
+                None,
+                Subject::Cluster(key),
+                &[],
+            );
+        }
+    }
+
+    /// Whether the latest heartbeats of a cluster's hosts disagree on configuration.
+    fn rules_disagree(&self, key: ClusterKey) -> bool {
+        let Some(cluster) = self.model.clusters.get(&key) else {
+            return false;
+        };
+        let mut fingerprints = cluster.hosts.values().filter_map(|h| h.fingerprint);
+        let mut codes = cluster.hosts.values().filter_map(|h| h.rule_codes.as_ref());
+        let first_fingerprint = fingerprints.next();
+        let first_codes = codes.next();
+        fingerprints.any(|f| Some(f) != first_fingerprint) || codes.any(|c| Some(c) != first_codes)
+    }
+
+    /// At the end: an IGMP-mode cluster MAC does not name the VIP; ARP does: the IP that
+    /// the cluster MAC claims. And the MAC that claims each cluster IP, for the mode.
+    pub(super) fn fill_cluster_ips(&mut self) {
+        let owners: HashMap<MacAddr, Ipv4Addr> = self
+            .ips
+            .iter()
+            .filter_map(|(key, state)| {
+                let mac = state.owner?;
+                matches!(classify_mac(mac), Some(NlbMac::IgmpCluster(_)))
+                    .then(|| (mac, Ipv4Addr::from(*key as u32)))
+            })
+            .collect();
+        let keys: Vec<ClusterKey> = self.model.clusters.keys().copied().collect();
+        for key in keys {
+            let cluster = &self.model.clusters[&key];
+            let ip = cluster
+                .cluster_ip
+                .or_else(|| cluster.dst_macs.iter().find_map(|m| owners.get(m).copied()));
+            let arp_owner = ip.and_then(|ip| self.owner_of(key.vlan(), ip));
+            if let Some(cluster) = self.model.clusters.get_mut(&key) {
+                cluster.cluster_ip = ip;
+                cluster.arp_owner = arp_owner;
+            }
+        }
+    }
+}

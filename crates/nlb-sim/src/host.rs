@@ -229,6 +229,22 @@ impl Sim {
         result
     }
 
+    /// Hands host `index`'s daemon the result of one run of its check `check` (the
+    /// daemon's check runner does this on a real host). Returns the check's new verdict if
+    /// it changed.
+    pub fn check_result(
+        &mut self,
+        index: usize,
+        check: usize,
+        probe: nlb_core::check::Probe,
+    ) -> Option<nlb_core::check::Health> {
+        let now = self.now;
+        let node = self.hosts[index].node.as_mut().expect("daemon runs");
+        let changed = node.handle_check(now, check, probe);
+        self.drain(index);
+        changed
+    }
+
     /// Drains host `index`'s outputs: frames into the switch, actions into its data
     /// plane, events into the log.
     pub(crate) fn drain(&mut self, index: usize) {

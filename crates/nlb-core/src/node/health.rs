@@ -64,7 +64,12 @@ impl Node {
 
     /// What this host's down checks ask of the rule in `slot`, before the panic rule:
     /// `Stop` if any down check guarding it says stop, else `Drain` if any guards it.
+    /// Checks guard configured rules only, as `nlb drain all` does: the fallback rule's
+    /// traffic is no service's.
     pub(super) fn check_down(&self, slot: usize) -> Option<CheckAction> {
+        if slot >= self.config.rules.len() {
+            return None;
+        }
         self.checks()
             .filter(|(spec, tracker)| tracker.health == Health::Down && spec.rules.guards(slot))
             .map(|(spec, _)| spec.action)

@@ -161,4 +161,3 @@ fn results_for_checks_that_do_not_exist_are_ignored() {
     sim.run_for(Duration::from_millis(300));
     assert!((85..=86).contains(&owned(&sim, 1)));
 }
-

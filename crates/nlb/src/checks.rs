@@ -37,6 +37,9 @@ const EXEC_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 /// One run's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CheckResult {
+    /// The runner that sent it: after a reload, results of the runner it replaced (whose
+    /// indexes may mean other checks now) are told apart and ignored.
+    pub generation: u64,
     /// The check's index in the configuration.
     pub index: usize,
     /// Pass or fail, with the reason.
@@ -45,18 +48,20 @@ pub(crate) struct CheckResult {
     pub took: Duration,
 }
 
-/// The running checks of one configuration. Dropping it stops them: every task ends at
-/// its next await, and a running exec check's process group is killed.
+/// The running checks of one configuration. Dropping it stops them without waiting:
+/// every task ends at its next await (a running exec check's process group is killed
+/// there), and the thread ends with its last task.
 pub(crate) struct Runner {
-    stop: Option<watch::Sender<bool>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    stop: watch::Sender<bool>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Runner {
-    /// Starts `specs` on a new thread. Results arrive on `results` in the order runs end.
+    /// Starts `specs` on a new thread. Results arrive on `results` in the order runs end,
+    /// marked with `generation`.
     pub(crate) fn start(
         specs: Vec<CheckSpec>,
+        generation: u64,
         results: mpsc::Sender<CheckResult>,
     ) -> std::io::Result<Runner> {
         let (stop, stopped) = watch::channel(false);
@@ -65,13 +70,14 @@ impl Runner {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("nlb-checks".into())
             .spawn(move || {
                 runtime.block_on(async move {
                     let mut tasks = tokio::task::JoinSet::new();
                     for (index, spec) in specs.into_iter().enumerate() {
                         tasks.spawn(run_check(
+                            generation,
                             index,
                             spec,
                             results.clone(),
@@ -82,11 +88,7 @@ impl Runner {
                     while tasks.join_next().await.is_some() {}
                 });
             })?;
-        Ok(Runner {
-            stop: Some(stop),
-            thread: Some(thread),
-            dropped,
-        })
+        Ok(Runner { stop, dropped })
     }
 
     /// Results the protocol loop was too busy to take.
@@ -97,19 +99,12 @@ impl Runner {
 
 impl Drop for Runner {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(true);
-        }
-        // The tasks end at their next await; a probe in flight is dropped there, which
-        // kills an exec check's group. Joining is quick and keeps a reload from
-        // overlapping two runs of one check.
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let _ = self.stop.send(true);
     }
 }
 
 async fn run_check(
+    generation: u64,
     index: usize,
     spec: CheckSpec,
     results: mpsc::Sender<CheckResult>,
@@ -129,6 +124,7 @@ async fn run_check(
             _ = stopped.changed() => return,
         };
         let result = CheckResult {
+            generation,
             index,
             probe,
             took: started.elapsed(),
@@ -444,10 +440,11 @@ mod tests {
             spec(CheckKind::Tcp { target }, 500),
             spec(parse_exec_target("exit 1", true).unwrap(), 500),
         ];
-        let runner = Runner::start(specs, tx).unwrap();
+        let runner = Runner::start(specs, 7, tx).unwrap();
         let mut seen = [false, false];
         while !(seen[0] && seen[1]) {
             let result = rx.blocking_recv().expect("the runner stopped early");
+            assert_eq!(result.generation, 7);
             match result.index {
                 0 => assert_eq!(result.probe, Probe::Pass),
                 1 => assert!(matches!(result.probe, Probe::Fail(_))),

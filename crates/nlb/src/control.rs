@@ -61,6 +61,9 @@ pub(crate) struct DaemonStats {
     pub(crate) tables_restored: u64,
     /// VIPs found removed and re-added.
     pub(crate) vips_restored: u64,
+    /// Health-check results dropped because the loop was busy (by runners since replaced).
+    #[serde(default)]
+    pub(crate) check_results_dropped: u64,
 }
 
 impl Default for DaemonStats {
@@ -73,6 +76,7 @@ impl Default for DaemonStats {
             frame_cap_hits: 0,
             tables_restored: 0,
             vips_restored: 0,
+            check_results_dropped: 0,
         }
     }
 }
@@ -96,6 +100,81 @@ pub(crate) struct MemberStatus {
     pub(crate) buckets: usize,
     pub(crate) last_heard_ms: f64,
     pub(crate) config_matches: bool,
+}
+
+/// A health check as `nlb query` shows it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CheckStatus {
+    pub(crate) name: String,
+    /// `tcp`, `http` or `exec`.
+    #[serde(rename = "type")]
+    pub(crate) kind: String,
+    /// What it probes, as the file says it.
+    pub(crate) target: String,
+    /// `up` or `down`.
+    pub(crate) health: String,
+    /// Whether the last run passed; `None` before the first.
+    pub(crate) last_passed: Option<bool>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) runs: u64,
+    pub(crate) transitions: u64,
+    /// Time since the verdict last changed, if it did.
+    pub(crate) changed_ms_ago: Option<f64>,
+    pub(crate) fall: u8,
+    pub(crate) rise: u8,
+    /// `drain` or `stop`.
+    pub(crate) action: String,
+    /// Rule slots it guards; `None` for all.
+    pub(crate) rules: Option<Vec<usize>>,
+    /// Whether it is down but ignored, because every host that serves a rule it guards
+    /// has a check down for it (the panic rule).
+    pub(crate) panic: bool,
+}
+
+impl CheckStatus {
+    /// Every check of `node`, at `now`.
+    pub(crate) fn of(node: &Node, now: Instant) -> Vec<CheckStatus> {
+        use nlb_core::check::{CheckKind, GuardedRules, Health};
+        let configured = node.config().rules.len();
+        node.checks()
+            .map(|(spec, tracker)| {
+                let (kind, target) = match &spec.kind {
+                    CheckKind::Tcp { target } => ("tcp", target.to_string()),
+                    CheckKind::Http { host, path, .. } => ("http", format!("http://{host}{path}")),
+                    CheckKind::Exec { argv } => ("exec", argv.join(" ")),
+                };
+                let rules = match &spec.rules {
+                    GuardedRules::All => None,
+                    GuardedRules::Some(slots) => Some(slots.clone()),
+                };
+                let panic = tracker.health == Health::Down
+                    && (0..configured)
+                        .any(|slot| spec.rules.guards(slot) && node.check_panic(slot));
+                CheckStatus {
+                    name: spec.name.clone(),
+                    kind: kind.to_owned(),
+                    target,
+                    health: match tracker.health {
+                        Health::Up => "up",
+                        Health::Down => "down",
+                    }
+                    .to_owned(),
+                    last_passed: tracker.last_passed,
+                    last_error: tracker.last_error.clone(),
+                    runs: tracker.runs,
+                    transitions: tracker.transitions,
+                    changed_ms_ago: tracker
+                        .changed_at
+                        .map(|at| now.saturating_since(at).as_secs_f64() * 1e3),
+                    fall: spec.fall,
+                    rise: spec.rise,
+                    action: format!("{:?}", spec.action).to_lowercase(),
+                    rules,
+                    panic,
+                }
+            })
+            .collect()
+    }
 }
 
 /// A conflict as `nlb query` shows it.
@@ -132,6 +211,9 @@ pub(crate) struct Status {
     /// The daemon's data plane: healthy, or failing closed, and its counters.
     #[serde(default)]
     pub(crate) daemon: DaemonStats,
+    /// This host's health checks.
+    #[serde(default)]
+    pub(crate) checks: Vec<CheckStatus>,
 }
 
 fn conflict(info: &nlb_core::node::ConflictInfo, epoch_unix: f64) -> ConflictStatus {
@@ -182,6 +264,7 @@ impl Status {
             misconfigured: node.misconfig().map(|m| m.to_string()),
             stats: serde_json::to_value(node.stats()).unwrap_or_default(),
             daemon: DaemonStats::default(),
+            checks: CheckStatus::of(node, now),
         }
     }
 

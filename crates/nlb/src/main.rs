@@ -1,17 +1,13 @@
 //! `nlb`: Network Load Balancing for Linux. One binary for the daemon and every
 //! operator command.
 
-// Wired into the daemon by the health-check work of issue 14.
-#[allow(dead_code)]
 mod checks;
 mod cmd;
 mod control;
-#[allow(dead_code)]
 mod events;
 mod kernel;
 mod keyfile;
 mod metrics;
-#[allow(dead_code)]
 mod status;
 
 use clap::{Parser, Subcommand};

@@ -37,6 +37,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     table: String,
+    events: crate::events::EventLog,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CLIENTS));
     let counters: Counters = Arc::default();
@@ -53,15 +54,24 @@ pub(crate) async fn serve(
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             continue;
         };
-        let (snapshots, counters, table) = (snapshots.clone(), counters.clone(), table.clone());
+        let (snapshots, counters, table, events) = (
+            snapshots.clone(),
+            counters.clone(),
+            table.clone(),
+            events.clone(),
+        );
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
-                let (snapshots, counters, table) =
-                    (snapshots.clone(), counters.clone(), table.clone());
+                let (snapshots, counters, table, events) = (
+                    snapshots.clone(),
+                    counters.clone(),
+                    table.clone(),
+                    events.clone(),
+                );
                 async move {
                     Ok::<_, std::convert::Infallible>(
-                        respond(request, &snapshots, &counters, &table).await,
+                        respond(request, &snapshots, &counters, &table, &events).await,
                     )
                 }
             });
@@ -81,11 +91,18 @@ async fn respond(
     snapshots: &watch::Receiver<Arc<Snapshot>>,
     counters: &Counters,
     table: &str,
+    events: &crate::events::EventLog,
 ) -> hyper::Response<Full<Bytes>> {
     let reply = |status: u16, content_type: &str, body: String| {
         hyper::Response::builder()
             .status(status)
             .header(hyper::header::CONTENT_TYPE, content_type)
+            .header(hyper::header::CACHE_CONTROL, "no-store")
+            .header("x-content-type-options", "nosniff")
+            .header(
+                "content-security-policy",
+                crate::status::CONTENT_SECURITY_POLICY,
+            )
             .body(Full::new(Bytes::from(body)))
             .expect("a valid response")
     };
@@ -93,7 +110,23 @@ async fn respond(
         return reply(
             405,
             "text/plain",
-            "only GET is served here: GET /metrics\n".into(),
+            "only GET is served here: GET /metrics, / (the status page), /status.json\n".into(),
+        );
+    }
+    let path = request.uri().path();
+    if let Some((content_type, body)) = crate::status::asset(path) {
+        return reply(200, content_type, body.to_owned());
+    }
+    if path == "/status.json" {
+        let snapshot = snapshots.borrow().clone();
+        let body = crate::status::status_json(&snapshot, &events.recent());
+        return reply(200, "application/json", body.to_string());
+    }
+    if path != "/metrics" {
+        return reply(
+            404,
+            "text/plain",
+            format!("nothing at {path}: GET /metrics, / (the status page), /status.json\n"),
         );
     }
     let dataplane = read_counters(counters, table).await;
@@ -149,6 +182,59 @@ struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuleLabel {
     rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabel {
+    check: String,
+}
+
+/// One family per measure of the health checks, labelled by check name (names are
+/// validated to fit a label as they are).
+fn register_checks(registry: &mut Registry, node: &Node) {
+    let up = Family::<CheckLabel, Gauge>::default();
+    let runs = Family::<CheckLabel, Counter>::default();
+    let failures = Family::<CheckLabel, Gauge>::default();
+    let transitions = Family::<CheckLabel, Counter>::default();
+    for (spec, tracker) in node.checks() {
+        let label = CheckLabel {
+            check: spec.name.clone(),
+        };
+        up.get_or_create(&label)
+            .set(i64::from(tracker.health == nlb_core::check::Health::Up));
+        runs.get_or_create(&label).inc_by(tracker.runs);
+        failures
+            .get_or_create(&label)
+            .set(i64::from(tracker.failures));
+        transitions
+            .get_or_create(&label)
+            .inc_by(tracker.transitions);
+    }
+    registry.register(
+        "nlb_check_up",
+        "Whether a health check is up (1) or down (0)",
+        up,
+    );
+    registry.register("nlb_check_runs", "Runs of a health check", runs);
+    registry.register(
+        "nlb_check_consecutive_failures",
+        "Failures of a health check in a row, up to its fall count",
+        failures,
+    );
+    registry.register(
+        "nlb_check_transitions",
+        "Times a health check changed between up and down",
+        transitions,
+    );
+    let panic = (0..node.config().rules.len())
+        .filter(|&slot| node.check_panic(slot))
+        .count();
+    gauge(
+        registry,
+        "nlb_check_panic_rules",
+        "Rules served despite down checks, because they are down on every host that serves them",
+        panic as i64,
+    );
 }
 
 fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
@@ -214,6 +300,7 @@ pub(crate) fn render(
         "Buckets this host accepts new connections for",
         owned,
     );
+    register_checks(&mut registry, node);
     gauge(
         &mut registry,
         "nlb_connections",

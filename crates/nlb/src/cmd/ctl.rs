@@ -98,6 +98,28 @@ pub(crate) fn query(target: &Target) -> Result<(), CliError> {
             }
         );
     }
+    for c in &status.checks {
+        let last = match c.last_passed {
+            None => "not run yet".to_owned(),
+            Some(true) => "last run passed".to_owned(),
+            Some(false) => format!(
+                "last run failed: {}",
+                c.last_error.as_deref().unwrap_or("no reason given")
+            ),
+        };
+        let health = if c.panic {
+            format!(
+                "{} (ignored: down on every host that serves its rules)",
+                c.health
+            )
+        } else {
+            c.health.clone()
+        };
+        println!(
+            "check {} ({} {}) is {health}; {last}; {} runs, {} changes, fall {} rise {}, {} on down",
+            c.name, c.kind, c.target, c.runs, c.transitions, c.fall, c.rise, c.action
+        );
+    }
     for c in &status.conflicts {
         println!("conflict: {} claimed by {} at {:.3}", c.ip, c.mac, c.at);
     }

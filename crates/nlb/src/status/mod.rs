@@ -29,6 +29,54 @@ pub(crate) fn asset(path: &str) -> Option<(&'static str, &'static str)> {
     }
 }
 
+/// What the page draws: the status `nlb query --json` gives, each rule's bucket owners,
+/// and the recent events.
+pub(crate) fn status_json(
+    snapshot: &crate::control::Snapshot,
+    events: &[crate::events::Event],
+) -> serde_json::Value {
+    let node = &snapshot.node;
+    let config = node.config();
+    let mut status =
+        serde_json::to_value(crate::control::Status::of_snapshot(snapshot)).unwrap_or_default();
+    let rules: Vec<serde_json::Value> = (0..=config.rules.len())
+        .filter_map(|slot| Some((slot, nlb_core::filter::RuleRef::from_slot(config, slot)?)))
+        .map(|(slot, rule)| {
+            let spec = rule.rule(config);
+            let label = match rule {
+                nlb_core::filter::RuleRef::Configured(index) => {
+                    let vip = spec
+                        .vip
+                        .map_or("all VIPs".to_owned(), |vip| vip.to_string());
+                    let (first, last) = (spec.ports.start(), spec.ports.end());
+                    let ports = if first == last {
+                        first.to_string()
+                    } else {
+                        format!("{first}-{last}")
+                    };
+                    format!("rule {}: {vip} port {ports} {:?}", index + 1, spec.protocol)
+                        .to_lowercase()
+                }
+                nlb_core::filter::RuleRef::Fallback => "fallback rule".to_owned(),
+            };
+            serde_json::json!({
+                "label": label,
+                "mode": spec.mode,
+                "affinity": spec.affinity,
+                "owners": node.bucket_owners(slot),
+            })
+        })
+        .collect();
+    if let Some(object) = status.as_object_mut() {
+        object.insert("rules".into(), rules.into());
+        object.insert(
+            "events".into(),
+            serde_json::to_value(events).unwrap_or_default(),
+        );
+    }
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

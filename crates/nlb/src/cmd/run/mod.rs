@@ -69,6 +69,7 @@
 //! then its tables (in that order, for the same reason).
 
 mod dataplane;
+mod health;
 mod link;
 mod reload;
 mod requests;
@@ -153,7 +154,7 @@ fn read_key(path: &Path) -> Result<HeartbeatKey, CliError> {
 
 pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     let config = load_config(&args.config)?;
-    init_logging(args.log_format);
+    let events = init_logging(args.log_format);
     crate::keyfile::warn_if_keyless(&config);
     if !nix::unistd::geteuid().is_root() {
         return Err(CliError::failed(
@@ -166,22 +167,29 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|err| CliError::failed(format!("cannot start the runtime: {err}")))?;
-    runtime.block_on(daemon(args, config, key))
+    runtime.block_on(daemon(args, config, key, events))
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr (text or JSON), and keeps the last named events for the status page.
+fn init_logging(format: LogFormat) -> crate::events::EventLog {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("NLB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a person at a terminal; plain text for files and the journal.
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let events = crate::events::EventLog::default();
+    let text = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(events.layer());
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => registry.with(text).try_init(),
+        LogFormat::Json => registry.with(text.json()).try_init(),
     };
+    events
 }
 
 /// Frames handled per wakeup of the raw socket, so that timers always run.
@@ -239,6 +247,11 @@ struct Daemon {
     last_snapshot: std::time::Instant,
     publish_now: bool,
     buf: Vec<u8>,
+    /// The health checks running now, their runner and its generation (`health.rs`).
+    running_checks: Vec<nlb_core::check::CheckSpec>,
+    check_runner: Option<crate::checks::Runner>,
+    check_generation: u64,
+    check_tx: tokio::sync::mpsc::Sender<crate::checks::CheckResult>,
 }
 
 fn log_event(event: &Event) {
@@ -325,17 +338,23 @@ fn log_event(event: &Event) {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT (or the interface is deleted).
-async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Result<(), CliError> {
+async fn daemon(
+    args: &Args,
+    config: Config,
+    key: Option<HeartbeatKey>,
+    events: crate::events::EventLog,
+) -> Result<(), CliError> {
     let startup::Running {
         mut daemon,
         mut done,
         mut link_events,
         mut requests,
         mut servers,
+        mut check_results,
         control_path,
         lock: _lock,
         groups: _groups,
-    } = startup::start(args, config, key).await?;
+    } = startup::start(args, config, key, events).await?;
     let notifier = nlb_linux::systemd::Notifier::from_env();
     notifier.notify("READY=1");
     let mut watchdog = tokio::time::interval(
@@ -380,6 +399,7 @@ async fn daemon(args: &Args, config: Config, key: Option<HeartbeatKey>) -> Resul
                 daemon.start_apply();
             }
             Some(request) = requests.recv() => daemon.answer(request),
+            Some(result) = check_results.recv() => daemon.check_result(result),
             Some(event) = link_events.recv() => {
                 if let Err(err) = daemon.link_event(event) {
                     exit = Err(err);

@@ -81,6 +81,7 @@ impl Daemon {
                 return;
             }
         }
+        self.sync_checks();
         self.publish_now = true;
     }
 }

@@ -37,6 +37,8 @@ pub(super) struct Running {
     pub(super) requests: mpsc::Receiver<Request>,
     /// The control and metrics servers.
     pub(super) servers: tokio::task::JoinSet<()>,
+    /// Results of the health checks, from their own thread.
+    pub(super) check_results: mpsc::Receiver<crate::checks::CheckResult>,
     pub(super) control_path: PathBuf,
     /// Held until the daemon exits: the lock that keeps a second daemon off the
     /// interface, and the IGMP memberships.
@@ -50,6 +52,7 @@ pub(super) async fn start(
     args: &super::Args,
     config: Config,
     key: Option<HeartbeatKey>,
+    events: crate::events::EventLog,
 ) -> Result<Running, CliError> {
     let interface = config.cluster.interface.clone();
     let _lock = DaemonLock::acquire(&args.run_dir, &interface, cluster_id(&config.cluster.vips))
@@ -145,6 +148,7 @@ pub(super) async fn start(
         daemon: DaemonStats::default(),
     };
     let (snapshots, snapshot_rx) = watch::channel(Arc::new(first));
+    let (check_tx, check_results) = mpsc::channel(crate::checks::QUEUE);
     let mut daemon = Daemon {
         node,
         socket: Arc::new(socket),
@@ -174,8 +178,13 @@ pub(super) async fn start(
         last_snapshot: std::time::Instant::now(),
         publish_now: true,
         buf: vec![0u8; 65536],
+        running_checks: Vec::new(),
+        check_runner: None,
+        check_generation: 0,
+        check_tx,
     };
     daemon.flush();
+    daemon.sync_checks();
 
     let (link_tx, link_events) = tokio::sync::mpsc::unbounded_channel();
     watch_link(ifindex, mac, move |event| link_tx.send(event).is_ok())
@@ -195,6 +204,7 @@ pub(super) async fn start(
             listener,
             snapshot_rx,
             daemon.ruleset().table(),
+            events,
         ));
     }
     Ok(Running {
@@ -203,6 +213,7 @@ pub(super) async fn start(
         link_events,
         requests,
         servers,
+        check_results,
         control_path,
         lock: _lock,
         groups: _groups,

@@ -95,9 +95,11 @@ pub struct CheckSpec {
     /// What it probes.
     pub kind: CheckKind,
     /// Time from the start of one run to the start of the next.
+    #[serde(rename = "interval_ms", serialize_with = "millis")]
     pub interval: Duration,
     /// How long one run may take before it counts as a failure (and, for exec, is
     /// killed). Less than the interval.
+    #[serde(rename = "timeout_ms", serialize_with = "millis")]
     pub timeout: Duration,
     /// Consecutive failures before the check is down, 1..=100.
     pub fall: u8,
@@ -107,6 +109,11 @@ pub struct CheckSpec {
     pub rules: GuardedRules,
     /// What a down check does.
     pub action: CheckAction,
+}
+
+/// A duration as whole milliseconds, as the file writes it.
+fn millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A check's verdict.

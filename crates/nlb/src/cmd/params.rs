@@ -68,5 +68,44 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
             println!("priority = {priority}");
         }
     }
+    for check in &config.checks {
+        use nlb_core::check::{CheckKind, GuardedRules};
+        println!("\n[[check]]\nname = {}", check.name);
+        match &check.kind {
+            CheckKind::Tcp { target } => println!("type = tcp\ntarget = {target}"),
+            CheckKind::Http {
+                host,
+                path,
+                expect_status,
+                ..
+            } => {
+                println!("type = http\ntarget = http://{host}{path}");
+                match expect_status {
+                    Some(status) => println!("expect_status = {status}"),
+                    None => println!("expect_status = (any 2xx or 3xx)"),
+                }
+            }
+            CheckKind::Exec { argv } => println!("type = exec\ntarget = {argv:?}"),
+        }
+        println!(
+            "interval_ms = {}\ntimeout_ms = {}\nfall = {}\nrise = {}",
+            check.interval.as_millis(),
+            check.timeout.as_millis(),
+            check.fall,
+            check.rise
+        );
+        match &check.rules {
+            GuardedRules::All => println!("rules = all"),
+            GuardedRules::Some(slots) => println!(
+                "rules = {}",
+                slots
+                    .iter()
+                    .map(|slot| format!("rule {}", slot + 1))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+        println!("action = {}", format!("{:?}", check.action).to_lowercase());
+    }
     Ok(())
 }

@@ -15,9 +15,8 @@ use nlb_core::node::Node;
 use nlb_core::time::Instant;
 use nlb_wire::MacAddr;
 use nlb_wire::ethernet::EthernetFrame;
-use nlb_wire::heartbeat::{
-    BucketBitmap, Echo, HeartbeatKey, HeartbeatPacket, HeartbeatRepr, MemberSet,
-};
+use nlb_wire::heartbeat::{Echo, HeartbeatKey, HeartbeatPacket, HeartbeatRepr};
+use nlb_wire::bitmap::{BucketBitmap, MemberSet};
 use std::sync::OnceLock;
 use std::time::Duration;
 

@@ -4,9 +4,9 @@
 use nlb_core::buckets::BUCKETS;
 use nlb_core::config::{Config, Protocol};
 use nlb_core::filter::{Decision, Flow, cluster_seed, decide};
+use nlb_wire::bitmap::BucketBitmap;
 use nlb_wire::heartbeat::{
-    BucketBitmap, Echo, FIELD_DIGESTS_LEN, HeartbeatKey, HeartbeatPacket, HeartbeatRepr, HostState,
-    RuleStatus,
+    Echo, FIELD_DIGESTS_LEN, HeartbeatKey, HeartbeatPacket, HeartbeatRepr, HostState, RuleStatus,
 };
 use std::net::Ipv4Addr;
 

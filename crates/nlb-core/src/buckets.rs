@@ -16,7 +16,7 @@
 //! 256 buckets: 60 (Windows NLB) is too coarse for 64 hosts or uneven weights, and a
 //! heartbeat carries two bitmaps per rule, which must fit an Ethernet MTU for 16 rules.
 
-use nlb_wire::heartbeat::BucketBitmap;
+use nlb_wire::bitmap::BucketBitmap;
 use std::collections::BTreeMap;
 
 /// Buckets per rule.

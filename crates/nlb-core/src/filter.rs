@@ -26,7 +26,7 @@
 use crate::buckets::BUCKETS;
 use crate::config::{Affinity, Config, Protocol, Rule, RuleMode};
 use crate::jhash::FlowKey;
-use nlb_wire::heartbeat::BucketBitmap;
+use nlb_wire::bitmap::BucketBitmap;
 use std::net::Ipv4Addr;
 
 /// The fields of a packet the decision looks at.

@@ -6,10 +6,9 @@ use nlb_core::node::{Command, CommandError, DropReason, Event, Misconfig, Node};
 use nlb_core::time::Instant;
 use nlb_wire::MacAddr;
 use nlb_wire::arp::{ArpKind, ArpOperation, ArpPacket, ArpRepr};
+use nlb_wire::bitmap::{BucketBitmap, MemberSet};
 use nlb_wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_NLB_HEARTBEAT, EthernetFrame};
-use nlb_wire::heartbeat::{
-    BucketBitmap, HeartbeatKey, HeartbeatRepr, HostState, MemberSet, RuleStatus,
-};
+use nlb_wire::heartbeat::{HeartbeatKey, HeartbeatRepr, HostState, RuleStatus};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 

@@ -43,7 +43,7 @@
 use nlb_core::config::{Affinity, Config, Protocol, Rule, RuleMode};
 use nlb_core::filter::{RuleRef, cluster_seed};
 use nlb_wire::addressing::{ClusterMode, cluster_mac};
-use nlb_wire::heartbeat::BucketBitmap;
+use nlb_wire::bitmap::BucketBitmap;
 use std::fmt::Write;
 use std::time::Duration;
 

@@ -24,7 +24,7 @@ use nlb_core::filter::{Decision, Flow, RuleRef, cluster_seed, decide};
 use nlb_linux::netns::NetNs;
 use nlb_linux::packet::PacketSocket;
 use nlb_linux::ruleset::{RuleState, Ruleset, parse_counters};
-use nlb_wire::heartbeat::BucketBitmap;
+use nlb_wire::bitmap::BucketBitmap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;

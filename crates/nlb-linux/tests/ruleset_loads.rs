@@ -5,7 +5,7 @@ use nlb_core::buckets::BUCKETS;
 use nlb_core::config::Config;
 use nlb_linux::netns::NetNs;
 use nlb_linux::ruleset::{RuleState, Ruleset};
-use nlb_wire::heartbeat::BucketBitmap;
+use nlb_wire::bitmap::BucketBitmap;
 use std::time::Duration;
 
 fn config(mode: &str, interface: &str) -> Config {

@@ -10,7 +10,7 @@ use nlb_core::config::Protocol;
 use nlb_core::filter::{Decision, Flow, cluster_seed, decide};
 use nlb_core::time::Instant;
 use nlb_wire::addressing::cluster_mac;
-use nlb_wire::heartbeat::BucketBitmap;
+use nlb_wire::bitmap::BucketBitmap;
 use rand::Rng;
 use std::net::Ipv4Addr;
 use std::time::Duration;

@@ -14,7 +14,7 @@ use nlb_core::node::{Action, Command, Node};
 use nlb_core::time::Instant;
 use nlb_wire::MacAddr;
 use nlb_wire::addressing::{ClusterMode, igmp_group};
-use nlb_wire::heartbeat::BucketBitmap;
+use nlb_wire::bitmap::BucketBitmap;
 use nlb_wire::igmp::IgmpRepr;
 use rand::Rng;
 use std::collections::BTreeSet;

@@ -47,7 +47,7 @@ use nlb_core::config::Config;
 use nlb_core::node::{Event, Node};
 use nlb_core::time::Instant;
 use nlb_wire::addressing::ClusterMode;
-use nlb_wire::heartbeat::BucketBitmap;
+use nlb_wire::bitmap::BucketBitmap;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::cmp::Reverse;

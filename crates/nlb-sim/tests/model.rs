@@ -294,7 +294,7 @@ fn converged_cluster(joiner: Option<usize>) -> State {
             while !state.network.is_empty() {
                 state.deliver(0);
             }
-            let members: nlb_wire::heartbeat::MemberSet = (1..=want as u8).collect();
+            let members: nlb_wire::bitmap::MemberSet = (1..=want as u8).collect();
             let settled = state.nodes.iter().flatten().all(|n| {
                 n.state() == HostState::Stopped
                     || (n.state() == HostState::Converged && n.view().1 == members)

@@ -21,7 +21,7 @@ const FAILOVER_BOUND: Duration = Duration::from_millis(170);
 
 /// Every host in `hosts` is converged, in one view whose members are exactly them.
 fn all_converged(sim: &Sim, hosts: &[usize]) -> bool {
-    let members: nlb_wire::heartbeat::MemberSet =
+    let members: nlb_wire::bitmap::MemberSet =
         hosts.iter().map(|&i| sim.hosts[i].config.host.id).collect();
     let views: std::collections::BTreeSet<_> = hosts
         .iter()
@@ -643,8 +643,9 @@ fn a_frozen_daemon_rejoins_without_sharing_a_bucket() {
 /// host, and the peer tables stay within their caps.
 #[test]
 fn an_attacker_on_the_segment_changes_nothing() {
+    use nlb_wire::bitmap::BucketBitmap;
     use nlb_wire::ethernet::EthernetFrame;
-    use nlb_wire::heartbeat::{BucketBitmap, HeartbeatPacket, HeartbeatRepr};
+    use nlb_wire::heartbeat::{HeartbeatPacket, HeartbeatRepr};
     for seed in 0..3u64 {
         let configs = (1..=3)
             .map(|id| test_config(id, ClusterMode::Multicast, "key_file = \"/k\"", ""))

@@ -4,7 +4,7 @@
 use super::DEFAULT_CONTROL_SOCKET;
 use super::error::{ConfigError, Locator};
 use super::raw::{RawHost, choose, in_range};
-use nlb_wire::heartbeat::MAX_HOST_ID;
+use nlb_wire::bitmap::MAX_HOST_ID;
 use std::path::PathBuf;
 use toml::Spanned;
 

@@ -19,7 +19,7 @@
 use super::MAX_RULES;
 use super::error::{ConfigError, Locator};
 use super::raw::{RawRule, RawWeight, choose, in_range};
-use nlb_wire::heartbeat::MAX_HOST_ID;
+use nlb_wire::bitmap::MAX_HOST_ID;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 use toml::Spanned;

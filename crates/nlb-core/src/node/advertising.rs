@@ -2,8 +2,9 @@
 
 use super::{Node, Timer};
 use crate::time::Instant;
+use nlb_wire::bitmap::MemberSet;
 use nlb_wire::ethernet::ETHERTYPE_NLB_HEARTBEAT;
-use nlb_wire::heartbeat::{Echo, HeartbeatRepr, MemberSet, RuleStatus};
+use nlb_wire::heartbeat::{Echo, HeartbeatRepr, RuleStatus};
 
 impl Node {
     /// Sends the next heartbeat soon: now, unless one went out less than a quarter

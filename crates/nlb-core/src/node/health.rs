@@ -28,7 +28,8 @@ use super::{Event, Node};
 use crate::check::{CheckAction, CheckTracker, Health, Probe};
 use crate::config::Config;
 use crate::time::Instant;
-use nlb_wire::heartbeat::{HostState, MemberSet};
+use nlb_wire::bitmap::MemberSet;
+use nlb_wire::heartbeat::HostState;
 
 impl Node {
     /// The result of one run of check `index` (its position in `[[check]]`). Returns the

@@ -42,7 +42,8 @@ use super::{Event, Node};
 use crate::buckets::{BUCKETS, HostId};
 use crate::time::Instant;
 use nlb_wire::MacAddr;
-use nlb_wire::heartbeat::{BucketBitmap, HeartbeatPacket, HeartbeatRepr, HostState, MemberSet};
+use nlb_wire::bitmap::{BucketBitmap, MemberSet};
+use nlb_wire::heartbeat::{HeartbeatPacket, HeartbeatRepr, HostState};
 use std::time::Duration;
 
 /// Senders (MACs) tracked per host id: one, and one more so that a duplicate id can be

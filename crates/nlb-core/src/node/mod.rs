@@ -88,10 +88,9 @@ use crate::time::Instant;
 use membership::Peer;
 use nlb_wire::MacAddr;
 use nlb_wire::addressing::cluster_mac;
+use nlb_wire::bitmap::{BucketBitmap, MemberSet};
 use nlb_wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_NLB_HEARTBEAT, EthernetFrame};
-use nlb_wire::heartbeat::{
-    AntiReplay, BucketBitmap, FIELD_DIGESTS_LEN, HeartbeatKey, HostState, MemberSet,
-};
+use nlb_wire::heartbeat::{AntiReplay, FIELD_DIGESTS_LEN, HeartbeatKey, HostState};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::Duration;

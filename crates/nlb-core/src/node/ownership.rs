@@ -35,7 +35,7 @@ use super::{Action, Admin, CommandError, Event, Node, RuleSelector, RuleSwitch, 
 use crate::buckets::{BUCKETS, BucketMap};
 use crate::check::CheckAction;
 use crate::time::Instant;
-use nlb_wire::heartbeat::{BucketBitmap, MemberSet};
+use nlb_wire::bitmap::{BucketBitmap, MemberSet};
 
 impl Node {
     pub(super) fn switch_rules(

@@ -32,7 +32,8 @@ use super::{Admin, Event, Node, Timer};
 use crate::buckets::{BUCKETS, BucketMap, HostId};
 use crate::config::RuleMode;
 use crate::time::Instant;
-use nlb_wire::heartbeat::{BucketBitmap, HostState, MemberSet};
+use nlb_wire::bitmap::{BucketBitmap, MemberSet};
+use nlb_wire::heartbeat::HostState;
 
 /// Periods a host that begins to take part waits, announcing itself, before it installs
 /// its first view.

@@ -5,10 +5,10 @@
 use crate::HOSTS;
 use nlb_linux::packet::PacketSocket;
 use nlb_wire::MacAddr;
+use nlb_wire::bitmap::{BucketBitmap, MemberSet};
 use nlb_wire::ethernet::{ETHERTYPE_NLB_HEARTBEAT, EthernetFrame};
 use nlb_wire::heartbeat::{
-    BucketBitmap, HEADER_LEN, HeartbeatKey, HeartbeatPacket, HeartbeatRepr, MemberSet,
-    RULE_HEADER_LEN,
+    HEADER_LEN, HeartbeatKey, HeartbeatPacket, HeartbeatRepr, RULE_HEADER_LEN,
 };
 use std::time::{Duration, Instant};
 

@@ -9,7 +9,7 @@ use nlb_core::filter::{Flow, cluster_seed, decide};
 use nlb_lab::segment::{CLIENT, host_address, inside};
 use nlb_linux::netns::{NetNs, require_root};
 use nlb_wire::addressing::{ClusterMode, cluster_mac};
-use nlb_wire::heartbeat::BucketBitmap;
+use nlb_wire::bitmap::BucketBitmap;
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;

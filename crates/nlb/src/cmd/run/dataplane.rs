@@ -18,7 +18,7 @@ use super::{Daemon, FRAMES_BEFORE_TIMEOUT, HELD_HEARTBEATS, RETRY_INTERVAL, log_
 use crate::kernel::{Done, Job};
 use nlb_linux::ruleset::{RuleState, Ruleset};
 use nlb_wire::addressing::ClusterMode;
-use nlb_wire::heartbeat::BucketBitmap;
+use nlb_wire::bitmap::BucketBitmap;
 use std::io::ErrorKind;
 use std::time::Duration;
 

@@ -5,78 +5,19 @@ use nlb_core::config::Config;
 use nlb_core::node::{Command, CommandError, DropReason, Event, Misconfig, Node};
 use nlb_core::time::Instant;
 use nlb_wire::MacAddr;
-use nlb_wire::arp::{ArpKind, ArpOperation, ArpPacket, ArpRepr};
+use nlb_wire::arp::{ArpKind, ArpOperation, ArpRepr};
 use nlb_wire::bitmap::{BucketBitmap, MemberSet};
-use nlb_wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_NLB_HEARTBEAT, EthernetFrame};
+use nlb_wire::ethernet::ETHERTYPE_NLB_HEARTBEAT;
 use nlb_wire::heartbeat::{HeartbeatKey, HeartbeatRepr, HostState, RuleStatus};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
-const MY_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+mod common;
+use common::{MY_MAC, VIP, arp_out, config, events, ms, now_of, run_until, running_node};
+
 const CLUSTER_MAC: MacAddr = MacAddr([0x03, 0xbf, 198, 18, 0, 10]);
 const STRANGER: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0x99, 0x99]);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
-
-fn config(extra_cluster: &str) -> Config {
-    Config::parse(
-        &format!(
-            "[cluster]\ninterface = \"eth0\"\nvips = [\"198.18.0.10\"]\n{extra_cluster}\n[host]\nid = 1\n"
-        ),
-        "t.toml",
-    )
-    .unwrap()
-}
-
-fn ms(ms: u64) -> Instant {
-    Instant::from_millis(ms)
-}
-
-/// Drains a node's frames and returns the ARP ones, with their Ethernet header.
-fn arp_out(node: &mut Node) -> Vec<(EthernetFrame<'static>, ArpRepr)> {
-    let mut out = Vec::new();
-    while let Some(frame) = node.poll_transmit() {
-        let frame: &'static [u8] = Box::leak(frame.into_boxed_slice());
-        let eth = EthernetFrame::parse(frame).unwrap();
-        if eth.ethertype == ETHERTYPE_ARP {
-            let arp = ArpRepr::parse(&ArpPacket::new_checked(eth.payload).unwrap()).unwrap();
-            out.push((eth, arp));
-        }
-    }
-    out
-}
-
-fn events(node: &mut Node) -> Vec<Event> {
-    std::iter::from_fn(|| node.poll_event()).collect()
-}
-
-/// A node alone on its segment, past probing and converged.
-fn running_node() -> Node {
-    let mut node = Node::new(config(""), MY_MAC, 1, None, ms(0));
-    let mut now = ms(0);
-    while node.state() != HostState::Converged {
-        now = node.poll_timeout().max(now);
-        node.handle_timeout(now);
-        assert!(now < ms(2000), "never converged");
-    }
-    arp_out(&mut node);
-    events(&mut node);
-    node
-}
-
-/// Runs a node's timers up to `until`, as its daemon's loop would, so that it does not
-/// find itself stalled; its frames and events meanwhile are dropped.
-fn run_until(node: &mut Node, until: Instant) {
-    loop {
-        let next = node.poll_timeout();
-        if next > until {
-            break;
-        }
-        node.handle_timeout(next);
-    }
-    arp_out(node);
-    events(node);
-}
 
 fn arp_frame(eth_src: MacAddr, repr: ArpRepr) -> Vec<u8> {
     repr.to_frame(eth_src, None)
@@ -657,11 +598,6 @@ fn two_hosts_answer_arp() {
     assert_eq!(answering(&mut nodes, 2), vec![0, 1]);
 }
 
-/// The time of a node's latest input, near enough: its next timeout less a period.
-fn now_of(node: &Node) -> u64 {
-    node.poll_timeout().micros().saturating_sub(10_000)
-}
-
 /// A host upgraded to heartbeat v2 that hears version 1 heartbeats of its cluster stays
 /// out (the two releases cannot hear each other, so both would own every bucket), and
 /// joins once they have stopped for a failure window.
@@ -696,137 +632,4 @@ fn an_upgraded_host_waits_for_the_old_release_to_go() {
     run_until(&mut node, now + Duration::from_millis(1500));
     assert!(node.misconfig().is_none());
     assert!(node.owned().iter().any(|b| !b.is_empty()));
-}
-
-/// The reload policy: this host's weight in place, the cluster-wide timers by a
-/// successor under the next incarnation, the addressing and the id refused.
-#[test]
-fn reload_applies_in_place_rejoins_or_refuses() {
-    use nlb_core::node::{ReloadError, ReloadOutcome};
-    let with = |cluster: &str, rule: &str| {
-        Config::parse(
-            &format!(
-                "[cluster]\ninterface = \"eth0\"\nvips = [\"198.18.0.10\"]\n{cluster}\n[host]\nid = 1\n\
-                 [[rule]]\nports = \"80\"\nmode = \"multiple\"\n{rule}\n"
-            ),
-            "t.toml",
-        )
-        .unwrap()
-    };
-    let rule = |cluster: &str| with(cluster, "");
-    let mut node = Node::new(rule(""), MY_MAC, 7, None, ms(0));
-    run_until(&mut node, ms(1000));
-    assert!(matches!(
-        node.reload(ms(1000), with("", "weight = 50")),
-        Ok(ReloadOutcome::InPlace)
-    ));
-    assert_eq!(node.config().rules[0].weight, Some(50));
-
-    let before = node.clone();
-    let Ok(ReloadOutcome::Rejoin(rejoin)) = node.reload(ms(1000), rule("tolerance = 5")) else {
-        panic!("a new tolerance needs a rejoin");
-    };
-    assert_eq!(rejoin.field, "cluster.tolerance");
-    assert!(rejoin.to_string().starts_with("cluster.tolerance changed"));
-    assert_eq!(
-        node.protocol_digest(ms(1000)),
-        before.protocol_digest(ms(1000)),
-        "a rejoin leaves the node as it was"
-    );
-    let next = node.successor(ms(1000), *rejoin.config, MY_MAC, None, None);
-    assert_eq!(next.incarnation(), 8);
-    assert_eq!(next.config().cluster.tolerance, 5);
-    let stored = node.successor(ms(1000), rule(""), MY_MAC, None, Some(100));
-    assert_eq!(
-        stored.incarnation(),
-        100,
-        "the stored counter when it is ahead"
-    );
-    let behind = node.successor(ms(1000), rule(""), MY_MAC, None, Some(3));
-    assert_eq!(
-        behind.incarnation(),
-        8,
-        "never below the current incarnation"
-    );
-
-    let refused = |node: &mut Node, text: &str| {
-        node.reload(ms(1000), Config::parse(text, "t.toml").unwrap())
-            .unwrap_err()
-    };
-    let other = |cluster: &str, id: u8| {
-        format!(
-            "[cluster]\n{cluster}\n[host]\nid = {id}\n[[rule]]\nports = \"80\"\nmode = \"multiple\"\n"
-        )
-    };
-    let here = "interface = \"eth0\"\nvips = [\"198.18.0.10\"]";
-    assert_eq!(refused(&mut node, &other(here, 2)), ReloadError::HostId);
-    assert_eq!(
-        refused(
-            &mut node,
-            &other("interface = \"eth1\"\nvips = [\"198.18.0.10\"]", 1)
-        ),
-        ReloadError::Interface
-    );
-    assert_eq!(
-        refused(
-            &mut node,
-            &other("interface = \"eth0\"\nvips = [\"198.18.0.11\"]", 1)
-        ),
-        ReloadError::Vips
-    );
-    let mode = refused(&mut node, &other(&format!("{here}\nmode = \"unicast\""), 1));
-    assert_eq!(mode, ReloadError::Mode);
-    assert!(mode.to_string().starts_with("cluster.mode changed"));
-}
-
-/// A successor keeps the host's state: a stopped or suspended host stays so, and a
-/// data plane that fails still fails closed.
-#[test]
-fn a_successor_keeps_the_state_and_the_data_plane_health() {
-    let mut node = running_node();
-    let now = Instant(now_of(&node));
-    node.handle_command(now, Command::Suspend).unwrap();
-    node.handle_dataplane(now, false);
-    let mut next = node.successor(now, config(""), MY_MAC, None, None);
-    assert_eq!(next.state(), HostState::Suspended);
-    next.handle_command(now, Command::Resume).unwrap();
-    run_until(&mut next, now + Duration::from_secs(2));
-    assert!(
-        next.owned().iter().all(BucketBitmap::is_empty),
-        "a failing data plane accepts nothing"
-    );
-}
-
-/// Connection counts are telemetry: they reach a suspended host, which refuses commands.
-#[test]
-fn connection_counts_reach_a_suspended_host() {
-    let mut node = running_node();
-    let now = Instant(now_of(&node));
-    node.handle_command(now, Command::Suspend).unwrap();
-    assert_eq!(node.handle_connections(now, 5), HostState::Suspended);
-    assert_eq!(
-        node.handle_command(now, Command::Start),
-        Err(CommandError::Suspended)
-    );
-}
-
-/// The node wakes for the earliest named timer that wakes it; the stall wait is checked
-/// at the next input.
-#[test]
-fn poll_timeout_is_the_earliest_wakeup_timer() {
-    use nlb_core::node::Timer;
-    let mut node = Node::new(config(""), MY_MAC, 1, None, ms(0));
-    for _ in 0..20 {
-        let next = node.poll_timeout();
-        node.handle_timeout(next);
-        let earliest = Timer::ALL
-            .into_iter()
-            .filter(|timer| timer.wakes())
-            .filter_map(|timer| node.timer(timer))
-            .min()
-            .unwrap();
-        assert!(node.timer(Timer::Heartbeat).is_some(), "always armed");
-        assert_eq!(node.poll_timeout(), earliest, "alone: no peer expires");
-    }
-    assert!(!Timer::StallWait.wakes());
 }

@@ -665,30 +665,6 @@ impl Node {
             .collect()
     }
 
-    /// Who accepts each bucket of rule `slot` for new connections now, as this host
-    /// knows it: itself from its own ownership, each peer from its latest heartbeat
-    /// (`None`: nobody). For display: two claimants (which the protocol never lets two
-    /// live hosts be) show as the lower id.
-    pub fn bucket_owners(&self, slot: usize) -> Vec<Option<HostId>> {
-        let mut owners = vec![None; usize::from(BUCKETS)];
-        let claims =
-            self.owned
-                .get(slot)
-                .map(|owned| (self.id, owned))
-                .into_iter()
-                .chain(self.peers.iter().filter_map(|(&(id, _), peer)| {
-                    Some((id, &peer.latest.rules.get(slot)?.owned))
-                }));
-        for (id, owned) in claims {
-            for bucket in owned.iter() {
-                if let Some(owner) = owners.get_mut(usize::from(bucket)) {
-                    *owner = Some(owner.map_or(id, |other: HostId| other.min(id)));
-                }
-            }
-        }
-        owners
-    }
-
     /// The installed map of a rule slot.
     pub fn map(&self, slot: usize) -> Option<&BucketMap> {
         self.view.maps.get(slot)

@@ -132,7 +132,7 @@ pub enum Probe {
     /// The run passed.
     Pass,
     /// The run failed; the text says how ("connection refused", "status 503", "timed
-    /// out after 300 ms", "exit status 2: <stderr>").
+    /// out after 300 ms", "exit status 2: `<stderr>`").
     Fail(String),
 }
 

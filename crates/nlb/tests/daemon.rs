@@ -629,3 +629,60 @@ fn oversized_requests_are_refused() {
             .contains("nlb_dataplane_healthy 1")
     );
 }
+
+/// One HTTP GET of `path` on the metrics port inside `ns`: the status line, the headers
+/// and the body.
+fn http_get_local(ns: &nlb_linux::netns::NetNs, path: &str) -> String {
+    in_ns(ns, || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", 9102)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    })
+}
+
+/// The status page and its data on the metrics listener: the page loads only its own
+/// assets under a strict policy, and `/status.json` shows every bucket of every rule with
+/// its owner among the members, and the events that led there.
+#[test]
+fn the_status_page_shows_the_cluster() {
+    if !require_root("the_status_page_shows_the_cluster") {
+        return;
+    }
+    let world = build(2, "[metrics]\nlisten = \"127.0.0.1:9102\"\n");
+    wait_converged(&world);
+    let ns = &world.hosts[0].ns;
+    let page = http_get_local(ns, "/");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("content-type: text/html"), "{page}");
+    assert!(
+        page.contains("content-security-policy: default-src 'none'"),
+        "{page}"
+    );
+    assert!(page.contains("<script src=\"/status.js\""), "{page}");
+    assert!(http_get_local(ns, "/status.js").contains("function refresh"));
+    assert!(http_get_local(ns, "/nothing").starts_with("HTTP/1.1 404"));
+    let answer = http_get_local(ns, "/status.json");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let status: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(status["host_id"], 1);
+    let rules = status["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "the test rule and the fallback rule");
+    let owners = rules[0]["owners"].as_array().unwrap();
+    assert_eq!(owners.len(), 256);
+    let by_host = |id: u64| owners.iter().filter(|o| o.as_u64() == Some(id)).count();
+    assert_eq!(by_host(1) + by_host(2), 256, "{owners:?}");
+    assert!(by_host(1) > 100 && by_host(2) > 100);
+    let events: Vec<&str> = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(events.contains(&"nlb.view_installed"), "{events:?}");
+    assert!(events.contains(&"nlb.converged"), "{events:?}");
+}

@@ -100,6 +100,9 @@ pub(crate) struct MemberStatus {
     pub(crate) buckets: usize,
     pub(crate) last_heard_ms: f64,
     pub(crate) config_matches: bool,
+    /// Rule slots for which the member says a health check is down.
+    #[serde(default)]
+    pub(crate) check_down_rules: Vec<usize>,
 }
 
 /// A health check as `nlb query` shows it.
@@ -248,6 +251,7 @@ impl Status {
                     buckets: m.buckets,
                     last_heard_ms: m.last_heard_us as f64 / 1000.0,
                     config_matches: m.config_matches,
+                    check_down_rules: m.check_down_rules,
                 })
                 .collect(),
             owned_buckets: node.owned().iter().map(|b| b.len()).collect(),

@@ -151,6 +151,9 @@ pub struct MemberInfo {
     pub last_heard_us: u64,
     /// Whether its cluster-wide configuration matches this host's.
     pub config_matches: bool,
+    /// The rule slots for which it says a health check is down (its heartbeat's
+    /// `CHECK_DOWN` bits): why it takes no share of them.
+    pub check_down_rules: Vec<usize>,
 }
 
 impl Node {
@@ -427,6 +430,9 @@ impl Node {
             buckets: self.owned.iter().map(BucketBitmap::len).sum(),
             last_heard_us: 0,
             config_matches: true,
+            check_down_rules: (0..self.owned.len())
+                .filter(|&slot| self.check_down(slot).is_some())
+                .collect(),
         }];
         for (&(id, mac), peer) in &self.peers {
             members.push(MemberInfo {
@@ -436,6 +442,9 @@ impl Node {
                 buckets: peer.latest.rules.iter().map(|r| r.owned.len()).sum(),
                 last_heard_us: now.saturating_since(peer.last_heard).as_micros() as u64,
                 config_matches: peer.latest.config_fingerprint == self.fingerprint,
+                check_down_rules: (0..peer.latest.rules.len())
+                    .filter(|&slot| peer.latest.rules[slot].check_down)
+                    .collect(),
             });
         }
         members.sort_by_key(|m| (m.id, m.mac));

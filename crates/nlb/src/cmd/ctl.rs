@@ -97,6 +97,17 @@ pub(crate) fn query(target: &Target) -> Result<(), CliError> {
                 "  (config differs)"
             }
         );
+        if !m.check_down_rules.is_empty() {
+            let rules: Vec<String> = m
+                .check_down_rules
+                .iter()
+                .map(|slot| format!("rule {}", slot + 1))
+                .collect();
+            println!(
+                "        a health check is down for {}: it leaves them to the others",
+                rules.join(", ")
+            );
+        }
     }
     for c in &status.checks {
         let last = match c.last_passed {

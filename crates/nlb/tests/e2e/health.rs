@@ -71,6 +71,18 @@ fn a_dead_server_moves_only_its_clients_and_they_come_back() {
     });
     let moved = died.elapsed();
     world.wait_converged(&[0, 1, 2]);
+    // The others see why host 2 left: its heartbeats say its check is down.
+    let members = world.ctl(0, "query").unwrap()["members"].clone();
+    let host2 = members
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["id"] == 2))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        host2["check_down_rules"],
+        serde_json::json!([0]),
+        "{members}"
+    );
     std::thread::sleep(Duration::from_millis(1000));
 
     // It comes back, and takes its share back.

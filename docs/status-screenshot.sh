@@ -61,5 +61,5 @@ shoot() { # OUT WIDTH,HEIGHT
     http://127.0.0.1:9102/ 2>/dev/null
   echo "wrote $1"
 }
-shoot "$wide" 1200,1250
-shoot "$phone" 400,2000
+shoot "$wide" 1200,1480
+shoot "$phone" 400,1900

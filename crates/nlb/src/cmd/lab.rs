@@ -1,6 +1,8 @@
 //! `nlb lab`: a whole cluster on this machine, in network namespaces, playing its story
 //! with live output: convergence, serving, the ARP cache, a failover, a drain, a rejoin,
-//! and what `nlb watch`'s analysis saw on the client's port all along.
+//! a web server dying and coming back (each host's `[[check]]` moves its clients away and
+//! back), and what `nlb watch`'s analysis saw on the client's port all along. Every host
+//! serves its status page on `127.0.0.1:9102` inside its namespace.
 //!
 //! It builds a Linux bridge, three hosts (`--hosts N`) each running a real `nlb run` and a small HTTP
 //! server on the VIP, and a client with 30 addresses, all inside namespaces it creates
@@ -8,7 +10,7 @@
 
 use crate::CliError;
 use nlb_lab::http::http_get;
-use nlb_lab::load::{Load, Plan, last_trouble};
+use nlb_lab::load::{Attempt, Load, Plan, last_trouble, outage, served_by};
 use nlb_lab::segment::{Segment, client_addresses, inside};
 use nlb_linux::netns::NetNs;
 use nlb_wire::addressing::{ClusterMode, cluster_mac};
@@ -140,6 +142,35 @@ fn request(src: Ipv4Addr) -> Result<String, String> {
     http_get(src, SocketAddr::from((VIP, 80)))
 }
 
+/// The metrics listener (and status page) of every host, inside its namespace.
+const METRICS: &str = "127.0.0.1:9102";
+/// The health check of every host: fast, so that the story moves on.
+const CHECK_INTERVAL_MS: u64 = 200;
+const CHECK_FALL: u64 = 2;
+const CHECK_RISE: u64 = 2;
+
+/// Host `id`'s `[[check]]`: an HTTP request to its own server on its own address (not
+/// the VIP, which the host's bucket filter guards like any client's traffic).
+fn check_table(id: u8) -> String {
+    format!(
+        "[[check]]\nname = \"web\"\ntype = \"http\"\ntarget = \"http://{}/\"\n\
+         interval_ms = {CHECK_INTERVAL_MS}\ntimeout_ms = 100\nfall = {CHECK_FALL}\nrise = {CHECK_RISE}\n\
+         action = \"drain\"\n",
+        nlb_lab::segment::host_address(id)
+    )
+}
+
+/// Host `id`'s HTTP server, answering `host<id>` on every address of its namespace: the
+/// VIP for the clients, its own address for its health check.
+fn spawn_server(ns: &NetNs, id: u8) -> Result<Child, CliError> {
+    let name = format!("host{id}");
+    spawn_in(
+        ns,
+        &["serve-http", "--bind", "0.0.0.0:80", "--name", &name],
+        None,
+    )
+}
+
 fn spawn_in(ns: &NetNs, args: &[&str], log: Option<&Path>) -> Result<Child, CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::failed(format!("cannot find the nlb binary: {e}")))?;
@@ -199,25 +230,23 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         key.display()
     ));
     let mut processes = Processes(Vec::new());
+    // Where each host's `serve-http` is in `processes`.
+    let mut servers: Vec<usize> = Vec::new();
     for (index, ns) in lab.segment.hosts.iter().enumerate() {
         let id = index as u8 + 1;
         let config = lab.dir.join(format!("h{id}.toml"));
         std::fs::write(
             &config,
             format!(
-                "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"{mode}\"\nkey_file = \"{}\"\n\n[host]\nid = {id}\ninitial_state = \"stopped\"\ncontrol_socket = \"{}\"\n\n[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n",
+                "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"{mode}\"\nkey_file = \"{}\"\n\n[host]\nid = {id}\ninitial_state = \"stopped\"\ncontrol_socket = \"{}\"\n\n[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n\n[metrics]\nlisten = \"{METRICS}\"\n\n{}",
                 key.display(),
-                lab.socket(id).display()
+                lab.socket(id).display(),
+                check_table(id)
             ),
         )
         .map_err(|e| CliError::failed(e.to_string()))?;
-        let name = format!("host{id}");
-        let bind = format!("{VIP}:80");
-        processes.0.push(spawn_in(
-            ns,
-            &["serve-http", "--bind", &bind, "--name", &name],
-            None,
-        )?);
+        servers.push(processes.0.len());
+        processes.0.push(spawn_server(ns, id)?);
         let config = config.to_string_lossy().into_owned();
         let run_dir = lab
             .dir
@@ -375,6 +404,12 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         "restart".to_owned(),
         format!("host 2 back in {} ms", took.as_millis()),
     ));
+    if interrupted.load(Ordering::Relaxed) {
+        return cleanup(&lab, processes);
+    }
+
+    // A service dies and comes back: the health check moves its clients.
+    health_step(&lab, &mut processes, &servers, &all, &mut summary)?;
     match doctor.finish() {
         Ok((frames, findings)) => {
             let count = |severity| findings.iter().filter(|f| f.severity == severity).count();
@@ -409,6 +444,223 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     cleanup(&lab, processes)
 }
 
+/// What host `id`'s first check says: `up` or `down`.
+fn check_health(lab: &Lab, id: u8) -> Option<String> {
+    lab.ctl(id, "query")
+        .and_then(|q| q["checks"][0]["health"].as_str().map(str::to_owned))
+}
+
+/// `GET path` on the metrics listener of the namespace this thread is in: the status
+/// line and the body.
+fn get_local(path: &str) -> Result<(String, String), String> {
+    use std::io::Read;
+    let address: SocketAddr = METRICS.parse().map_err(|e| format!("{e}"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))
+        .map_err(|e| format!("connecting to {METRICS}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {METRICS}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("asking {METRICS}: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("reading from {METRICS}: {e}"))?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    Ok((status, body.to_owned()))
+}
+
+/// Each bucket's owner in rule 1, as host `id`'s status page sees it (`/status.json`).
+fn bucket_owners(lab: &Lab, id: u8) -> Option<Vec<Value>> {
+    let ns = &lab.segment.hosts[usize::from(id) - 1];
+    let (_, body) = inside(ns, || get_local("/status.json")).ok()?.ok()?;
+    let status: Value = serde_json::from_str(&body).ok()?;
+    status["rules"][0]["owners"].as_array().cloned()
+}
+
+/// How many buckets changed owner between two maps, said for the story.
+fn changed(before: &Option<Vec<Value>>, after: &Option<Vec<Value>>) -> String {
+    match (before, after) {
+        (Some(before), Some(after)) if before.len() == after.len() => {
+            let moved = before.iter().zip(after).filter(|(b, a)| b != a).count();
+            format!("{moved} buckets changed owner on the status page's map")
+        }
+        _ => "the status page's map was not readable".to_owned(),
+    }
+}
+
+/// Host 1's web server dies under load and comes back: its health check goes down after
+/// `fall` failed runs and its clients move to the others, then it passes `rise` runs and
+/// the host takes its share back. Along the way, what an operator would look at.
+fn health_step(
+    lab: &Lab,
+    processes: &mut Processes,
+    servers: &[usize],
+    all: &[u8],
+    summary: &mut Vec<(String, String)>,
+) -> Result<(), CliError> {
+    let victim: u8 = 1;
+    let name = format!("host{victim}");
+    let victim_ns = &lab.segment.hosts[usize::from(victim) - 1];
+    let others: Vec<u8> = all.iter().copied().filter(|&id| id != victim).collect();
+    let total_owned = |lab: &Lab, ids: &[u8]| ids.iter().map(|&id| lab.owned(id)).sum::<u64>();
+    let had = lab.owned(victim);
+    let witness = others[0];
+    let map_before = bucket_owners(lab, witness);
+    let load = lab.load()?;
+    std::thread::sleep(Duration::from_millis(600));
+    let killed_at = Instant::now();
+    let affected = served_by(&load.new_so_far().0, &name, killed_at);
+    let server = &mut processes.0[servers[usize::from(victim) - 1]];
+    let _ = server.kill();
+    let _ = server.wait();
+    lab.say(format!(
+        "every host checks its own web server ([[check]] http, every {CHECK_INTERVAL_MS} ms, \
+         fall {CHECK_FALL}, rise {CHECK_RISE}); under the same load, host {victim}'s server dies \
+         (SIGKILL): the host is alive and its heartbeats go on, but {} of the {CLIENTS} \
+         clients are its own",
+        affected.len()
+    ));
+    lab.wait(
+        &format!("host {victim}'s check to go down"),
+        Duration::from_secs(5),
+        |lab| check_health(lab, victim).as_deref() == Some("down"),
+    )?;
+    let down = killed_at.elapsed();
+    lab.wait(
+        &format!("host {victim}'s buckets to move"),
+        Duration::from_secs(5),
+        |lab| lab.owned(victim) == 0 && total_owned(lab, &others) == 256,
+    )?;
+    let moved = killed_at.elapsed();
+    std::thread::sleep(Duration::from_millis(1000));
+    let until = Instant::now();
+    let (seen, _) = load.new_so_far();
+    let window: Vec<&Attempt> = seen
+        .iter()
+        .filter(|a| a.started >= killed_at && a.started < until)
+        .collect();
+    let failed_theirs = window
+        .iter()
+        .filter(|a| a.answer.is_err() && affected.contains(&a.src))
+        .count();
+    let failed_others = window
+        .iter()
+        .filter(|a| a.answer.is_err() && !affected.contains(&a.src))
+        .count();
+    let last_failed = last_trouble(&seen, killed_at, until);
+    let served_again = outage(&seen, killed_at, &affected).unwrap_or(until - killed_at);
+    let map_moved = bucket_owners(lab, witness);
+    lab.say(format!(
+        "host {victim}'s check failed {CHECK_FALL} runs in a row: down after {} ms; its {had} \
+         buckets went to the others after {} ms ({}); its clients were served again after {} \
+         ms (fall {CHECK_FALL} x interval {CHECK_INTERVAL_MS} ms: within {} ms of the death, plus \
+         convergence). \
+         {} requests: {failed_theirs} failed, all from host {victim}'s clients, refused by its \
+         dead port (the last {} ms after the kill); {failed_others} from the others' clients. {}",
+        down.as_millis(),
+        moved.as_millis(),
+        changed(&map_before, &map_moved),
+        served_again.as_millis(),
+        CHECK_FALL * CHECK_INTERVAL_MS,
+        window.len(),
+        last_failed.as_millis(),
+        lab.shares(all)
+    ));
+    summary.push((
+        "service dies (check)".to_owned(),
+        format!(
+            "check down in {} ms, clients served again after {} ms, {failed_theirs} failed \
+             (host {victim}'s clients), {failed_others} others",
+            down.as_millis(),
+            served_again.as_millis()
+        ),
+    ));
+    // What an operator looks at: the query, the metrics, the status page.
+    let socket = lab.socket(victim);
+    let query = std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            Command::new(exe)
+                .args(["query", "--socket"])
+                .arg(&socket)
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+        })
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    println!(
+        "           what an operator sees: `nlb query --socket {}` on host {victim}:",
+        socket.display()
+    );
+    for line in query.lines().filter(|l| l.starts_with("check ")) {
+        println!("             {line}");
+    }
+    let (page, metrics) = inside(victim_ns, || (get_local("/"), get_local("/metrics")))
+        .map_err(|e| CliError::failed(format!("entering host {victim}'s namespace: {e}")))?;
+    let metric = metrics
+        .ok()
+        .and_then(|(_, body)| {
+            body.lines()
+                .find(|l| l.starts_with("nlb_check_up{"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "nlb_check_up (not found)".to_owned());
+    let page = page.map_or_else(|e| e, |(status, _)| status);
+    println!(
+        "             metrics: {metric}; the live status page ({page}): \
+         sudo ip netns exec {} curl http://{METRICS}/ (or a browser there; /status.json)",
+        victim_ns.name()
+    );
+
+    // The server comes back.
+    let map_down = bucket_owners(lab, witness);
+    let restarted_at = Instant::now();
+    processes.0[servers[usize::from(victim) - 1]] = spawn_server(victim_ns, victim)?;
+    lab.wait(
+        &format!("host {victim}'s check to come up"),
+        Duration::from_secs(5),
+        |lab| check_health(lab, victim).as_deref() == Some("up"),
+    )?;
+    let up = restarted_at.elapsed();
+    lab.wait(
+        &format!("host {victim} to take its buckets back"),
+        Duration::from_secs(10),
+        |lab| lab.owned(victim) > 0 && total_owned(lab, all) == 256 && lab.converged(all),
+    )?;
+    let back = restarted_at.elapsed();
+    let map_back = bucket_owners(lab, witness);
+    std::thread::sleep(Duration::from_millis(1000));
+    let seen = load.finish().new;
+    let after: Vec<&Attempt> = seen.iter().filter(|a| a.started >= restarted_at).collect();
+    let failed = after.iter().filter(|a| a.answer.is_err()).count();
+    let served = after.iter().filter(|a| a.answered_by(&name)).count();
+    lab.say(format!(
+        "host {victim}'s server is back: its check passed {CHECK_RISE} runs in a row, up after \
+         {} ms; it took {} buckets back after {} ms ({}); {} requests meanwhile, \
+         {failed} failed, {served} answered by host {victim} again. {}",
+        up.as_millis(),
+        lab.owned(victim),
+        back.as_millis(),
+        changed(&map_down, &map_back),
+        after.len(),
+        lab.shares(all)
+    ));
+    summary.push((
+        "service back (check)".to_owned(),
+        format!(
+            "check up in {} ms, share back in {} ms, {failed} of {} failed",
+            up.as_millis(),
+            back.as_millis(),
+            after.len()
+        ),
+    ));
+    Ok(())
+}
+
 /// Leaves everything running and says how to use it and how to remove it.
 fn keep(lab: Lab, processes: Processes) -> Result<(), CliError> {
     let pids: Vec<String> = processes.0.iter().map(|c| c.id().to_string()).collect();
@@ -423,6 +675,10 @@ fn keep(lab: Lab, processes: Processes) -> Result<(), CliError> {
             index + 1,
             host.name(),
             lab.socket(index as u8 + 1).display()
+        );
+        println!(
+            "        status page: sudo ip netns exec {} curl http://{METRICS}/",
+            host.name()
         );
     }
     println!(

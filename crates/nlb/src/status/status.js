@@ -17,10 +17,36 @@ function el(tag, text, cls) {
   return node;
 }
 
-function row(cells) {
+// A table row; each cell is labelled with its column's heading (data-label), which the
+// narrow (phone) layout shows in front of the value instead of the table's head.
+function row(table, cells) {
+  const heads = [...document.querySelectorAll(`#${table} thead th`)].map((th) => th.textContent);
   const tr = document.createElement("tr");
-  for (const cell of cells) tr.appendChild(cell instanceof Node ? cell : el("td", cell));
+  cells.forEach((cell, index) => {
+    const td = cell instanceof Node ? cell : el("td", cell);
+    if (heads[index]) td.dataset.label = heads[index];
+    tr.appendChild(td);
+  });
   return tr;
+}
+
+// Long decimals in event fields (duration_ms=28.729999999999997) cut to three places.
+function tidy(text) {
+  return String(text).replace(/(\d+\.\d{3})\d+/g, "$1");
+}
+
+// Buckets each host owns in each rule, from the rules' owner maps.
+function bucketsByRule(status) {
+  return (status.rules || []).map((rule) => {
+    const owned = {};
+    for (const o of rule.owners) if (o) owned[o] = (owned[o] || 0) + 1;
+    return owned;
+  });
+}
+
+// This host's checks that are down and acted on (not ignored by the panic rule).
+function downChecks(status) {
+  return (status.checks || []).filter((c) => c.health === "down" && !c.panic);
 }
 
 function replaceRows(table, rows) {
@@ -30,15 +56,27 @@ function replaceRows(table, rows) {
 
 function drawMembers(status) {
   const inView = new Set(status.view_members || []);
+  const byRule = bucketsByRule(status);
+  const rules = status.rules || [];
+  // One count per rule ("128 · 0"), named in the heading, instead of the sum over rules.
+  document.querySelector("#members thead th.buckets").textContent = rules.length > 1
+    ? `buckets (${rules.map((r, i) => i === rules.length - 1 ? "fallback" : `rule ${i + 1}`).join(" · ")})`
+    : "buckets";
+  const down = downChecks(status);
   replaceRows("members", (status.members || []).map((m) => {
     const host = el("td", `${m.id}${m.id === status.host_id ? " (this host)" : ""}${inView.has(m.id) ? "" : " · not in view"}`);
     host.style.borderLeft = `0.5em solid ${colour(m.id)}`;
     host.style.paddingLeft = "0.4em";
-    return row([
+    const state = el("td", m.state, `state-${m.state}`);
+    if (m.id === status.host_id && down.length > 0) {
+      state.appendChild(el("span", ` · check ${down.map((c) => c.name).join(", ")} down`, "health-down"));
+    }
+    const buckets = byRule.length > 0 ? byRule.map((owned) => owned[m.id] || 0).join(" · ") : m.buckets;
+    return row("members", [
       host,
-      el("td", m.state, `state-${m.state}`),
+      state,
       el("td", m.mac, "mac"),
-      el("td", m.buckets),
+      el("td", buckets),
       el("td", m.id === status.host_id ? "—" : `${Math.round(m.last_heard_ms)} ms ago`),
       el("td", m.config_matches ? "same" : "differs", m.config_matches ? "" : "health-down"),
     ]);
@@ -53,6 +91,14 @@ function drawRules(status) {
     for (const o of rule.owners) if (o) { owners.add(o); owned[o] = (owned[o] || 0) + 1; }
     const shares = Object.entries(owned).map(([h, n]) => `host ${h}: ${n}`).join(", ") || "nobody";
     block.appendChild(el("h3", `${rule.label} — ${rule.mode}, affinity ${rule.affinity} — ${shares}`));
+    const hosts = Object.keys(owned);
+    if (hosts.length === 1 && owned[hosts[0]] === rule.owners.length) {
+      // One owner for every bucket (a single-host rule): a bar says as much as a grid.
+      const bar = el("div", `all ${rule.owners.length} buckets: host ${hosts[0]}`, "whole");
+      bar.style.setProperty("--c", colour(Number(hosts[0])));
+      block.appendChild(bar);
+      return block;
+    }
     const grid = el("div", null, "grid");
     rule.owners.forEach((owner, bucket) => {
       const cell = el("i");
@@ -74,7 +120,7 @@ function drawRules(status) {
 function drawChecks(status) {
   const checks = status.checks || [];
   document.getElementById("nochecks").hidden = checks.length > 0;
-  replaceRows("checks", checks.map((c) => row([
+  replaceRows("checks", checks.map((c) => row("checks", [
     el("td", c.name),
     el("td", c.type),
     el("td", c.panic ? `${c.health} (ignored: down on every host)` : c.health, `health-${c.health}`),
@@ -88,9 +134,11 @@ function drawEvents(status) {
   const events = (status.events || []).slice().reverse();
   document.getElementById("events").replaceChildren(...events.map((e) => {
     const item = el("li", null, `level-${e.level}`);
-    item.appendChild(el("time", new Date(e.at * 1000).toLocaleTimeString()));
+    const at = new Date(e.at * 1000);
+    const ms = String(at.getMilliseconds()).padStart(3, "0");
+    item.appendChild(el("time", `${at.toLocaleTimeString(undefined, { hour12: false })}.${ms}`));
     item.appendChild(el("strong", e.name));
-    if (e.fields) item.appendChild(document.createTextNode(" " + e.fields));
+    if (e.fields) item.appendChild(document.createTextNode(" " + tidy(e.fields)));
     return item;
   }));
 }
@@ -104,6 +152,14 @@ function draw(status) {
     el("strong", status.state, `state-${status.state}`),
     document.createTextNode(` · view ${status.view_epoch} of hosts ${(status.view_members || []).join(", ")} · ${status.connections} connections`),
   );
+  const down = downChecks(status);
+  const panic = (status.checks || []).filter((c) => c.panic);
+  const health = document.getElementById("health");
+  health.hidden = down.length === 0 && panic.length === 0;
+  health.replaceChildren(...[
+    ...down.map((c) => el("span", `check ${c.name} is down: host ${status.host_id} leaves the rules it guards to the others (${c.action}).`, "health-down")),
+    ...panic.map((c) => el("span", `check ${c.name} is down on every host that serves its rules: ignored, the rules stay served.`, "state-draining")),
+  ]);
   const banner = document.getElementById("banner");
   const trouble = status.misconfigured || (status.daemon && !status.daemon.dataplane_healthy
     ? "the data plane is failing closed: this host serves nothing until nft works again (see the log)" : "");

@@ -70,6 +70,10 @@ function drawMembers(status) {
     const state = el("td", m.state, `state-${m.state}`);
     if (m.id === status.host_id && down.length > 0) {
       state.appendChild(el("span", ` · check ${down.map((c) => c.name).join(", ")} down`, "health-down"));
+    } else if ((m.check_down_rules || []).length > 0) {
+      // A peer's heartbeat says which rules its checks keep it out of, not which check.
+      const named = m.check_down_rules.map((slot) => `rule ${slot + 1}`).join(", ");
+      state.appendChild(el("span", ` · check down (${named})`, "health-down"));
     }
     const buckets = byRule.length > 0 ? byRule.map((owned) => owned[m.id] || 0).join(" · ") : m.buckets;
     return row("members", [

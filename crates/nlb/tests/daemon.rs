@@ -686,3 +686,54 @@ fn the_status_page_shows_the_cluster() {
     assert!(events.contains(&"nlb.view_installed"), "{events:?}");
     assert!(events.contains(&"nlb.converged"), "{events:?}");
 }
+
+/// The status page as a browser renders it: headless Chromium (Debian's `chromium`,
+/// which `.ci/run` installs), inside a host's namespace, runs the page's script against
+/// the live daemon; the DOM it ends with lists both members and draws every bucket.
+#[test]
+fn the_status_page_renders_in_chromium() {
+    if !require_root("the_status_page_renders_in_chromium") {
+        return;
+    }
+    let world = build(2, "[metrics]\nlisten = \"127.0.0.1:9102\"\n");
+    wait_converged(&world);
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            world.hosts[0].ns.name(),
+            "nice",
+            "-n",
+            "19",
+        ])
+        .args(["chromium", "--headless", "--no-sandbox", "--disable-gpu"])
+        .args(["--no-first-run", "--disable-background-networking"])
+        .args(["--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--virtual-time-budget=3000", "--dump-dom"])
+        .arg("http://127.0.0.1:9102/")
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium runs (apt-get install chromium)");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("data-loaded=\"yes\""),
+        "the script never drew:\n{dom}"
+    );
+    assert!(dom.contains("1 (this host)"), "{dom}");
+    // Both members' rows, each converged, with their own MAC.
+    for host in &world.hosts {
+        let mac = host.ns.ip(&["-br", "link", "show", "eth0"]).unwrap();
+        let mac = mac.split_whitespace().nth(2).unwrap_or_default().to_owned();
+        assert!(
+            dom.contains(&mac),
+            "host {} ({mac}) missing:\n{dom}",
+            host.id
+        );
+    }
+    assert!(dom.matches(">converged<").count() >= 2, "{dom}");
+    let cells = dom.matches("<i ").count() + dom.matches("<i>").count();
+    assert!(cells >= 256, "{cells} bucket cells drawn:\n{dom}");
+    assert!(!dom.contains("cannot reach the daemon"), "{dom}");
+}

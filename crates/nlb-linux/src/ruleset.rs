@@ -191,6 +191,13 @@ impl Ruleset<'_> {
             out,
             "\tchain pre {{\n\t\ttype filter hook prerouting priority -150; policy accept;"
         );
+        // 0. This host's own connections to a VIP (a health check of the local service, a
+        //    local client) come in on `lo`: the buckets share the segment's clients, and
+        //    a local client is this host's whatever it owns.
+        let _ = writeln!(
+            out,
+            "\t\tiifname \"lo\" ip daddr {vips} counter accept comment \"local\""
+        );
         // 1. Disabled rules (or a stopped host): drop everything, connections included.
         for slot in 0..configured {
             let dropped = !self.rules[slot].keep_established

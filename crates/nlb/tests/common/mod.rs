@@ -107,7 +107,8 @@ pub(crate) struct World {
     /// The start of every namespace name of this world.
     pub(crate) prefix: String,
     pub(crate) dir: tempfile::TempDir,
-    /// The HTTP servers and other helpers; killed when the world goes.
+    /// The HTTP servers (host `i`'s at index `i`, pushed first) and other helpers;
+    /// killed when the world goes.
     pub(crate) children: Vec<Child>,
     pub(crate) hosts: Vec<Host>,
     pub(crate) client: NetNs,
@@ -127,7 +128,44 @@ impl Drop for World {
     }
 }
 
+/// `nlb serve-http` on the VIP inside `ns`, answering `host<id>`.
+fn serve_http(ns: &NetNs, id: u8) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns.name(), nlb(), "serve-http", "--bind"])
+        .arg(format!("{VIP}:80"))
+        .args(["--name", &format!("host{id}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 impl World {
+    /// Kills host `index`'s HTTP server and waits for it: new connections to it are
+    /// refused from then on.
+    pub(crate) fn kill_server(&mut self, index: usize) {
+        let server = &mut self.children[index];
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+
+    /// Starts host `index`'s HTTP server again (after [`World::kill_server`]) and waits
+    /// until it accepts connections on the VIP inside its namespace.
+    pub(crate) fn restart_server(&mut self, index: usize) {
+        self.children[index] = serve_http(&self.hosts[index].ns, self.hosts[index].id);
+        let listening = in_ns(&self.hosts[index].ns, || {
+            let until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < until {
+                if std::net::TcpStream::connect((VIP, 80)).is_ok() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            false
+        });
+        assert!(listening, "host {} server did not come back", index + 1);
+    }
+
     /// The world of `setup`, every host as `host(id)` says; daemons started, and HTTP
     /// servers answering with `host<id>` on the VIP.
     pub(crate) fn build(setup: Setup, host: impl Fn(u8) -> HostSetup) -> World {
@@ -191,16 +229,7 @@ impl World {
                 ),
             )
             .unwrap();
-            world.children.push(
-                Command::new("ip")
-                    .args(["netns", "exec", ns.name(), nlb(), "serve-http", "--bind"])
-                    .arg(format!("{VIP}:80"))
-                    .args(["--name", &format!("host{id}")])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            );
+            world.children.push(serve_http(&ns, id));
             world.hosts.push(Host {
                 id,
                 ns,

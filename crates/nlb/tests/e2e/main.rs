@@ -11,6 +11,8 @@
 //!   conflicts and probes (7, 8);
 //! - [`failover`]: link down, SIGKILL and SIGSTOP under load (5, 12), and the failover
 //!   figures for BENCHMARKS.md;
+//! - [`health`]: health checks: a dead server, a check down everywhere, a hung check
+//!   (issue 14);
 //! - [`planned`]: drainstop, stop, start and a joining host under load (6);
 //! - [`lifecycle`]: one daemon per interface, leftovers, clean exit, systemd, reload,
 //!   permissions;
@@ -19,6 +21,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod failover;
+mod health;
 mod lifecycle;
 mod operations;
 mod planned;

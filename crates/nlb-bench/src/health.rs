@@ -569,7 +569,7 @@ pub(crate) fn markdown(report: &HealthReport) -> String {
         "failed, other clients (sum)",
         "stalled > 500 ms (sum)",
         "back after restart",
-        "failed in recovery (sum)",
+        "failed / stalled in recovery (sums)",
     ]);
     let count = |v: usize| format!("{v}");
     for side in &report.sides {
@@ -605,7 +605,11 @@ pub(crate) fn markdown(report: &HealthReport) -> String {
             },
             sum(&|t| t.stalled),
             spread(&backs, ms),
-            sum(&|t| t.recovery_failed),
+            format!(
+                "{} / {}",
+                sum(&|t| t.recovery_failed),
+                sum(&|t| t.recovery_stalled)
+            ),
         ]);
     }
     out += &table.markdown();

@@ -458,10 +458,10 @@ fn bare(nlb: &Path, seconds: u64) -> Result<Bare> {
         Duration::from_secs(10),
         Duration::from_millis(20),
         || {
-            Ok(nlb_lab::segment::inside(lab.client(), || {
+            nlb_lab::segment::inside(lab.client(), || {
                 nlb_lab::http::http_get(nlb_lab::segment::CLIENT, target).is_ok()
             })
-            .context("could not enter the client's namespace")?)
+            .context("could not enter the client's namespace")
         },
     )?;
     let load = Load::start(

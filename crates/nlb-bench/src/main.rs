@@ -77,8 +77,7 @@ enum Scenario {
     Datapath(DatapathArgs),
     /// 4. Balance and disruption of the bucket map (no root needed).
     Balance,
-    /// 5. A dead service: nlb's health checks against keepalived's track_script (needs
-    /// keepalived and curl).
+    /// 5. A dead service: health checks against keepalived's track_script (needs curl).
     Health(HealthArgs),
 }
 

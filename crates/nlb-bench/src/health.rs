@@ -17,6 +17,8 @@
 //!   the instance (weight 0: a failing script is the FAULT state, the VIP moves to the
 //!   next priority; preemption brings it back), once at keepalived's default advert
 //!   (VRRPv2, 1 s) and once at the shortest (VRRPv3, 10 ms, matching nlb's heartbeat).
+//! - An extra row: **nlb with a 200 ms check** (timeout 150 ms, fall and rise 2), which
+//!   keepalived cannot match.
 //!
 //! A trial: the client opens a new connection every 10 ms from 40 rotating addresses
 //! (shuffled every trial); after 600 ms (every address answered once, which tells who
@@ -69,11 +71,25 @@ const RISE: u8 = 2;
 
 /// The `[[check]]` of nlb host `id`.
 fn nlb_check(id: u8) -> String {
+    nlb_check_every(id, INTERVAL_S * 1000, TIMEOUT_MS)
+}
+
+/// The `[[check]]` of nlb host `id` at nlb's own shortest sensible timers, which
+/// keepalived cannot match: every 200 ms, 150 ms to answer.
+fn nlb_fast_check(id: u8) -> String {
+    nlb_check_every(id, FAST_INTERVAL_MS, FAST_TIMEOUT_MS)
+}
+
+/// The extra nlb row's check interval.
+const FAST_INTERVAL_MS: u64 = 200;
+/// The extra nlb row's check timeout.
+const FAST_TIMEOUT_MS: u64 = 150;
+
+fn nlb_check_every(id: u8, interval_ms: u64, timeout_ms: u64) -> String {
     format!(
         "\n[[check]]\nname = \"web\"\ntype = \"http\"\ntarget = \"http://198.18.0.{id}:80/\"\n\
-         interval_ms = {}\ntimeout_ms = {TIMEOUT_MS}\nfall = {FALL}\nrise = {RISE}\n\
-         rules = [\"{VIP}:80\"]\naction = \"drain\"\n",
-        INTERVAL_S * 1000
+         interval_ms = {interval_ms}\ntimeout_ms = {timeout_ms}\nfall = {FALL}\nrise = {RISE}\n\
+         rules = [\"{VIP}:80\"]\naction = \"drain\"\n"
     )
 }
 
@@ -497,8 +513,9 @@ fn bare(nlb: &Path, seconds: u64) -> Result<Bare> {
     Ok(result)
 }
 
-/// Runs the scenario: the bare reference, then for each size nlb, keepalived at its
-/// default advert and keepalived at 10 ms adverts.
+/// Runs the scenario: the bare reference, then for each size nlb, nlb with a 200 ms
+/// check (an extra row: keepalived cannot check faster than every second), keepalived
+/// at its default advert and keepalived at 10 ms adverts.
 pub(crate) fn run_scenario(nlb: &Path, hosts: &[u8], trials: usize) -> Result<HealthReport> {
     eprintln!("health: the bare reference (host 1's own address, no cluster)");
     let bare = bare(nlb, 3)?;
@@ -521,6 +538,28 @@ pub(crate) fn run_scenario(nlb: &Path, hosts: &[u8], trials: usize) -> Result<He
             settings,
             hosts: n,
             trials: trials_nlb,
+        });
+        let fast = format!(
+            "heartbeat 10 ms, tolerance 15 (defaults); check every {FAST_INTERVAL_MS} ms, \
+             timeout {FAST_TIMEOUT_MS} ms (keepalived: whole seconds only)"
+        );
+        eprintln!("health: nlb, {n} hosts, {fast}");
+        let trials_fast = {
+            let mut cluster = NlbCluster::build_with(
+                nlb,
+                n,
+                "multicast",
+                NlbTimers::DEFAULTS,
+                &ids,
+                &nlb_fast_check,
+            )?;
+            run_trials(&mut cluster, trials)?
+        };
+        sides.push(Side {
+            contender: "nlb",
+            settings: fast,
+            hosts: n,
+            trials: trials_fast,
         });
         for (timers, words) in [
             (VrrpTimers::Defaults, "VRRPv2, advert_int 1 s (default)"),

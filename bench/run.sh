@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Every benchmark of the repository, in one command (as root; about 12 minutes on a
+# Every benchmark of the repository, in one command (as root; about 17 minutes on a
 # 2-core machine):
 #
 #   sudo bench/run.sh                      # all scenarios, tables on stdout
 #   sudo bench/run.sh --quick              # a smoke test of everything (a few minutes)
 #   sudo bench/run.sh --trials 20 ...      # extra arguments go to `nlb-bench all`
+#   sudo bench/run.sh --health-trials 9    # (e.g. more trials of the dead-service scenario)
 #
-# 1. installs what is missing (keepalived, wrk, tshark, nftables, iproute2) with apt-get,
+# 1. installs what is missing (keepalived, wrk, tshark, curl, nftables, iproute2) with apt-get,
 #    and makes sure no system keepalived was started by the installation;
 # 2. builds nlb and nlb-bench in release mode (SKIP_BUILD=1 skips it, for a root
 #    without cargo: build first as your user);
 # 3. runs `nlb-bench all --json bench/results/latest.json`: failover and planned changes
-#    against keepalived, the data path with wrk, and the bucket map's balance, each in
+#    against keepalived, the data path with wrk, the bucket map's balance, and a dead
+#    service (nlb's health checks against keepalived's track_script), each in
 #    network namespaces it builds and deletes (198.18.0.0/24 only, nothing on the
 #    host's own interfaces); the Markdown goes to bench/results/latest.md as well;
 # 4. runs bench/doctor.sh and bench/micro.sh if they exist.
@@ -32,6 +34,7 @@ need=()
 command -v keepalived >/dev/null 2>&1 || need+=(keepalived)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then

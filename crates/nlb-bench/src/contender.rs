@@ -95,6 +95,19 @@ impl NlbCluster {
         timers: NlbTimers,
         started: &[u8],
     ) -> Result<NlbCluster> {
+        Self::build_with(nlb, hosts, mode, timers, started, &|_| String::new())
+    }
+
+    /// As [`NlbCluster::build`], with `extra(id)` appended to host `id`'s configuration
+    /// (`[[check]]` tables, say).
+    pub(crate) fn build_with(
+        nlb: &Path,
+        hosts: u8,
+        mode: &str,
+        timers: NlbTimers,
+        started: &[u8],
+        extra: &dyn Fn(u8) -> String,
+    ) -> Result<NlbCluster> {
         let lab = Lab::build(nlb, hosts, mode == "igmp")?;
         let mut cluster = NlbCluster {
             daemons: (0..hosts).map(|_| None).collect(),
@@ -126,11 +139,12 @@ impl NlbCluster {
                 "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"{mode}\"\n\
                  heartbeat_ms = {}\ntolerance = {}\nkey_file = \"{}\"\n\n[host]\nid = {id}\n\
                  initial_state = \"{state}\"\ncontrol_socket = \"{}\"\n\n\
-                 [[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n",
+                 [[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n{}",
                 timers.heartbeat_ms,
                 timers.tolerance,
                 key.display(),
-                cluster.socket(id).display()
+                cluster.socket(id).display(),
+                extra(id)
             );
             std::fs::write(cluster.lab.path(&format!("h{id}.toml")), config)?;
             cluster.start_daemon(id)?;
@@ -316,16 +330,35 @@ pub(crate) struct KeepalivedCluster {
     /// The lab; dropped after the daemons.
     pub(crate) lab: Lab,
     timers: VrrpTimers,
+    /// A `vrrp_script` tracked by the instance: host `id`'s script block, without the
+    /// `vrrp_script NAME {}` around it.
+    track: Option<TrackScript>,
 }
+
+/// A `vrrp_script` for every host: its body (`script`, `interval`, `fall`, ...) for
+/// host `id`.
+pub(crate) type TrackScript = fn(u8) -> String;
 
 impl KeepalivedCluster {
     /// A lab with `hosts` hosts running keepalived; waits until host 1 holds the VIP.
     pub(crate) fn build(nlb: &Path, hosts: u8, timers: VrrpTimers) -> Result<KeepalivedCluster> {
+        Self::build_tracked(nlb, hosts, timers, None)
+    }
+
+    /// As [`KeepalivedCluster::build`], the instance tracking `track`'s `vrrp_script`
+    /// (`track_script`, weight 0: a failing script puts the instance in the FAULT state).
+    pub(crate) fn build_tracked(
+        nlb: &Path,
+        hosts: u8,
+        timers: VrrpTimers,
+        track: Option<TrackScript>,
+    ) -> Result<KeepalivedCluster> {
         let lab = Lab::build(nlb, hosts, false)?;
         let mut cluster = KeepalivedCluster {
             daemons: (0..hosts).map(|_| None).collect(),
             lab,
             timers,
+            track,
         };
         for id in 1..=hosts {
             cluster.write_config(id, None)?;
@@ -347,10 +380,23 @@ impl KeepalivedCluster {
             VrrpTimers::Fast => ("  vrrp_version 3\n", "  advert_int 0.01\n"),
         };
         let state = if id == 1 { "MASTER" } else { "BACKUP" };
+        // Scripts run as root, said explicitly (keepalived warns otherwise).
+        let (script, track) = match self.track {
+            Some(body) => (
+                format!("vrrp_script chk {{\n{}}}\n", body(id)),
+                "  track_script {\n    chk\n  }\n",
+            ),
+            None => (String::new(), ""),
+        };
+        let user = if self.track.is_some() {
+            "  script_user root\n  enable_script_security\n"
+        } else {
+            ""
+        };
         let config = format!(
-            "global_defs {{\n  router_id nlbbench{id}\n{globals}}}\n\
+            "global_defs {{\n  router_id nlbbench{id}\n{globals}{user}}}\n{script}\
              vrrp_instance VI_1 {{\n  state {state}\n  interface eth0\n  virtual_router_id 51\n\
-             \x20 priority {}\n{advert}  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
+             \x20 priority {}\n{advert}  virtual_ipaddress {{\n    {VIP}/24\n  }}\n{track}}}\n",
             priority.unwrap_or(Self::priority(id))
         );
         std::fs::write(self.lab.path(&format!("ka{id}.conf")), config)?;

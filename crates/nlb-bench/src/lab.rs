@@ -206,8 +206,11 @@ impl Drop for Proc {
 /// One scenario's namespaces, directory and servers.
 #[derive(Debug)]
 pub(crate) struct Lab {
-    /// Processes of the lab itself (the HTTP servers); killed before the namespaces go.
-    procs: Vec<Proc>,
+    /// The HTTP server of each host (index `id - 1`), `None` while killed; killed
+    /// before the namespaces go.
+    servers: Vec<Option<Proc>>,
+    /// The nlb binary, for starting a server again.
+    nlb: PathBuf,
     /// The bridge, hosts and client.
     pub(crate) segment: Segment,
     /// Always `Some` until dropped.
@@ -229,27 +232,48 @@ impl Lab {
         let segment = Segment::build(&name, hosts, CLIENTS, igmp_snooping)
             .with_context(|| format!("could not build the namespace lab {name}"))?;
         let mut lab = Lab {
-            procs: Vec::new(),
+            servers: (0..hosts).map(|_| None).collect(),
+            nlb: nlb.to_owned(),
             segment,
             dir: Some(dir),
         };
         for id in 1..=hosts {
-            let server = Proc::spawn(
-                lab.host(id),
-                nlb,
-                &[
-                    "serve-http",
-                    "--bind",
-                    "0.0.0.0:80",
-                    "--name",
-                    &format!("host{id}"),
-                ],
-                None,
-                &format!("the HTTP server of host {id}"),
-            )?;
-            lab.procs.push(server);
+            lab.start_server(id)?;
         }
         Ok(lab)
+    }
+
+    /// Starts `nlb serve-http` on port 80 of every address of host `id` (answering
+    /// `host<id>`), unless it runs already.
+    pub(crate) fn start_server(&mut self, id: u8) -> Result<()> {
+        if self.servers[usize::from(id) - 1].is_some() {
+            return Ok(());
+        }
+        let server = Proc::spawn(
+            self.host(id),
+            &self.nlb,
+            &[
+                "serve-http",
+                "--bind",
+                "0.0.0.0:80",
+                "--name",
+                &format!("host{id}"),
+            ],
+            None,
+            &format!("the HTTP server of host {id}"),
+        )?;
+        self.servers[usize::from(id) - 1] = Some(server);
+        Ok(())
+    }
+
+    /// Kills host `id`'s HTTP server (SIGKILL) and waits until it has exited: from
+    /// then on its port 80 refuses connections.
+    pub(crate) fn kill_server(&mut self, id: u8) -> Result<()> {
+        let server = self.servers[usize::from(id) - 1]
+            .take()
+            .with_context(|| format!("the HTTP server of host {id} is not running"))?;
+        server.stop(Signal::SIGKILL, Duration::from_secs(5))?;
+        Ok(())
     }
 
     /// The namespace of host `id` (1-based).
@@ -344,7 +368,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        self.procs.clear();
+        self.servers.clear();
         // Unregistered only once deleted, so that an interrupt in between still
         // removes it.
         if let Some(dir) = self.dir.take() {

@@ -13,6 +13,9 @@
 //!    cluster, and through 2- and 3-host clusters on the same machine.
 //! 4. [`balance`]: the bucket map's balance and movement for 2 to 64 hosts, computed
 //!    from `nlb_core::buckets`.
+//! 5. [`health`]: a host's service dies and comes back: nlb's health checks against
+//!    keepalived's `track_script` at the same interval, fall and rise; the outage and
+//!    the failed requests, with the bare client's floor.
 //!
 //! Tables are printed as Markdown with the load averages around each scenario;
 //! `--json FILE` writes everything as JSON. Run it as root, after
@@ -26,6 +29,7 @@ mod balance;
 mod contender;
 mod datapath;
 mod failover;
+mod health;
 mod lab;
 mod planned;
 mod report;
@@ -59,6 +63,8 @@ enum Scenario {
         failover: FailoverArgs,
         #[command(flatten)]
         datapath: DatapathArgs,
+        #[command(flatten)]
+        health: HealthArgs,
         /// Smallest run that exercises everything (1-2 trials, 1 s wrk runs): a smoke test.
         #[arg(long)]
         quick: bool,
@@ -71,6 +77,18 @@ enum Scenario {
     Datapath(DatapathArgs),
     /// 4. Balance and disruption of the bucket map (no root needed).
     Balance,
+    /// 5. A dead service: health checks against keepalived's track_script (needs curl).
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct HealthArgs {
+    /// Trials per contender and cluster size in the health scenario.
+    #[arg(long, default_value_t = 5)]
+    health_trials: usize,
+    /// Cluster sizes of the health scenario.
+    #[arg(long, value_delimiter = ',', default_value = "2,3")]
+    health_hosts: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -125,6 +143,7 @@ struct Report {
     planned: Option<Timed<planned::PlannedReport>>,
     datapath: Option<Timed<datapath::DatapathReport>>,
     balance: Option<balance::BalanceReport>,
+    health: Option<Timed<health::HealthReport>>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -239,6 +258,19 @@ fn run_datapath(nlb: &Path, args: &DatapathArgs) -> Result<Timed<datapath::Datap
     )
 }
 
+fn run_health(nlb: &Path, args: &HealthArgs) -> Result<Timed<health::HealthReport>> {
+    lab::require_tool("keepalived", "keepalived")?;
+    lab::require_tool("curl", "curl")?;
+    if let Some(bad) = args.health_hosts.iter().find(|&&h| !(2..=8).contains(&h)) {
+        anyhow::bail!("--health-hosts {bad}: use cluster sizes from 2 to 8");
+    }
+    timed(
+        "5. A dead service: health checks",
+        || health::run_scenario(nlb, &args.health_hosts, args.health_trials.max(1)),
+        health::markdown,
+    )
+}
+
 fn run_balance() -> balance::BalanceReport {
     let report = balance::run();
     println!(
@@ -265,13 +297,16 @@ fn run(cli: Cli) -> Result<()> {
         Scenario::All {
             failover,
             datapath,
+            health,
             quick,
         } => {
             let nlb = nlb()?;
             lab::require_tool("keepalived", "keepalived")?;
             lab::require_tool("wrk", "wrk")?;
             let (mut failover, mut datapath) = (failover.clone(), datapath.clone());
+            let mut health = health.clone();
             if *quick {
+                health.health_trials = 1;
                 failover.trials = failover.trials.min(2);
                 failover.slow_trials = 1;
                 datapath.rounds = 1;
@@ -281,11 +316,13 @@ fn run(cli: Cli) -> Result<()> {
             report.failover = Some(run_failover(&nlb, &failover)?);
             report.planned = Some(run_planned(&nlb)?);
             report.datapath = Some(run_datapath(&nlb, &datapath)?);
+            report.health = Some(run_health(&nlb, &health)?);
         }
         Scenario::Failover(args) => report.failover = Some(run_failover(&nlb()?, args)?),
         Scenario::Planned => report.planned = Some(run_planned(&nlb()?)?),
         Scenario::Datapath(args) => report.datapath = Some(run_datapath(&nlb()?, args)?),
         Scenario::Balance => report.balance = Some(run_balance()),
+        Scenario::Health(args) => report.health = Some(run_health(&nlb()?, args)?),
     }
     if let Some(path) = &cli.json {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -161,3 +161,32 @@ fn results_for_checks_that_do_not_exist_are_ignored() {
     sim.run_for(Duration::from_millis(300));
     assert!((85..=86).contains(&owned(&sim, 1)));
 }
+
+/// A standby with weight 0 takes no share, so it does not count as a host that would
+/// serve the rule: when every other host's check is down, the rule is in panic and
+/// served, not left to nobody.
+#[test]
+fn a_weight_zero_standby_does_not_block_the_panic_rule() {
+    let check = "[[check]]\nname = \"web\"\ntype = \"tcp\"\ntarget = \"198.18.0.10:80\"\nfall = 1\nrise = 1\n";
+    let configs = (1..=3)
+        .map(|id| {
+            let weight = if id == 1 { "weight = 0\n" } else { "" };
+            test_config(id, ClusterMode::Multicast, "", &format!("{weight}{check}"))
+        })
+        .collect();
+    let mut sim = Sim::new(SimConfig::default(), configs, 0);
+    converge(&mut sim, &[0, 1, 2]);
+    assert_eq!(owned(&sim, 0), 0, "weight 0 takes nothing");
+    for host in [1, 2] {
+        assert_eq!(
+            sim.check_result(host, 0, Probe::Fail("refused".into())),
+            Some(Health::Down)
+        );
+    }
+    sim.run_for(Duration::from_millis(500));
+    converge(&mut sim, &[0, 1, 2]);
+    assert!((0..3).all(|h| sim.node(h).check_panic(0)));
+    assert_eq!(owned(&sim, 1) + owned(&sim, 2), 256);
+    assert_eq!(sim.unowned_buckets(0), 0);
+    assert_safe(&sim);
+}

@@ -29,7 +29,6 @@ use crate::check::{CheckAction, CheckTracker, Health, Probe};
 use crate::config::Config;
 use crate::time::Instant;
 use nlb_wire::bitmap::MemberSet;
-use nlb_wire::heartbeat::HostState;
 
 impl Node {
     /// The result of one run of check `index` (its position in `[[check]]`). Returns the
@@ -78,35 +77,17 @@ impl Node {
     }
 
     /// The panic rule for the rule in `slot` among `members`: true when at least one of
-    /// them would take a share of it and every such one has a check down for it. Peers are
+    /// them would take a share of it (not draining, the rule enabled, a weight above 0;
+    /// `MemberFacts::would_serve`) and every such one has a check down for it. Peers are
     /// judged from their latest heartbeat, this host from its own state.
     pub(super) fn panics(&self, slot: usize, members: MemberSet) -> bool {
-        let mut eligible = 0;
-        let mut down = 0;
-        for host in members.iter() {
-            let (state, enabled, draining, check_down) = if host == self.id {
-                let switch = self.rule_switches[slot];
-                (
-                    self.state_for_wire(),
-                    switch.enabled,
-                    switch.draining,
-                    self.check_down(slot).is_some(),
-                )
-            } else {
-                let Some(rule) = self.peer(host).and_then(|peer| {
-                    let rule = peer.latest.rules.get(slot)?;
-                    Some((peer.latest.state, rule))
-                }) else {
-                    continue;
-                };
-                (rule.0, rule.1.enabled, rule.1.draining, rule.1.check_down)
-            };
-            if state != HostState::Draining && enabled && !draining {
-                eligible += 1;
-                down += usize::from(check_down);
-            }
-        }
-        eligible > 0 && down == eligible
+        let serving: Vec<bool> = members
+            .iter()
+            .filter_map(|host| self.member_facts(slot, host))
+            .filter(|facts| facts.would_serve())
+            .map(|facts| facts.check_down)
+            .collect();
+        !serving.is_empty() && serving.iter().all(|&down| down)
     }
 
     /// Whether this host's checks keep it out of the rule in `slot` now: a check down for

@@ -61,7 +61,59 @@ pub(super) struct View {
     pub(super) maps: Vec<BucketMap>,
 }
 
+/// What one member says about one rule: its own switches and state for this host, the
+/// latest heartbeat for a peer. The one reading of a member's eligibility, for the view's
+/// inputs and for the panic rule alike.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MemberFacts {
+    state: HostState,
+    /// Its load weight ("equal" as [`EQUAL_WEIGHT`]).
+    weight: u32,
+    priority: Option<u8>,
+    enabled: bool,
+    draining: bool,
+    /// Whether it says a health check guarding the rule is down (never for the fallback
+    /// rule, which checks do not guard).
+    pub(super) check_down: bool,
+}
+
+impl MemberFacts {
+    /// Whether the member would take a share of the rule, its health checks aside: not
+    /// draining, the rule enabled and not drained, a weight above 0.
+    pub(super) fn would_serve(&self) -> bool {
+        self.state != HostState::Draining && self.enabled && !self.draining && self.weight > 0
+    }
+}
+
 impl Node {
+    /// What member `host` says about the rule in `slot`; `None` for a peer not heard or
+    /// whose heartbeat lacks the rule.
+    pub(super) fn member_facts(&self, slot: usize, host: HostId) -> Option<MemberFacts> {
+        let guarded = slot < self.config.rules.len();
+        if host == self.id {
+            let rule = self.config.rules.get(slot);
+            let switch = self.rule_switches.get(slot)?;
+            return Some(MemberFacts {
+                state: self.state_for_wire(),
+                weight: rule.and_then(|r| r.weight).map_or(EQUAL_WEIGHT, u32::from),
+                priority: rule.and_then(|r| r.priority),
+                enabled: switch.enabled,
+                draining: switch.draining,
+                check_down: self.check_down(slot).is_some(),
+            });
+        }
+        let peer = self.peer(host)?;
+        let rule = peer.latest.rules.get(slot)?;
+        Some(MemberFacts {
+            state: peer.latest.state,
+            weight: rule.weight.map_or(EQUAL_WEIGHT, u32::from),
+            priority: rule.priority,
+            enabled: rule.enabled,
+            draining: rule.draining,
+            check_down: guarded && rule.check_down,
+        })
+    }
+
     /// What every member of `members` says about each rule.
     pub(super) fn rule_inputs(&self, members: MemberSet) -> Vec<RuleInput> {
         let configured = self.config.rules.len();
@@ -77,42 +129,15 @@ impl Node {
                 let facts: Vec<(HostId, u32, Option<u8>)> = members
                     .iter()
                     .filter_map(|host| {
-                        let (state, weight, priority, enabled, draining, check_down) =
-                            if host == self.id {
-                                let rule = self.config.rules.get(slot);
-                                let switch = self.rule_switches[slot];
-                                (
-                                    self.state_for_wire(),
-                                    rule.and_then(|r| r.weight),
-                                    rule.and_then(|r| r.priority),
-                                    switch.enabled,
-                                    switch.draining,
-                                    self.check_down(slot).is_some(),
-                                )
-                            } else {
-                                let peer = self.peer(host)?;
-                                let rule = peer.latest.rules.get(slot)?;
-                                (
-                                    peer.latest.state,
-                                    rule.weight,
-                                    rule.priority,
-                                    rule.enabled,
-                                    rule.draining,
-                                    rule.check_down,
-                                )
-                            };
+                        let facts = self.member_facts(slot, host)?;
                         // A down health check keeps its host out, unless the rule is
                         // in panic (health.rs).
-                        let eligible = state != HostState::Draining
-                            && enabled
-                            && !draining
-                            && (!check_down || panic);
-                        let weight = if eligible {
-                            weight.map_or(EQUAL_WEIGHT, u32::from)
+                        let weight = if facts.would_serve() && (!facts.check_down || panic) {
+                            facts.weight
                         } else {
                             0
                         };
-                        Some((host, weight, priority))
+                        Some((host, weight, facts.priority))
                     })
                     .collect();
                 match mode {

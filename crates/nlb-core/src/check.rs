@@ -14,7 +14,7 @@
 //!
 //! What a down check does to the cluster (drain or stop the rules it guards, and the rule
 //! that a check down on every live host is ignored so that the VIP is never black-holed)
-//! is the node's business: see `node`'s ownership.
+//! is the node's business: see `node/health.rs`.
 
 use crate::time::Instant;
 use std::net::SocketAddr;
@@ -62,8 +62,9 @@ pub enum CheckKind {
 pub enum CheckAction {
     /// No new connections; existing ones finish (as `nlb drain`).
     Drain,
-    /// No new connections, and the host's buckets move at once (as `nlb stop` for those
-    /// rules); existing connections are kept while the kernel still tracks them.
+    /// No new connections, and the host's existing connections of those rules are cut
+    /// too: their next packets reach the bucket's new owner, which resets them, so the
+    /// clients reconnect to a live service at once.
     Stop,
 }
 
@@ -207,11 +208,22 @@ impl CheckTracker {
 
 /// Reads a `tcp` check's target, `IP:PORT` (`[v6]:PORT` for IPv6).
 pub fn parse_tcp_target(target: &str) -> Result<CheckKind, String> {
-    target
+    let addr = target
         .trim()
         .parse::<SocketAddr>()
-        .map(|target| CheckKind::Tcp { target })
-        .map_err(|_| format!("'{target}' is not IP:PORT, e.g. \"198.18.0.10:80\""))
+        .map_err(|_| format!("'{target}' is not IP:PORT, e.g. \"198.18.0.10:80\""))?;
+    reachable(addr)?;
+    Ok(CheckKind::Tcp { target: addr })
+}
+
+/// Refuses an address no probe can ever reach: port 0, or the unspecified address.
+fn reachable(addr: SocketAddr) -> Result<(), String> {
+    if addr.port() == 0 || addr.ip().is_unspecified() {
+        return Err(format!(
+            "{addr} can never be reached: name the service's own address and port"
+        ));
+    }
+    Ok(())
 }
 
 /// Reads an `http` check's target, `http://IP[:PORT][/PATH]`. Only plain HTTP, and only an
@@ -244,6 +256,7 @@ pub fn parse_http_target(url: &str, expect_status: Option<u16>) -> Result<CheckK
                 "'{url}': the host must be an IP address (a health check must not depend on DNS)"
             )
         })?;
+    reachable(addr)?;
     if let Some(status) = expect_status
         && !(100..=599).contains(&status)
     {
@@ -264,6 +277,9 @@ pub fn parse_http_target(url: &str, expect_status: Option<u16>) -> Result<CheckK
 /// The program must be an absolute path: the check's environment has a fixed `PATH`, and
 /// a relative name would depend on the daemon's working directory.
 pub fn parse_exec_target(command: &str, shell: bool) -> Result<CheckKind, String> {
+    if command.trim().is_empty() {
+        return Err("the command is empty".to_string());
+    }
     let argv = if shell {
         vec!["/bin/sh".to_string(), "-c".to_string(), command.to_string()]
     } else {
@@ -281,11 +297,17 @@ pub fn parse_exec_target(command: &str, shell: bool) -> Result<CheckKind, String
     }
 }
 
-/// Cuts a text to [`MAX_ERROR_LEN`] bytes at a character boundary, and to its first line.
-fn cut(mut text: String) -> String {
-    if let Some(end) = text.find(['\n', '\r']) {
-        text.truncate(end);
-    }
+/// Cuts a text to [`MAX_ERROR_LEN`] bytes at a character boundary, and to its first line,
+/// with other control characters (a terminal's escape sequences) replaced by `?`: the text
+/// comes from the probed service and is printed on operators' terminals.
+fn cut(text: String) -> String {
+    let mut text: String = text
+        .split(['\n', '\r'])
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
     if text.len() > MAX_ERROR_LEN {
         let mut end = MAX_ERROR_LEN;
         while !text.is_char_boundary(end) {
@@ -372,6 +394,12 @@ mod tests {
         assert!(kept.len() <= MAX_ERROR_LEN && kept.len() > MAX_ERROR_LEN - 2);
         t.record(Instant::ZERO, &spec, Probe::Fail("first\nsecond".into()));
         assert_eq!(t.last_error.as_deref(), Some("first"));
+        t.record(
+            Instant::ZERO,
+            &spec,
+            Probe::Fail("red \u{1b}[31mtext".into()),
+        );
+        assert_eq!(t.last_error.as_deref(), Some("red ?[31mtext"));
     }
 
     #[test]
@@ -389,6 +417,9 @@ mod tests {
             })
         );
         assert!(parse_tcp_target("web:80").is_err());
+        assert!(parse_tcp_target("198.18.0.10:0").is_err());
+        assert!(parse_tcp_target("0.0.0.0:80").is_err());
+        assert!(parse_exec_target("   ", true).is_err());
         assert_eq!(
             parse_http_target("http://198.18.0.10:8080/health?x=1", None),
             Ok(CheckKind::Http {

@@ -9,7 +9,10 @@
 //!   ([`Runner::dropped`]), never waited for.
 //! - **Each run has its own timeout**, counted from its start. A run that times out is a
 //!   failure; an exec check's whole process group is killed (SIGKILL), so that a hung
-//!   script and the children it started do not pile up.
+//!   script and the children it started do not pile up. The group is also killed as soon
+//!   as the program exits: a check's verdict is its exit status, and what it leaves
+//!   running is not the check's to keep. (A child that leaves the group with `setsid`
+//!   escapes both.)
 //! - **Runs of one check never overlap**: the next starts `interval` after the previous
 //!   one started, or at once when the previous one took longer.
 //! - **Exec checks** get an empty environment except `PATH=/usr/sbin:/usr/bin:/sbin:/bin`,
@@ -256,10 +259,15 @@ async fn exec(argv: &[String]) -> Probe {
             .map(nix::unistd::Pid::from_raw),
     );
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let (status, stdout, stderr) = tokio::join!(child.wait(), keep(stdout), keep(stderr));
-    // The program has exited; children it left behind in its group belong to no check.
-    // Kill them too, so that a check cannot leak processes run after run.
-    drop(guard);
+    // The verdict is the program's exit. Once it has exited, what it left behind in its
+    // group is killed: that also closes the pipes such children hold, so reading them
+    // ends, and a check cannot leak processes run after run.
+    let exited = async move {
+        let status = child.wait().await;
+        drop(guard);
+        status
+    };
+    let (status, stdout, stderr) = tokio::join!(exited, keep(stdout), keep(stderr));
     match status {
         Ok(status) if status.success() => Probe::Pass,
         Ok(status) => {
@@ -403,11 +411,11 @@ mod tests {
         let pidfile = dir.path().join("child.pid");
         let line = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
         runtime().block_on(async {
-            let check = spec(parse_exec_target(&line, true).unwrap(), 300);
+            let check = spec(parse_exec_target(&line, true).unwrap(), 1000);
             let started = Instant::now();
             assert_eq!(
                 run_once(&check).await,
-                Probe::Fail("timed out after 300 ms".into())
+                Probe::Fail("timed out after 1000 ms".into())
             );
             assert!(started.elapsed() < Duration::from_secs(5));
         });
@@ -429,6 +437,40 @@ mod tests {
             dead
         });
         assert!(gone, "the hung check's child {pid} survived the timeout");
+    }
+
+    #[test]
+    fn a_program_that_exits_passes_and_what_it_leaves_behind_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let line = format!("sleep 60 & echo $! > {}; exit 0", pidfile.display());
+        let started = Instant::now();
+        let probe = runtime().block_on(run_once(&spec(
+            parse_exec_target(&line, true).unwrap(),
+            2000,
+        )));
+        assert_eq!(probe, Probe::Pass);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = (0..200).any(|_| {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| stat.rsplit(')').next().map(|s| s.trim().to_string()));
+            let dead = state.is_none_or(|s| s.starts_with('Z') || s.starts_with('X'));
+            if !dead {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            dead
+        });
+        assert!(gone, "the check's leftover child {pid} survived");
     }
 
     #[test]

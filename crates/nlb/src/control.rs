@@ -129,9 +129,12 @@ pub(crate) struct CheckStatus {
     pub(crate) action: String,
     /// Rule slots it guards; `None` for all.
     pub(crate) rules: Option<Vec<usize>>,
-    /// Whether it is down but ignored, because every host that serves a rule it guards
-    /// has a check down for it (the panic rule).
+    /// Whether it is down but ignored for every rule it guards, because on each every
+    /// host that would serve it has a check down for it (the panic rule).
     pub(crate) panic: bool,
+    /// The guarded rule slots where it is down but ignored.
+    #[serde(default)]
+    pub(crate) panic_rules: Vec<usize>,
 }
 
 impl CheckStatus {
@@ -144,15 +147,33 @@ impl CheckStatus {
                 let (kind, target) = match &spec.kind {
                     CheckKind::Tcp { target } => ("tcp", target.to_string()),
                     CheckKind::Http { host, path, .. } => ("http", format!("http://{host}{path}")),
-                    CheckKind::Exec { argv } => ("exec", argv.join(" ")),
+                    // The program only: arguments often carry secrets (`-pPASSWORD`), and
+                    // this reaches the status page (`nlb params` shows the whole line).
+                    CheckKind::Exec { argv } => (
+                        "exec",
+                        match argv.len() {
+                            0 | 1 => argv.join(" "),
+                            _ => format!("{} …", argv[0]),
+                        },
+                    ),
                 };
                 let rules = match &spec.rules {
                     GuardedRules::All => None,
                     GuardedRules::Some(slots) => Some(slots.clone()),
                 };
+                // Ignored only where every guarded rule is in panic; a rule that is not
+                // still keeps this host out.
+                let guarded: Vec<usize> = (0..configured)
+                    .filter(|&slot| spec.rules.guards(slot))
+                    .collect();
+                let panic_rules: Vec<usize> = guarded
+                    .iter()
+                    .copied()
+                    .filter(|&slot| node.check_panic(slot))
+                    .collect();
                 let panic = tracker.health == Health::Down
-                    && (0..configured)
-                        .any(|slot| spec.rules.guards(slot) && node.check_panic(slot));
+                    && !guarded.is_empty()
+                    && panic_rules.len() == guarded.len();
                 CheckStatus {
                     name: spec.name.clone(),
                     kind: kind.to_owned(),
@@ -174,6 +195,11 @@ impl CheckStatus {
                     action: format!("{:?}", spec.action).to_lowercase(),
                     rules,
                     panic,
+                    panic_rules: if tracker.health == Health::Down {
+                        panic_rules
+                    } else {
+                        Vec::new()
+                    },
                 }
             })
             .collect()
@@ -461,19 +487,8 @@ pub(crate) fn rule_selector(
     config: &nlb_core::config::Config,
     target: &str,
 ) -> Result<nlb_core::node::RuleSelector, String> {
-    use nlb_core::config::Protocol;
     use nlb_core::node::RuleSelector;
-    if target.trim() == "all" {
-        return Ok(RuleSelector::All);
-    }
-    let (vip, port) = target
-        .trim()
-        .split_once(':')
-        .and_then(|(vip, port)| Some((vip.parse::<Ipv4Addr>().ok()?, port.parse::<u16>().ok()?)))
-        .ok_or_else(|| format!("'{target}' is not VIP:PORT or all"))?;
-    [Protocol::Tcp, Protocol::Udp]
-        .into_iter()
-        .find_map(|protocol| config.rule_for(vip, port, protocol))
-        .map(RuleSelector::Index)
-        .ok_or_else(|| format!("no rule covers {vip}:{port}; `nlb params` lists the rules"))
+    Ok(config
+        .rule_named(target)?
+        .map_or(RuleSelector::All, RuleSelector::Index))
 }

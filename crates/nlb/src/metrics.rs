@@ -114,6 +114,14 @@ async fn respond(
         );
     }
     let path = request.uri().path();
+    let page = crate::status::asset(path).is_some() || path == "/status.json";
+    if page && !crate::status::host_allowed(request.headers().get(hyper::header::HOST)) {
+        return reply(
+            421,
+            "text/plain",
+            "the status page answers only to an IP address or localhost as Host\n".into(),
+        );
+    }
     if let Some((content_type, body)) = crate::status::asset(path) {
         return reply(200, content_type, body.to_owned());
     }

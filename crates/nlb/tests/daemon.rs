@@ -630,15 +630,19 @@ fn oversized_requests_are_refused() {
     );
 }
 
-/// One HTTP GET of `path` on the metrics port inside `ns`: the status line, the headers
-/// and the body.
-fn http_get_local(ns: &nlb_linux::netns::NetNs, path: &str) -> String {
+/// One HTTP GET of `path` with `host` as Host on the metrics port inside `ns`: the status
+/// line, the headers and the body.
+fn http_get_as(ns: &nlb_linux::netns::NetNs, host: &str, path: &str) -> String {
     in_ns(ns, || {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", 9102)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(3)))
             .unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut text = String::new();
         let _ = stream.read_to_string(&mut text);
         text
@@ -656,6 +660,10 @@ fn the_status_page_shows_the_cluster() {
     let world = build(2, "[metrics]\nlisten = \"127.0.0.1:9102\"\n");
     wait_converged(&world);
     let ns = &world.hosts[0].ns;
+    let http_get_local = |ns, path| http_get_as(ns, "127.0.0.1:9102", path);
+    // A page that rebinds its own name to this listener gets nothing (DNS rebinding).
+    assert!(http_get_as(ns, "attacker.example:9102", "/status.json").starts_with("HTTP/1.1 421"));
+    assert!(http_get_as(ns, "metrics.example", "/metrics").starts_with("HTTP/1.1 200"));
     let page = http_get_local(ns, "/");
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(page.contains("content-type: text/html"), "{page}");
@@ -732,7 +740,8 @@ fn the_status_page_renders_in_chromium() {
             host.id
         );
     }
-    assert!(dom.matches(">converged<").count() >= 2, "{dom}");
+    // The summary and both members' rows.
+    assert!(dom.matches(">converged<").count() >= 3, "{dom}");
     let cells = dom.matches("<i ").count() + dom.matches("<i>").count();
     assert!(cells >= 256, "{cells} bucket cells drawn:\n{dom}");
     assert!(!dom.contains("cannot reach the daemon"), "{dom}");

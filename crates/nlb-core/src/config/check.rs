@@ -21,7 +21,7 @@
 //! they fit a metrics label and a log field as they are.
 
 use super::error::{ConfigError, Locator};
-use super::raw::{RawCheck, choose, in_range};
+use super::raw::{RawCheck, RawRuleNames, choose, in_range};
 use crate::check::{
     CheckAction, CheckKind, CheckSpec, GuardedRules, parse_exec_target, parse_http_target,
     parse_tcp_target,
@@ -191,24 +191,30 @@ fn validate_check(
     };
     let guarded = match &raw.rules {
         None => GuardedRules::All,
-        Some(list) if list.get_ref().is_empty() => {
-            return Err(at.error(
-                list.span(),
-                &key("rules"),
-                "the list is empty: the check would guard nothing".to_owned(),
-                "name rules as \"VIP:PORT\", or remove the key to guard all rules",
-            ));
-        }
-        Some(list) => {
+        Some(names) => {
+            let listed: Vec<(&str, std::ops::Range<usize>)> = match names.get_ref() {
+                RawRuleNames::One(name) => vec![(name.as_str(), names.span())],
+                RawRuleNames::Many(list) => {
+                    list.iter().map(|n| (n.as_str(), names.span())).collect()
+                }
+            };
+            if listed.is_empty() {
+                return Err(at.error(
+                    names.span(),
+                    &key("rules"),
+                    "the list is empty: the check would guard nothing".to_owned(),
+                    "name rules as \"VIP:PORT\", or remove the key to guard all rules",
+                ));
+            }
             let mut indexes = Vec::new();
             let mut all = false;
-            for target in list.get_ref() {
-                match select(target.get_ref()) {
+            for (target, span) in listed {
+                match select(target) {
                     Ok(None) => all = true,
                     Ok(Some(index)) => indexes.push(index),
                     Err(problem) => {
                         return Err(at.error(
-                            target.span(),
+                            span,
                             &key("rules"),
                             problem,
                             "name a rule as \"VIP:PORT\" (as for `nlb drain`), or \"all\"",
@@ -275,6 +281,11 @@ mod tests {
             }
         );
         assert!(parse(MINIMAL).unwrap().checks.is_empty());
+        let one = parse(&with(
+            "[[check]]\nname = \"web\"\ntype = \"tcp\"\ntarget = \"198.18.0.10:80\"\nrules = \"all\"\n",
+        ))
+        .unwrap();
+        assert_eq!(one.checks[0].rules, GuardedRules::All);
     }
 
     #[test]

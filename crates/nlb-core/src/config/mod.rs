@@ -137,7 +137,7 @@ impl Config {
     /// `rules`): `Ok(None)` for all, else the configured rule that covers that VIP and
     /// port (over TCP, else UDP).
     pub fn rule_named(&self, target: &str) -> Result<Option<usize>, String> {
-        rule_named(&self.rules, target)
+        rule_named(&self.rules, &self.cluster.vips, target)
     }
 
     /// The rule that covers `vip:port`, by index, if any.
@@ -153,7 +153,9 @@ fn validate(raw: RawConfig, at: &Locator<'_>, secure: bool) -> Result<Config, Co
     let cluster = cluster::validate_cluster(at, raw.cluster, secure)?;
     let host = host::validate_host(at, raw.host)?;
     let rules = rule::validate_rules(at, &raw.rule, &cluster.vips)?;
-    let checks = check::validate_checks(at, &raw.check, |target| rule_named(&rules, target))?;
+    let checks = check::validate_checks(at, &raw.check, |target| {
+        rule_named(&rules, &cluster.vips, target)
+    })?;
     let metrics_listen = match raw.metrics.and_then(|m| m.listen) {
         Some(value) => Some(value.get_ref().trim().parse().map_err(|_| {
             at.error(
@@ -174,7 +176,7 @@ fn validate(raw: RawConfig, at: &Locator<'_>, secure: bool) -> Result<Config, Co
     })
 }
 
-fn rule_named(rules: &[Rule], target: &str) -> Result<Option<usize>, String> {
+fn rule_named(rules: &[Rule], vips: &[Ipv4Addr], target: &str) -> Result<Option<usize>, String> {
     let target = target.trim();
     if target == "all" {
         return Ok(None);
@@ -183,6 +185,9 @@ fn rule_named(rules: &[Rule], target: &str) -> Result<Option<usize>, String> {
         .split_once(':')
         .and_then(|(vip, port)| Some((vip.parse::<Ipv4Addr>().ok()?, port.parse::<u16>().ok()?)))
         .ok_or_else(|| format!("'{target}' is not VIP:PORT or all"))?;
+    if !vips.contains(&vip) {
+        return Err(format!("{vip} is not one of cluster.vips"));
+    }
     [Protocol::Tcp, Protocol::Udp]
         .into_iter()
         .find_map(|protocol| {

@@ -35,7 +35,7 @@ pub(super) struct RawCheck {
     pub(super) timeout_ms: Option<Spanned<i64>>,
     pub(super) fall: Option<Spanned<i64>>,
     pub(super) rise: Option<Spanned<i64>>,
-    pub(super) rules: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) rules: Option<Spanned<RawRuleNames>>,
     pub(super) action: Option<Spanned<String>>,
     pub(super) expect_status: Option<Spanned<i64>>,
     pub(super) shell: Option<Spanned<bool>>,
@@ -69,6 +69,17 @@ pub(super) struct RawHost {
     pub(super) initial_state: Option<Spanned<String>>,
     pub(super) control_socket: Option<Spanned<String>>,
     pub(super) control_group: Option<Spanned<String>>,
+}
+
+/// A check's `rules = ...`: one name (`"all"`) or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawRuleNames {
+    /// `rules = "198.18.0.10:80"` or `"all"`.
+    One(String),
+    /// `rules = ["198.18.0.10:80", ...]` (an untagged enum cannot keep each name's span:
+    /// errors point at the key).
+    Many(Vec<String>),
 }
 
 /// `weight = ...`: a number or a word.

@@ -17,9 +17,15 @@
 //! the hosts share has failed (a typo in the target, the database behind them all); then
 //! taking everyone out would drop every client. So in that case every member ignores its
 //! down checks for that rule and serves it as if they were up, and says so loudly
-//! ([`Event::CheckPanic`]), in the spirit of Envoy's panic threshold. Every member
-//! computes this from the same heartbeats, so they agree on it as on any other input of
-//! the view; as soon as one member's checks pass again, the others leave the rule to it.
+//! ([`Event::CheckPanic`]), in the spirit of Envoy's panic threshold. "Would take a
+//! share" is one reading for the view's inputs and this rule (`MemberFacts::would_serve`
+//! in `view.rs`): not draining, the rule enabled, a weight above 0 (a weight-0 standby
+//! does not count). Every member computes this from the same heartbeats, so they agree on
+//! it as on any other input of the view; as soon as one member's checks pass again, the
+//! others leave the rule to it. A release before this one ignores the `CHECK_DOWN` bit:
+//! in a cluster that mixes the two, a host whose check is down is still given a share by
+//! the old hosts and takes none, so that share stays unserved until every host runs this
+//! release (configure checks after the upgrade).
 //!
 //! A check's verdict is this host's own: peers see only the `CHECK_DOWN` bit, not which
 //! check or why (`nlb query` on the host tells that).
@@ -112,16 +118,17 @@ impl Node {
         }
     }
 
-    /// The trackers for `config`'s checks: a check with the same name and the same
-    /// settings as one of this node's keeps its state (a reload or a rejoin does not make
-    /// a down check look up); any other starts afresh.
+    /// The trackers for `config`'s checks: a check with the same name probing the same
+    /// target as one of this node's keeps its verdict, whatever its timing now (a reload or
+    /// a rejoin must not make a down check look up and send clients to a dead service);
+    /// any other starts afresh.
     pub(super) fn carried_checks(&self, config: &Config) -> Vec<CheckTracker> {
         config
             .checks
             .iter()
             .map(|spec| {
                 self.checks()
-                    .find(|(old, _)| *old == spec)
+                    .find(|(old, _)| old.name == spec.name && old.kind == spec.kind)
                     .map(|(_, tracker)| tracker.clone())
                     .unwrap_or_default()
             })

@@ -44,8 +44,9 @@
 //!           1 1 handling priority 1..=64, or 0 for none
 //!           2 1 flags: bit 0 enabled, bit 1 draining; other bits 0
 //!           3 1 health: bit 0 CHECK_DOWN (a health check that guards the rule is
-//!               down on the sender); other bits sent as 0, ignored. A byte older
-//!               releases send as 0 and ignore, so they read "healthy"
+//!               down on the sender); other bits sent as 0, ignored. Older releases
+//!               send 0 here and ignore the byte, so they take every host as healthy
+//!               (nlb-core's node/health.rs says what that costs a mixed cluster)
 //!           4 2 bucket count, 0..=4096
 //!           6 n owned-bucket bitmap, n = ceil(bucket count / 8); bucket b is bit
 //!               (b % 8) of byte (b / 8), least significant bit first: the buckets the

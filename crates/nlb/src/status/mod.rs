@@ -19,6 +19,28 @@ pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src
      style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
+/// Whether a request for the page or its data names this host by an IP address or as
+/// `localhost` (with or without a port). A page elsewhere in an operator's browser could
+/// otherwise read `/status.json` through DNS rebinding (a name it controls, pointed at
+/// this listener): the browser sends that name as `Host`. `/metrics` is not held to this,
+/// so that Prometheus may scrape by name.
+pub(crate) fn host_allowed(host: Option<&hyper::header::HeaderValue>) -> bool {
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// The asset at `path`, with its content type, if it is one of the page's.
 pub(crate) fn asset(path: &str) -> Option<(&'static str, &'static str)> {
     match path {
@@ -80,6 +102,25 @@ pub(crate) fn status_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_addresses_and_localhost_may_name_the_page() {
+        let allowed =
+            |host: &str| host_allowed(Some(&hyper::header::HeaderValue::from_str(host).unwrap()));
+        for host in [
+            "127.0.0.1:9102",
+            "198.18.0.1",
+            "[2001:db8::1]:9102",
+            "localhost:9102",
+            "LOCALHOST",
+        ] {
+            assert!(allowed(host), "{host}");
+        }
+        for host in ["attacker.example:9102", "127.0.0.1.example", "x"] {
+            assert!(!allowed(host), "{host}");
+        }
+        assert!(!host_allowed(None));
+    }
 
     #[test]
     fn the_page_loads_only_its_own_assets() {

@@ -10,7 +10,8 @@ use crate::checks::{CheckResult, Runner};
 
 impl Daemon {
     /// Starts, replaces or stops the check runner so that it runs the checks of the
-    /// current configuration. Unchanged checks keep their runner (and their schedule).
+    /// current configuration. A configuration whose checks did not change keeps its
+    /// runner (and its schedule); any change restarts every check.
     pub(super) fn sync_checks(&mut self) {
         if self.config.checks == self.running_checks {
             return;

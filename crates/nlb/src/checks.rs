@@ -405,6 +405,28 @@ mod tests {
         });
     }
 
+    /// Whether the process whose pid `pidfile` holds is dead within 2 s, and its pid. It
+    /// may linger as a zombie until init reaps it, so its state counts, not only whether
+    /// it exists.
+    fn dies_soon(pidfile: &std::path::Path) -> (i32, bool) {
+        let pid: i32 = std::fs::read_to_string(pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = (0..200).any(|_| {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| stat.rsplit(')').next().map(|s| s.trim().to_string()));
+            let dead = state.is_none_or(|s| s.starts_with('Z') || s.starts_with('X'));
+            if !dead {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            dead
+        });
+        (pid, gone)
+    }
+
     #[test]
     fn a_hanging_exec_check_and_its_children_are_killed_at_the_timeout() {
         let dir = tempfile::tempdir().unwrap();
@@ -419,23 +441,7 @@ mod tests {
             );
             assert!(started.elapsed() < Duration::from_secs(5));
         });
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        // The grandchild got SIGKILL with its group. It may linger as a zombie until
-        // init reaps it, so look at its state rather than only whether it exists.
-        let gone = (0..200).any(|_| {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| stat.rsplit(')').next().map(|s| s.trim().to_string()));
-            let dead = state.is_none_or(|s| s.starts_with('Z') || s.starts_with('X'));
-            if !dead {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            dead
-        });
+        let (pid, gone) = dies_soon(&pidfile);
         assert!(gone, "the hung check's child {pid} survived the timeout");
     }
 
@@ -455,21 +461,7 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let gone = (0..200).any(|_| {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| stat.rsplit(')').next().map(|s| s.trim().to_string()));
-            let dead = state.is_none_or(|s| s.starts_with('Z') || s.starts_with('X'));
-            if !dead {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            dead
-        });
+        let (pid, gone) = dies_soon(&pidfile);
         assert!(gone, "the check's leftover child {pid} survived");
     }
 

@@ -6,6 +6,7 @@
 //! never imports the analyzer. The `details` JSON of each kind is written here.
 
 use crate::finding::{Finding, Kind, Severity};
+use crate::link::Vlan;
 use crate::model::{
     ClusterKey, ClusterSeen, Conflict, Evidence, GratuitousClass, MAX_COPIES, MAX_MACS,
     MismatchPattern, Mode, Model, Record, Subject,
@@ -49,7 +50,7 @@ fn list(macs: &[MacAddr]) -> String {
         .join(", ")
 }
 
-fn on_vlan(vlan: Option<u16>) -> String {
+fn on_vlan(vlan: Option<Vlan>) -> String {
     vlan.map(|v| format!(" on VLAN {v}")).unwrap_or_default()
 }
 
@@ -75,7 +76,8 @@ pub(crate) fn finding(record: &Record, model: &Model) -> Finding {
         count: record.count,
         ip,
         macs: record.macs.clone(),
-        vlan: record.vlan,
+        vlan: record.vlan.map(|v| v.outer),
+        inner_vlan: record.vlan.and_then(|v| v.inner),
         message,
         advice,
         first_seen_s: model.seconds(record.first_ts),
@@ -518,7 +520,8 @@ pub(crate) fn cluster(key: ClusterKey, cluster: &ClusterSeen, model: &Model) -> 
         count: cluster.frames,
         ip: cluster.cluster_ip,
         macs,
-        vlan: key.vlan(),
+        vlan: key.vlan().map(|v| v.outer),
+        inner_vlan: key.vlan().and_then(|v| v.inner),
         message,
         advice,
         first_seen_s: model.seconds(cluster.first_ts),

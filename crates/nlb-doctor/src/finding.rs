@@ -88,6 +88,17 @@ impl Kind {
     }
 }
 
+impl Finding {
+    /// The VLAN as shown: `100`, or `100.200` for a customer VLAN under a service VLAN.
+    pub fn vlan_name(&self) -> Option<String> {
+        let vlan = self.vlan?;
+        Some(match self.inner_vlan {
+            Some(inner) => format!("{vlan}.{inner}"),
+            None => vlan.to_string(),
+        })
+    }
+}
+
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,8 +139,12 @@ pub struct Finding {
     pub ip: Option<Ipv4Addr>,
     /// The MACs involved, in order of appearance.
     pub macs: Vec<MacAddr>,
-    /// The VLAN, if the frames were tagged.
+    /// The VLAN (the outer tag's id), if the frames were tagged.
     pub vlan: Option<u16>,
+    /// The inner (customer) VLAN of QinQ frames: findings with the same `vlan` and
+    /// different `inner_vlan`s are about different networks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inner_vlan: Option<u16>,
     /// What was seen, in plain words.
     pub message: String,
     /// What to do about it.

@@ -14,6 +14,7 @@
 //! [`explain`]: crate::explain
 
 use crate::finding::{Kind, Severity};
+use crate::link::Vlan;
 use foldhash::{HashMap, HashSet};
 use nlb_wire::MacAddr;
 use nlb_wire::addressing::{NlbMac, classify_mac};
@@ -109,15 +110,15 @@ pub(crate) enum MismatchPattern {
 pub(crate) enum ClusterKey {
     /// A Windows NLB cluster (0x886F heartbeats).
     Windows {
-        vlan: Option<u16>,
+        vlan: Option<Vlan>,
         cluster_ip: Ipv4Addr,
     },
     /// An nlb cluster (0x88B5 heartbeats).
-    Nlb { vlan: Option<u16>, cluster_id: u32 },
+    Nlb { vlan: Option<Vlan>, cluster_id: u32 },
 }
 
 impl ClusterKey {
-    pub(crate) fn vlan(self) -> Option<u16> {
+    pub(crate) fn vlan(self) -> Option<Vlan> {
         match self {
             ClusterKey::Windows { vlan, .. } | ClusterKey::Nlb { vlan, .. } => vlan,
         }
@@ -195,7 +196,7 @@ pub(crate) struct Corruption {
 pub(crate) struct Record {
     pub(crate) kind: Kind,
     pub(crate) severity: Severity,
-    pub(crate) vlan: Option<u16>,
+    pub(crate) vlan: Option<Vlan>,
     pub(crate) ip: Option<Ipv4Addr>,
     pub(crate) subject: Subject,
     pub(crate) evidence: Evidence,
@@ -233,7 +234,7 @@ impl Record {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct RecordKey {
     kind: Kind,
-    vlan: Option<u16>,
+    vlan: Option<Vlan>,
     ip: Option<Ipv4Addr>,
     subject: Subject,
 }
@@ -339,7 +340,7 @@ pub(crate) struct Model {
     pub(crate) counters: Counters,
     pub(crate) start_ts: Option<i64>,
     pub(crate) last_ts: i64,
-    pub(crate) vlans: Vec<u16>,
+    pub(crate) vlans: Vec<Vlan>,
     pub(crate) bins: Vec<Bin>,
     pub(crate) records: Vec<Record>,
     index: HashMap<RecordKey, usize>,
@@ -386,7 +387,7 @@ impl Model {
         &mut self,
         kind: Kind,
         severity: Severity,
-        vlan: Option<u16>,
+        vlan: Option<Vlan>,
         ip: Option<Ipv4Addr>,
         subject: Subject,
         frame: u64,

@@ -4,9 +4,9 @@
 //! the [analyzer](super) docs.
 
 use super::corruption::damaged_station;
-use super::{Analyzer, ip_key, mac_key};
+use super::{Analyzer, ip_key, ip_of_key, mac_key};
 use crate::finding::{Kind, Severity};
-use crate::link::Frame;
+use crate::link::{Frame, Vlan};
 use crate::model::{Conflict, Evidence, GratuitousClass, MismatchPattern, Subject};
 use nlb_wire::addressing::{NlbMac, classify_mac};
 use nlb_wire::arp::{ArpKind, ArpPacket, ArpRepr};
@@ -107,11 +107,7 @@ impl Analyzer {
             else {
                 continue;
             };
-            let vlan = match (key >> 32) as u16 {
-                u16::MAX => None,
-                vlan => Some(vlan),
-            };
-            let ip = Ipv4Addr::from(key as u32);
+            let (vlan, ip) = ip_of_key(key);
             let severity = if self.model.is_vip(ip) {
                 Severity::Error
             } else {
@@ -154,7 +150,7 @@ impl Analyzer {
     }
 
     /// The MAC that last claimed `ip` on `vlan`, if any.
-    pub(super) fn owner_of(&self, vlan: Option<u16>, ip: Ipv4Addr) -> Option<MacAddr> {
+    pub(super) fn owner_of(&self, vlan: Option<Vlan>, ip: Ipv4Addr) -> Option<MacAddr> {
         self.ips.get(&ip_key(vlan, ip)).and_then(|s| s.owner)
     }
 

@@ -11,7 +11,7 @@
 
 use super::Analyzer;
 use crate::finding::{Kind, Severity};
-use crate::link::Frame;
+use crate::link::{Frame, Vlan};
 use crate::model::{Corruption, Evidence, MAX_COPIES, Subject};
 use nlb_wire::MacAddr;
 use nlb_wire::addressing::{NlbMac, classify_mac};
@@ -110,13 +110,13 @@ pub(super) fn damaged_station(
 
 impl Analyzer {
     /// Whether `mac`'s corruption is confirmed on `vlan`.
-    pub(super) fn confirmed(&self, vlan: Option<u16>, mac: MacAddr) -> bool {
+    pub(super) fn confirmed(&self, vlan: Option<Vlan>, mac: MacAddr) -> bool {
         self.stations
             .get(&(vlan, mac))
             .is_some_and(|s| s.record.is_some())
     }
 
-    fn station(&mut self, vlan: Option<u16>, mac: MacAddr) -> Option<&mut Station> {
+    fn station(&mut self, vlan: Option<Vlan>, mac: MacAddr) -> Option<&mut Station> {
         let full = self.stations.len() >= MAX_STATIONS;
         match self.stations.entry((vlan, mac)) {
             std::collections::hash_map::Entry::Occupied(entry) => Some(entry.into_mut()),

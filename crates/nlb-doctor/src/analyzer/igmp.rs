@@ -4,7 +4,7 @@
 
 use super::Analyzer;
 use crate::finding::{Kind, Severity};
-use crate::link::Frame;
+use crate::link::{Frame, Vlan};
 use crate::model::Subject;
 use nlb_wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_MS_NLB, ETHERTYPE_NLB_HEARTBEAT};
 use nlb_wire::igmp::{IgmpCarrier, IgmpDatagram, IgmpRepr, IgmpV3Report, TYPE_REPORT_V3};
@@ -61,7 +61,7 @@ impl Analyzer {
         traffic.last_ts = frame.ts_ns;
     }
 
-    fn reported(&mut self, vlan: Option<u16>, group: Ipv4Addr) {
+    fn reported(&mut self, vlan: Option<Vlan>, group: Ipv4Addr) {
         if self.igmp_reported.len() < self.settings.max_tracked {
             self.igmp_reported.insert((vlan, group));
         }
@@ -108,7 +108,7 @@ impl Analyzer {
     /// At the end: an `igmp_missing` record for each IGMP cluster MAC with traffic and no
     /// report for its group.
     pub(super) fn summarise_igmp(&mut self) {
-        let missing: Vec<((Option<u16>, MacAddr), Traffic)> = self
+        let missing: Vec<((Option<Vlan>, MacAddr), Traffic)> = self
             .igmp_traffic
             .iter()
             .filter(|((vlan, mac), _)| {

@@ -83,7 +83,7 @@ mod igmp;
 mod tests;
 
 use crate::finding::{Kind, Severity};
-use crate::link::{Frame, LinkProblem};
+use crate::link::{Frame, LinkProblem, Vlan};
 use crate::model::{Evidence, Model, Record, Subject};
 use arp::{IpState, StormWindow};
 use corruption::Station;
@@ -146,13 +146,13 @@ pub struct Analyzer {
     /// that one frame with a wild timestamp cannot hold the others back. Time nearly
     /// always moves forward, so nearly every deadline goes at the back.
     deadlines: VecDeque<(i64, u64, i64)>,
-    storms: HashMap<u64, StormWindow>,
-    igmp_traffic: BTreeMap<(Option<u16>, MacAddr), Traffic>,
-    igmp_reported: HashSet<(Option<u16>, Ipv4Addr)>,
+    storms: HashMap<u128, StormWindow>,
+    igmp_traffic: BTreeMap<(Option<Vlan>, MacAddr), Traffic>,
+    igmp_reported: HashSet<(Option<Vlan>, Ipv4Addr)>,
     /// Source MACs of NLB heartbeats: hosts of some cluster.
     cluster_hosts: HashSet<MacAddr>,
     /// Stations seen sending damaged or malformed frames, by VLAN and MAC.
-    stations: HashMap<(Option<u16>, MacAddr), Station>,
+    stations: HashMap<(Option<Vlan>, MacAddr), Station>,
     /// Whether some station's corruption is confirmed.
     corruption_confirmed: bool,
 }
@@ -171,18 +171,36 @@ fn no_link(number: u64, ts_ns: i64) -> Frame<'static> {
     }
 }
 
-fn vlan_code(vlan: Option<u16>) -> u16 {
-    vlan.unwrap_or(u16::MAX)
+/// The VLAN stack in 32 bits, for keys: outer id, inner id (`0xffff` for none); all ones
+/// for an untagged frame. VLAN ids have 12 bits, so no stack is all ones.
+fn vlan_code(vlan: Option<Vlan>) -> u32 {
+    vlan.map_or(u32::MAX, |v| {
+        (u32::from(v.outer) << 16) | u32::from(v.inner.unwrap_or(u16::MAX))
+    })
 }
 
-fn ip_key(vlan: Option<u16>, ip: Ipv4Addr) -> u64 {
+/// The inverse of [`vlan_code`].
+fn vlan_of_code(code: u32) -> Option<Vlan> {
+    (code != u32::MAX).then(|| Vlan {
+        outer: (code >> 16) as u16,
+        inner: Some(code as u16).filter(|&inner| inner != u16::MAX),
+    })
+}
+
+fn ip_key(vlan: Option<Vlan>, ip: Ipv4Addr) -> u64 {
     (u64::from(vlan_code(vlan)) << 32) | u64::from(u32::from(ip))
 }
 
-fn mac_key(vlan: Option<u16>, mac: MacAddr) -> u64 {
-    let mut bytes = [0u8; 8];
+/// The VLAN stack and IP of an [`ip_key`].
+fn ip_of_key(key: u64) -> (Option<Vlan>, Ipv4Addr) {
+    (vlan_of_code((key >> 32) as u32), Ipv4Addr::from(key as u32))
+}
+
+/// A MAC on a VLAN stack: 48 bits of MAC above the 32 of the stack.
+fn mac_key(vlan: Option<Vlan>, mac: MacAddr) -> u128 {
+    let mut bytes = [0u8; 16];
     bytes[..6].copy_from_slice(&mac.0);
-    (u64::from_le_bytes(bytes) << 16) ^ u64::from(vlan_code(vlan))
+    (u128::from_le_bytes(bytes) << 32) | u128::from(vlan_code(vlan))
 }
 
 impl Analyzer {
@@ -218,9 +236,21 @@ impl Analyzer {
         self.model.last_ts
     }
 
-    /// VLANs seen, in order of appearance.
-    pub fn vlans(&self) -> &[u16] {
-        &self.model.vlans
+    /// VLANs seen (outer tags), in order of appearance.
+    pub fn vlans(&self) -> Vec<u16> {
+        let mut outer: Vec<u16> = Vec::new();
+        for vlan in &self.model.vlans {
+            if !outer.contains(&vlan.outer) {
+                outer.push(vlan.outer);
+            }
+        }
+        outer
+    }
+
+    /// The QinQ stacks seen (`outer.inner`), in order of appearance.
+    pub fn vlan_stacks(&self) -> Vec<String> {
+        let stacked = self.model.vlans.iter().filter(|v| v.inner.is_some());
+        stacked.map(ToString::to_string).collect()
     }
 
     /// ARP activity per second since the first frame.
@@ -405,7 +435,7 @@ impl Analyzer {
     /// finding per address it tried.
     fn absorb_scans(&mut self) {
         let window = self.settings.storm_window_ns;
-        let stormers: Vec<(usize, Option<u16>, MacAddr, i64, i64)> = self
+        let stormers: Vec<(usize, Option<Vlan>, MacAddr, i64, i64)> = self
             .model
             .records
             .iter()

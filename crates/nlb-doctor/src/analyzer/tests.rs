@@ -318,3 +318,57 @@ fn arbitrary_arp_bytes_never_panic() {
     }
     analyzer.finish();
 }
+
+/// `frame` with 802.1ad and 802.1Q tags for `outer.inner` inserted after its MACs.
+fn qinq(outer: u16, inner: u16, frame: Vec<u8>) -> Vec<u8> {
+    let mut tagged = frame[..12].to_vec();
+    tagged.extend_from_slice(&[0x88, 0xa8]);
+    tagged.extend_from_slice(&outer.to_be_bytes());
+    tagged.extend_from_slice(&[0x81, 0x00]);
+    tagged.extend_from_slice(&inner.to_be_bytes());
+    tagged.extend_from_slice(&frame[12..]);
+    tagged
+}
+
+#[test]
+fn customer_vlans_under_one_service_vlan_stay_apart() {
+    // One address, used by a different host in each of two customer VLANs under service
+    // VLAN 100 (not a duplicate), and claimed twice within customer VLAN 201 (one).
+    let vip = ip(40);
+    let claim = |from: u8| ArpRepr::announcement(mac(from), vip).to_frame(mac(from), None);
+    let frames = [
+        (0, qinq(100, 200, claim(1))),
+        (S, qinq(100, 201, claim(2))),
+        (2 * S, qinq(100, 200, claim(1))),
+        (3 * S, qinq(100, 201, request(3, vip))),
+        (
+            4 * S,
+            qinq(
+                100,
+                201,
+                ArpRepr::reply_to(&ArpRepr::request(mac(3), ip(3), vip), mac(4), vip)
+                    .to_frame(mac(4), None),
+            ),
+        ),
+    ];
+    let mut analyzer = Analyzer::new(Settings::default());
+    for (number, (ts, bytes)) in frames.iter().enumerate() {
+        analyzer.handle_ethernet(number as u64 + 1, *ts, bytes);
+    }
+    assert_eq!(analyzer.vlans(), vec![100]);
+    assert_eq!(analyzer.vlan_stacks(), vec!["100.200", "100.201"]);
+    let findings = analyzer.finish();
+    let duplicates = of(&findings, Kind::DuplicateIp);
+    assert_eq!(duplicates.len(), 1, "{findings:#?}");
+    assert_eq!(
+        (duplicates[0].vlan, duplicates[0].inner_vlan),
+        (Some(100), Some(201))
+    );
+    assert_eq!(duplicates[0].macs, vec![mac(2), mac(4)]);
+    assert_eq!(duplicates[0].vlan_name().as_deref(), Some("100.201"));
+    assert!(
+        duplicates[0].message.contains("on VLAN 100.201"),
+        "{}",
+        duplicates[0].message
+    );
+}

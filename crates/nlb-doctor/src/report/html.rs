@@ -178,7 +178,7 @@ code{{background:#f4f4f4;padding:1px 3px}}</style></head><body>"#,
     for (i, f) in report.findings.iter().enumerate() {
         let place = [
             f.ip.map(|ip| ip.to_string()),
-            f.vlan.map(|v| format!("VLAN {v}")),
+            f.vlan_name().map(|v| format!("VLAN {v}")),
         ]
         .into_iter()
         .flatten()

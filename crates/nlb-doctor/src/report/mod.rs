@@ -28,6 +28,9 @@ pub struct CaptureSummary {
     pub link_types: Vec<String>,
     /// VLANs seen.
     pub vlans: Vec<u16>,
+    /// The QinQ tag stacks seen, as `outer.inner` (customer VLANs under a service VLAN).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vlan_stacks: Vec<String>,
     /// Bytes of the file read.
     pub bytes: u64,
     /// Capture time of the first frame, seconds since the Unix epoch.
@@ -76,7 +79,7 @@ pub fn finding_text(rank: usize, finding: &Finding) -> String {
         finding.kind.name(),
         finding.ip.map(|ip| format!(" {ip}")).unwrap_or_default(),
         finding
-            .vlan
+            .vlan_name()
             .map(|v| format!(" vlan {v}"))
             .unwrap_or_default(),
         finding.count,

@@ -20,14 +20,9 @@ impl Report {
             if c.vlans.is_empty() {
                 String::new()
             } else {
-                format!(
-                    "; VLANs {}",
-                    c.vlans
-                        .iter()
-                        .map(u16::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+                let outer = c.vlans.iter().map(u16::to_string);
+                let listed: Vec<String> = outer.chain(c.vlan_stacks.iter().cloned()).collect();
+                format!("; VLANs {}", listed.join(", "))
             },
             c.counters.arp,
             c.counters.igmp,

@@ -62,7 +62,9 @@ fn ip_text(ip: Option<std::net::Ipv4Addr>) -> String {
 pub(crate) fn finding(record: &Record, model: &Model) -> Finding {
     // A cluster's findings are keyed by the cluster, whose IP may be learnt later.
     let ip = match record.subject {
-        Subject::Cluster(key) | Subject::ClusterHost { cluster: key, .. } => {
+        Subject::Cluster(key)
+        | Subject::ClusterHost { cluster: key, .. }
+        | Subject::OwnerPair { cluster: key, .. } => {
             model.clusters.get(&key).and_then(|c| c.cluster_ip)
         }
         _ => record.ip,
@@ -344,8 +346,276 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
             json!({"reason": reason, "first_frame": acc.first_frame}),
         )
         }
+        Kind::NlbDoubleOwnership => double_ownership(acc, &ip, &vlan, model),
+        Kind::DoubleAnswer => double_answer(acc, &ip, &vlan, model),
         Kind::NlbCluster => (String::new(), String::new(), Value::Null),
     }
+}
+
+/// "rule 2" or "the fallback rule" for a heartbeat rule slot (the fallback comes last).
+fn rule_name(slot: u8, rules: u8) -> String {
+    if slot + 1 == rules {
+        "the fallback rule".to_owned()
+    } else {
+        format!("rule {}", u16::from(slot) + 1)
+    }
+}
+
+fn double_ownership(acc: &Record, ip: &str, vlan: &str, model: &Model) -> (String, String, Value) {
+    let (cluster, hosts) = match acc.subject {
+        Subject::OwnerPair { cluster, hosts } => (cluster, hosts),
+        _ => return Default::default(),
+    };
+    let cluster_id = match cluster {
+        ClusterKey::Nlb { cluster_id, .. } => format!("{cluster_id:08x}"),
+        ClusterKey::Windows { .. } => String::new(),
+    };
+    let mut rules = model
+        .overlaps
+        .get(&acc.side_key())
+        .cloned()
+        .unwrap_or_default();
+    rules.sort_by_key(|r| r.slot);
+    let rules_text: Vec<String> = rules
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: {} of {} buckets ({})",
+                rule_name(r.slot, r.rules),
+                r.buckets.len(),
+                r.buckets.bucket_count(),
+                r.buckets.ranges_text()
+            )
+        })
+        .collect();
+    let [(a, a_mac), (b, b_mac)] = hosts;
+    (
+        format!(
+            "Hosts {a} ({a_mac}) and {b} ({b_mac}) of nlb cluster {ip} (id {cluster_id}){vlan} claim the same buckets at once in {}: {}.",
+            n(acc.count, "heartbeat", "heartbeats"),
+            if rules_text.is_empty() {
+                "buckets not listed (too many such findings)".to_owned()
+            } else {
+                rules_text.join("; ")
+            }
+        ),
+        format!(
+            "Both hosts accept new connections for these buckets: each of their clients gets two answers and its connection breaks. nlb releases a bucket before another host claims it, so hosts that hear each other never do this: these two do not (a partition, a switch or firewall dropping EtherType 0x88B5 between them, IGMP snooping without a querier in IGMP mode, or different cluster keys; `nlb query` on each shows its members and dropped heartbeats). Restore the path between {a_mac} and {b_mac}, or stop one of them (`nlb stop`) until it is back."
+        ),
+        json!({
+            "cluster_id": cluster_id,
+            "hosts": hosts.iter().map(|(id, mac)| json!({"host_id": id, "mac": mac})).collect::<Vec<_>>(),
+            "rules": rules.iter().map(|r| json!({
+                "slot": r.slot,
+                "rule": rule_name(r.slot, r.rules),
+                "bucket_count": r.buckets.bucket_count(),
+                "buckets": r.buckets.ranges_text(),
+                "buckets_owned_twice": r.buckets.len(),
+            })).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+/// The buckets nlb puts a client's flows in under each affinity (the wire does not say
+/// the rule's): one for single, one for network, one per client port for none.
+struct FlowBuckets {
+    single: u16,
+    network: u16,
+    none: Vec<(u16, u16)>,
+}
+
+impl FlowBuckets {
+    fn all(&self) -> impl Iterator<Item = u16> + '_ {
+        [self.single, self.network]
+            .into_iter()
+            .chain(self.none.iter().map(|&(_, bucket)| bucket))
+    }
+}
+
+/// nlb's buckets for flows from `client` to `vip:port`, if an nlb cluster with that VIP
+/// was heard on the VLAN: its cluster id is the hash seed.
+fn flow_buckets(
+    model: &Model,
+    vlan: Option<Vlan>,
+    vip: Option<std::net::Ipv4Addr>,
+    client: std::net::Ipv4Addr,
+    port: u16,
+    ports: &[u16],
+) -> Option<FlowBuckets> {
+    use nlb_core::config::{Affinity, Protocol};
+    use nlb_core::filter::Flow;
+    let vip = vip?;
+    let seed = model
+        .clusters
+        .iter()
+        .find_map(|(key, cluster)| match *key {
+            ClusterKey::Nlb {
+                cluster_id,
+                vlan: on,
+            } if cluster.cluster_ip == Some(vip) && on == vlan => Some(cluster_id),
+            _ => None,
+        })?;
+    let flow = |src_port| Flow {
+        src: client,
+        src_port,
+        dst: vip,
+        dst_port: port,
+        // The hash reads addresses and ports only.
+        protocol: Protocol::Tcp,
+    };
+    let any = flow(0);
+    Some(FlowBuckets {
+        single: Affinity::Single.bucket(&any, seed),
+        network: Affinity::Network.bucket(&any, seed),
+        none: ports
+            .iter()
+            .map(|&p| (p, Affinity::None.bucket(&flow(p), seed)))
+            .collect(),
+    })
+}
+
+fn double_answer(acc: &Record, ip: &str, vlan: &str, model: &Model) -> (String, String, Value) {
+    let (protocol, port, client, macs) = match acc.subject {
+        Subject::Answer {
+            protocol,
+            port,
+            client,
+            macs,
+        } => (protocol, port, client, macs),
+        _ => return Default::default(),
+    };
+    let answers = match acc.evidence {
+        Evidence::Answers(answers) => answers,
+        _ => Default::default(),
+    };
+    let ports = model
+        .answered_ports
+        .get(&acc.side_key())
+        .cloned()
+        .unwrap_or_default();
+    let proto = if protocol == 6 { "tcp" } else { "udp" };
+    let hosts = macs.map(|mac| (mac, model.host_macs.get(&mac).copied()));
+    let who = |(mac, host): &(MacAddr, Option<(ClusterKey, u32)>)| match host {
+        Some((_, id)) => format!("{mac} (host {id})"),
+        None => mac.to_string(),
+    };
+    let buckets = flow_buckets(model, acc.vlan, acc.ip, client, port, &ports);
+    // The buckets the same two hosts claim at once in heartbeats, if they did.
+    let claimed_twice = match hosts {
+        [(a, Some((cluster, a_id))), (b, Some((other, b_id)))] if cluster == other => {
+            let id = |id: u32| u8::try_from(id).unwrap_or(u8::MAX);
+            let mut pair = [(id(a_id), a), (id(b_id), b)];
+            pair.sort();
+            let key = (
+                cluster.vlan(),
+                None,
+                Subject::OwnerPair {
+                    cluster,
+                    hosts: pair,
+                },
+            );
+            model.overlaps.get(&key)
+        }
+        _ => None,
+    };
+    let in_overlap = |bucket: u16| {
+        claimed_twice
+            .into_iter()
+            .flatten()
+            .filter(|r| r.buckets.contains(bucket))
+            .map(|r| rule_name(r.slot, r.rules))
+            .collect::<Vec<_>>()
+    };
+    let mut bucket_text = String::new();
+    if let Some(b) = &buckets {
+        let none: Vec<String> = b
+            .none
+            .iter()
+            .map(|(port, bucket)| format!("{bucket} (client port {port})"))
+            .collect();
+        bucket_text = format!(
+            " Their buckets (nlb's hash, seeded with the cluster id; the rule's affinity is not on the wire): {} with affinity single, {} with network, {} with none.",
+            b.single,
+            b.network,
+            none.join(", ")
+        );
+        if claimed_twice.is_some() {
+            let all = b.all().all(|bucket| !in_overlap(bucket).is_empty());
+            bucket_text.push_str(if all {
+                " The two hosts' heartbeats claim every one of them at once (nlb_double_ownership)."
+            } else {
+                " The two hosts' heartbeats claim some of them at once (nlb_double_ownership)."
+            });
+        }
+    }
+    let evidence: Vec<String> = [
+        (
+            answers.syn_acks,
+            "SYN-ACK answered a SYN the other MAC answered too",
+            "SYN-ACKs answered SYNs the other MAC answered too",
+        ),
+        (
+            answers.segments,
+            "TCP segment alternated between the two MACs",
+            "TCP segments alternated between the two MACs",
+        ),
+        (
+            answers.datagrams,
+            "UDP datagram alternated between the two MACs",
+            "UDP datagrams alternated between the two MACs",
+        ),
+    ]
+    .into_iter()
+    .filter(|(count, ..)| *count > 0)
+    .map(|(count, one, many)| n(count, one, many))
+    .collect();
+    let ports_text = ports
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let bucket_json =
+        |bucket: u16| json!({"bucket": bucket, "claimed_twice_in": in_overlap(bucket)});
+    (
+        format!(
+            "{ip}:{port}/{proto}{vlan} answered client {client} (ports {ports_text}) from two MACs, {} and {}: {}.{bucket_text}",
+            who(&hosts[0]),
+            who(&hosts[1]),
+            evidence.join("; ")
+        ),
+        format!(
+            "Two hosts accept this client's flows: the client keeps one answer and the other host resets or confuses the connection. With nlb, look for an nlb_double_ownership finding (hosts that cannot hear each other each own every bucket). Otherwise two servers hold {ip} and both receive its frames (a shared or multicast MAC, a flooding switch): find {} and {} and leave {ip} on one of them, or put them in one cluster.",
+            macs[0], macs[1]
+        ),
+        json!({
+            "vip": ip,
+            "port": port,
+            "protocol": proto,
+            "client": client,
+            "client_ports": ports,
+            "macs": hosts.iter().map(|(mac, host)| json!({
+                "mac": mac,
+                "host_id": host.map(|(_, id)| id),
+                "cluster_id": host.and_then(|(key, _)| match key {
+                    ClusterKey::Nlb { cluster_id, .. } => Some(format!("{cluster_id:08x}")),
+                    ClusterKey::Windows { .. } => None,
+                }),
+            })).collect::<Vec<_>>(),
+            "syn_acks_answered_twice": answers.syn_acks,
+            "segments_alternating": answers.segments,
+            "datagrams_alternating": answers.datagrams,
+            "buckets": buckets.as_ref().map(|b| json!({
+                "note": "the rule's affinity is not on the wire: the bucket under each",
+                "affinity_single": bucket_json(b.single),
+                "affinity_network": bucket_json(b.network),
+                "affinity_none": b.none.iter().map(|&(port, bucket)| {
+                    let mut entry = bucket_json(bucket);
+                    entry["client_port"] = json!(port);
+                    entry
+                }).collect::<Vec<_>>(),
+            })),
+        }),
+    )
 }
 
 fn corruption(acc: &Record, ip: &str, vlan: &str) -> (String, String, Value) {

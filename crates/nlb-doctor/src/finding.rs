@@ -38,6 +38,10 @@ pub enum Kind {
     NlbDuplicateHostId,
     /// Hosts of one cluster disagree on rules or configuration.
     NlbInconsistentRules,
+    /// Two hosts of one nlb cluster claim the same buckets in heartbeats at once.
+    NlbDoubleOwnership,
+    /// One client flow from a VIP answered from two MACs.
+    DoubleAnswer,
     /// An IGMP-mode cluster MAC carries traffic but nobody reported membership.
     IgmpMissing,
     /// Frames that are not what their headers say.
@@ -46,7 +50,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order of the table in the documentation.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 18] = [
         Kind::FrameCorruption,
         Kind::DuplicateIp,
         Kind::SenderMacMismatch,
@@ -61,6 +65,8 @@ impl Kind {
         Kind::NlbCluster,
         Kind::NlbDuplicateHostId,
         Kind::NlbInconsistentRules,
+        Kind::NlbDoubleOwnership,
+        Kind::DoubleAnswer,
         Kind::IgmpMissing,
         Kind::Malformed,
     ];
@@ -82,6 +88,8 @@ impl Kind {
             Kind::NlbCluster => "nlb_cluster",
             Kind::NlbDuplicateHostId => "nlb_duplicate_host_id",
             Kind::NlbInconsistentRules => "nlb_inconsistent_rules",
+            Kind::NlbDoubleOwnership => "nlb_double_ownership",
+            Kind::DoubleAnswer => "double_answer",
             Kind::IgmpMissing => "igmp_missing",
             Kind::Malformed => "malformed",
         }

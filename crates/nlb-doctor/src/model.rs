@@ -18,6 +18,7 @@ use crate::link::Vlan;
 use foldhash::{HashMap, HashSet};
 use nlb_wire::MacAddr;
 use nlb_wire::addressing::{NlbMac, classify_mac};
+use nlb_wire::bitmap::BucketBitmap;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -149,6 +150,21 @@ pub(crate) enum Subject {
     ClusterHost { cluster: ClusterKey, host_id: u32 },
     /// The station whose frames arrive damaged.
     Station(MacAddr),
+    /// Two senders (host id, MAC) of one nlb cluster whose heartbeats claim buckets at
+    /// once, the lower first; the buckets are in `Model::overlaps`.
+    OwnerPair {
+        cluster: ClusterKey,
+        hosts: [(u8, MacAddr); 2],
+    },
+    /// Flows from a VIP (the record's IP) port to one client, answered from two MACs
+    /// (the lower first); IP protocol 6 or 17. The client ports are in
+    /// `Model::answered_ports`.
+    Answer {
+        protocol: u8,
+        port: u16,
+        client: Ipv4Addr,
+        macs: [MacAddr; 2],
+    },
     /// The catch-all for a kind's findings beyond [`MAX_RECORDS`].
     Overflow,
 }
@@ -172,6 +188,30 @@ pub(crate) enum Evidence {
     /// A request storm and the unanswered addresses it asked for that are not listed
     /// separately.
     Storm { unanswered: u64 },
+    /// What the second MAC's answers to a flow were.
+    Answers(Answers),
+}
+
+/// The frames of a `double_answer` from the second MAC, by what they were.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Answers {
+    /// TCP SYN-ACKs answering a SYN another MAC answered too (the same acknowledgment
+    /// number): two hosts accepted one connection.
+    pub(crate) syn_acks: u64,
+    /// Other TCP segments.
+    pub(crate) segments: u64,
+    /// UDP datagrams.
+    pub(crate) datagrams: u64,
+}
+
+/// The buckets of one rule that two hosts claimed at once.
+#[derive(Debug, Clone)]
+pub(crate) struct RuleOverlap {
+    /// The rule's slot in the heartbeats (configured rules in order, the fallback last).
+    pub(crate) slot: u8,
+    /// How many rule records the heartbeats carried (so the last slot is the fallback).
+    pub(crate) rules: u8,
+    pub(crate) buckets: BucketBitmap,
 }
 
 /// What the damaged frames of one station showed.
@@ -215,7 +255,14 @@ pub(crate) struct Record {
     pub(crate) absorbed: bool,
 }
 
+/// What the side tables of [`Model`] know a record by: its identity but the kind.
+pub(crate) type SideKey = (Option<Vlan>, Option<Ipv4Addr>, Subject);
+
 impl Record {
+    pub(crate) fn side_key(&self) -> SideKey {
+        (self.vlan, self.ip, self.subject)
+    }
+
     pub(crate) fn add_mac(&mut self, mac: MacAddr) {
         if self.macs.len() < MAX_MACS && !self.macs.contains(&mac) {
             self.macs.push(mac);
@@ -345,6 +392,12 @@ pub(crate) struct Model {
     pub(crate) records: Vec<Record>,
     index: HashMap<RecordKey, usize>,
     pub(crate) clusters: BTreeMap<ClusterKey, ClusterSeen>,
+    /// The buckets of each `nlb_double_ownership` record, per rule.
+    pub(crate) overlaps: HashMap<SideKey, Vec<RuleOverlap>>,
+    /// The client ports of each `double_answer` record's flows.
+    pub(crate) answered_ports: HashMap<SideKey, Vec<u16>>,
+    /// The cluster and host id of each MAC heartbeats came from (the first seen).
+    pub(crate) host_macs: HashMap<MacAddr, (ClusterKey, u32)>,
 }
 
 impl Model {

@@ -2,7 +2,9 @@
 //! [`ClusterSeen`] per cluster and VLAN, one [`HostSeen`](crate::model::HostSeen) per
 //! host id; `nlb_duplicate_host_id` when a second source MAC sends one host id,
 //! `nlb_inconsistent_rules` when the hosts' configuration fingerprints or port rules
-//! differ. The summary of each cluster is rendered at the end (`nlb_cluster`).
+//! differ. The summary of each cluster is rendered at the end (`nlb_cluster`). Each nlb
+//! heartbeat's owned buckets, and each cluster IP, also go to `ownership.rs`
+//! (`nlb_double_ownership`, and the VIPs whose traffic `double_answer` reads).
 
 use super::Analyzer;
 use crate::finding::{Kind, Severity};
@@ -83,6 +85,7 @@ impl Analyzer {
             }
         };
         self.model.counters.msnlb_heartbeats += 1;
+        self.learn_vip(heartbeat.cluster_ip);
         let key = ClusterKey::Windows {
             vlan: frame.vlan,
             cluster_ip: heartbeat.cluster_ip,
@@ -151,6 +154,7 @@ impl Analyzer {
                 _ => None,
             });
         }
+        self.note_claims(frame, key, &heartbeat);
         let host_id = u32::from(heartbeat.host_id);
         let Some(host) = self.heard_host(key, frame, host_id) else {
             return;
@@ -206,6 +210,9 @@ impl Analyzer {
             host.macs.push(mac);
         }
         let macs = host.macs.clone();
+        if let Some(mac) = new_mac {
+            self.note_host_mac(mac, key, host_id);
+        }
         // Keyed by the cluster, not its IP, which may be learnt only later (IGMP mode);
         // explain fills the IP in.
         if duplicate {

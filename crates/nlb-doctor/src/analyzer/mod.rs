@@ -9,8 +9,9 @@
 //! (so that the analyzer never imports what comes after it). One file per protocol:
 //! `arp.rs` (claims, requests, probes, mismatches), `corruption.rs` (damaged frames: one
 //! failing station, not many devices), `igmp.rs` (membership and IGMP-mode cluster
-//! traffic), `clusters.rs` (nlb and Windows NLB heartbeats); `mod.rs` holds the frame
-//! dispatch, time, malformed frames and the end of the analysis.
+//! traffic), `clusters.rs` (nlb and Windows NLB heartbeats), `ownership.rs` (buckets
+//! claimed twice in heartbeats, VIP flows answered from two MACs); `mod.rs` holds the
+//! frame dispatch, time, malformed frames and the end of the analysis.
 //!
 //! Rules, by kind (RFC 826 for ARP, RFC 5227 for probes and announcements):
 //! - a *claim* is an ARP frame whose sender IP is not 0.0.0.0: it says "IP is at MAC";
@@ -30,6 +31,13 @@
 //! - `probe_conflict`: a probe for an IP another MAC claimed within the duplicate window,
 //!   a claim by another MAC within 2 s after a probe (RFC 5227 §2.1.1 defence), or two
 //!   MACs probing for one IP within 2 s.
+//! - `nlb_double_ownership`: a bucket in the owned sets of two senders of one nlb
+//!   cluster at once: X's two heartbeats at most two periods apart and Y's latest in
+//!   between all list it (release before claim forbids it; hand-offs, crashes and stale
+//!   heartbeats after a pause do not show it). The rule in full is in `ownership.rs`;
+//! - `double_answer`: one flow from a VIP (TCP or UDP, by VLAN, ports and client)
+//!   answered from two MACs within 500 ms: two SYN-ACKs for one SYN (RFC 9293 §3.5), or
+//!   answers alternating A, B, A; one change of MAC is a take-over. In `ownership.rs`.
 //!
 //! ## Frame corruption: one failing station, not many devices
 //!
@@ -79,6 +87,7 @@ mod arp;
 mod clusters;
 mod corruption;
 mod igmp;
+mod ownership;
 #[cfg(test)]
 mod tests;
 
@@ -155,6 +164,8 @@ pub struct Analyzer {
     stations: HashMap<(Option<Vlan>, MacAddr), Station>,
     /// Whether some station's corruption is confirmed.
     corruption_confirmed: bool,
+    /// Heartbeat claims, VIP flows and learned VIPs (`ownership.rs`).
+    ownership: ownership::Ownership,
 }
 
 /// A record without a link layer, as a frame for counting it.
@@ -218,6 +229,7 @@ impl Analyzer {
             cluster_hosts: HashSet::default(),
             stations: HashMap::default(),
             corruption_confirmed: false,
+            ownership: ownership::Ownership::default(),
         }
     }
 
@@ -390,7 +402,10 @@ impl Analyzer {
         }
         match frame.ethertype {
             ETHERTYPE_ARP => self.handle_arp(frame),
-            ETHERTYPE_IPV4 => self.handle_ipv4(frame),
+            ETHERTYPE_IPV4 => {
+                self.handle_ipv4(frame);
+                self.handle_vip_traffic(frame);
+            }
             ETHERTYPE_NLB_HEARTBEAT => self.handle_nlb_heartbeat(frame),
             ETHERTYPE_MS_NLB => self.handle_msnlb(frame),
             _ => {}

@@ -277,9 +277,15 @@ mod tests {
     use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError};
     use std::time::Duration;
 
-    /// The records of a classic pcap file: (seconds, nanoseconds, bytes), and its header's
-    /// magic and link type.
-    fn read_back(file: &[u8]) -> (u32, i32, Vec<(u32, u32, Vec<u8>)>) {
+    /// A classic pcap file as `pcap-parser` reads it.
+    struct ReadBack {
+        magic: u32,
+        link: i32,
+        /// (seconds, nanoseconds, bytes) of each record.
+        records: Vec<(u32, u32, Vec<u8>)>,
+    }
+
+    fn read_back(file: &[u8]) -> ReadBack {
         let mut reader = LegacyPcapReader::new(1 << 16, file).expect("a pcap header");
         let (mut magic, mut link) = (0, 0);
         let mut records = Vec::new();
@@ -304,7 +310,11 @@ mod tests {
                 Err(err) => panic!("unreadable capture: {err:?}"),
             }
         }
-        (magic, link, records)
+        ReadBack {
+            magic,
+            link,
+            records,
+        }
     }
 
     fn ethertype(frame: &[u8]) -> u16 {
@@ -334,7 +344,11 @@ mod tests {
         sim.run_for(Duration::from_millis(200));
 
         let file = sim.capture().expect("a memory capture").to_vec();
-        let (magic, link, records) = read_back(&file);
+        let ReadBack {
+            magic,
+            link,
+            records,
+        } = read_back(&file);
         assert_eq!(magic, MAGIC_NANOSECONDS);
         assert_eq!(link, LINKTYPE_ETHERNET as i32);
         assert_eq!(records.len() as u64, sim.captured_frames().unwrap());
@@ -445,7 +459,7 @@ mod tests {
         drop(sim);
         let file = std::fs::read(&path).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        let (_, _, records) = read_back(&file);
+        let records = read_back(&file).records;
         assert!(frames > 0);
         assert_eq!(records.len() as u64, frames);
     }

@@ -8,6 +8,12 @@
 //! daemon says it sent) and owned buckets, the cluster's convergence, and which problems
 //! are reported. Where the doctor cannot yet say what happened (a partition's double
 //! ownership, a crashed host's silence), the test asserts what it says today and says so.
+//!
+//! Each scenario also reads the capture's heartbeats itself ([`rival_claims`]): which
+//! hosts claim one owned bucket at once, and how far apart in time. That is what a
+//! double-ownership rule has to tell apart: nothing in a steady cluster, a takeover a
+//! failure window after a silent host's last heartbeat, a partition's two sides within
+//! a period and for as long as it lasts, an asymmetric partition's single heartbeat.
 
 use nlb_core::node::Event;
 use nlb_doctor::{CaptureReader, Finding, Kind, Report, Settings, Severity, diagnose};

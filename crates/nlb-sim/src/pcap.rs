@@ -8,7 +8,8 @@
 //!   Frames that the network's faults then drop on their way to some receivers are
 //!   recorded: heartbeat loss and partitions are decided per receiver, after the frame
 //!   reached the switch, so a partitioned cluster's capture shows both sides' heartbeats,
-//!   as a mirror port would. A frame that never reaches the switch is not: a crashed,
+//!   as a mirror port would (a partition here is a filter inside the one switch; across
+//!   a cut link between two real switches, a mirror on one of them sees one side). A frame that never reaches the switch is not: a crashed,
 //!   killed or frozen daemon sends nothing. Frames the switch cannot parse are recorded
 //!   too (they entered it). Client SYNs are not frames in this simulator (the data planes
 //!   judge flows directly, see `crate::flows`), so a capture holds heartbeats, ARP
@@ -67,7 +68,8 @@ pub const ENV_VAR: &str = "NLB_SIM_PCAP";
 pub enum Capture {
     /// Into memory, read with [`Sim::capture`].
     Memory,
-    /// Into this file, created or truncated.
+    /// Into this file, created or truncated (two simulations given one path overwrite
+    /// each other).
     File(PathBuf),
 }
 

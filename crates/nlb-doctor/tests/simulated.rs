@@ -2,18 +2,22 @@
 //! the tap on the simulated switch (every frame once, as it enters the switch, as a
 //! mirror port sees it), the capture handed to [`diagnose`] from memory.
 //!
-//! Each test runs one seeded scenario (a steady cluster, heartbeat loss, IGMP mode, a
-//! partition, a crash, a daemon restart, port moves) and asserts what the doctor makes of
+//! Each test runs one seeded scenario (a steady cluster, a cluster key, heartbeat loss,
+//! IGMP mode, a partition, asymmetric partitions both ways, a crash, a daemon restart, a
+//! port move, a live migration's pause) and asserts what the doctor makes of
 //! it: the cluster summary's hosts, their MACs, heartbeat counts (equal to what each
 //! daemon says it sent) and owned buckets, the cluster's convergence, and which problems
 //! are reported. Where the doctor cannot yet say what happened (a partition's double
-//! ownership, a crashed host's silence), the test asserts what it says today and says so.
+//! ownership, a crashed host's silence), the test asserts what it says today and says
+//! so, and says what the assertion becomes once issue 17's `nlb_double_ownership` is on
+//! main (checked against branch `owners`, where it is written).
 //!
 //! Each scenario also reads the capture's heartbeats itself ([`rival_claims`]): which
 //! hosts claim one owned bucket at once, and how far apart in time. That is what a
 //! double-ownership rule has to tell apart: nothing in a steady cluster, a takeover a
 //! failure window after a silent host's last heartbeat, a partition's two sides within
-//! a period and for as long as it lasts, an asymmetric partition's single heartbeat.
+//! a period and for as long as it lasts, an asymmetric partition's single heartbeat
+//! (harmless one way round, a real overlap of one switch latency the other).
 
 use nlb_core::node::Event;
 use nlb_doctor::{CaptureReader, Finding, Kind, Report, Settings, Severity, diagnose};
@@ -329,8 +333,10 @@ struct Rivals {
 /// What a double-ownership rule must tell apart, read from the capture: a takeover
 /// claims a silent host's buckets only after the failure window; a partition's sides
 /// claim them within a period, heartbeat after heartbeat; an asymmetric partition shows
-/// one such heartbeat, though the data planes never overlap (the host that hears its
-/// rival's new target lets go at once, but says so only in its next heartbeat).
+/// one such heartbeat: where the host cut off from its peers' ears still hears them,
+/// the data planes never overlap (it lets go at once when it hears their new target,
+/// but says so only in its next heartbeat); where it is deaf to them, they overlap for
+/// the switch latency it takes its claim to reach them.
 fn rival_claims(sim: &Sim) -> Rivals {
     let mut capture = CaptureReader::new(sim.capture().expect("a memory capture")).unwrap();
     let mut latest: BTreeMap<u8, (i64, Vec<BucketBitmap>)> = BTreeMap::new();
@@ -391,6 +397,14 @@ fn assert_host_1_apart(cluster: &Finding, host_1: u64) {
         convergence(cluster),
         "converging (hosts in different views)"
     );
+}
+
+/// Each `nlb_double_ownership` finding's MACs and heartbeat count.
+fn double_ownership_pairs(report: &Report) -> Vec<(Vec<MacAddr>, u64)> {
+    named(report, DOUBLE_OWNERSHIP)
+        .iter()
+        .map(|f| (f.macs.clone(), f.count))
+        .collect()
 }
 
 /// Buckets written as ranges, "0, 2, 4-5".
@@ -544,6 +558,39 @@ fn an_asymmetric_partition_is_not_double_ownership() {
     let cluster = summary(&report);
     assert_eq!(hosts(cluster)[&1].state, "converging");
     assert_host_1_apart(cluster, 0);
+}
+
+/// The other direction: host 1 stops hearing hosts 2 and 3, who still hear it. After
+/// the failure window host 1, alone in its view, claims every bucket; hosts 2 and 3 let
+/// go of theirs when its heartbeat reaches them, one switch latency later. For that
+/// instant both sides hold buckets (the simulator's safety check sees it), and the
+/// capture has one heartbeat of host 1 claiming what 2 and 3 still claim.
+#[test]
+fn a_deaf_host_takes_everything_and_its_peers_let_go() {
+    let mut sim = cluster(3, ClusterMode::Multicast, seeded(1));
+    sim.run_for(Duration::from_secs(2));
+    sim.block(&[1, 2], &[0]);
+    sim.run_for(Duration::from_secs(2));
+    let moments: Vec<u64> = sim.violations.iter().map(|v| v.at.micros()).collect();
+    assert!(!moments.is_empty() && moments.iter().all(|&at| at == moments[0]));
+    assert_eq!(
+        (0..3).map(|i| owned_now(&sim, i)).collect::<Vec<_>>(),
+        [BUCKET_SLOTS, 0, 0]
+    );
+    let rivals = rival_claims(&sim);
+    assert_eq!(rivals.youngest, Some(Duration::ZERO), "{rivals:?}");
+    let report = doctor(&sim);
+    let sent = sent_by_each(&sim);
+    assert_every_heartbeat_read(&report, &sim, &sent);
+    let cluster = summary(&report);
+    assert_eq!(hosts(cluster)[&1].state, "converged");
+    // Today the doctor says nothing of that instant. Once `nlb_double_ownership` is on
+    // main it names it, as branch `owners` does: hosts 1 and 2, hosts 1 and 3, one
+    // heartbeat each, and the expected list below becomes
+    // `[(vec![macs[0], macs[1]], 1), (vec![macs[0], macs[2]], 1)]`.
+    assert_eq!(problems(&report), no_findings());
+    let macs: Vec<MacAddr> = sim.hosts.iter().map(|h| h.mac).collect();
+    assert_eq!(double_ownership_pairs(&report), [], "{macs:?}");
 }
 
 /// Host 1 (an ARP responder) crashes; hosts 2 and 3 take its buckets and answer ARP for

@@ -7,10 +7,9 @@
 //! port move, a live migration's pause) and asserts what the doctor makes of
 //! it: the cluster summary's hosts, their MACs, heartbeat counts (equal to what each
 //! daemon says it sent) and owned buckets, the cluster's convergence, and which problems
-//! are reported. Where the doctor cannot yet say what happened (a partition's double
-//! ownership, a crashed host's silence), the test asserts what it says today and says
-//! so, and says what the assertion becomes once issue 17's `nlb_double_ownership` is on
-//! main (checked against branch `owners`, where it is written).
+//! are reported, `nlb_double_ownership` against the buckets the simulated data planes
+//! hold. Where the doctor cannot yet say what happened (a crashed host's silence), the
+//! test asserts what it says today and says so.
 //!
 //! Each scenario also reads the capture's heartbeats itself ([`rival_claims`]): which
 //! hosts claim one owned bucket at once, and how far apart in time. That is what a
@@ -285,19 +284,6 @@ fn an_igmp_cluster_reports_its_group() {
     assert!(convergence(cluster).starts_with("converged"));
 }
 
-/// The JSON name of issue 17's double-ownership finding, which main's [`Kind`] does not
-/// have yet.
-const DOUBLE_OWNERSHIP: &str = "nlb_double_ownership";
-
-/// The findings named `name` (a kind the doctor may not have yet: its JSON name).
-fn named<'a>(report: &'a Report, name: &str) -> Vec<&'a Finding> {
-    report
-        .findings
-        .iter()
-        .filter(|f| f.kind.name() == name)
-        .collect()
-}
-
 /// Buckets both `a` and `b` own now, per rule slot.
 fn claimed_by_both(sim: &Sim, a: &[usize], b: &[usize]) -> Vec<Vec<u16>> {
     let side = |hosts: &[usize], slot: usize| -> Vec<u16> {
@@ -401,7 +387,7 @@ fn assert_host_1_apart(cluster: &Finding, host_1: u64) {
 
 /// Each `nlb_double_ownership` finding's MACs and heartbeat count.
 fn double_ownership_pairs(report: &Report) -> Vec<(Vec<MacAddr>, u64)> {
-    named(report, DOUBLE_OWNERSHIP)
+    of_kind(report, Kind::NlbDoubleOwnership)
         .iter()
         .map(|f| (f.macs.clone(), f.count))
         .collect()
@@ -420,10 +406,9 @@ fn ranges(text: &str) -> Vec<u16> {
 /// The doctor's `nlb_double_ownership` findings say what the data planes say: one per
 /// pair of hosts, one on each side, that own a bucket in common, naming both hosts and
 /// their MACs, and per rule slot the buckets both claim (none at all when no pair
-/// does). The details read are those of the finding as written on branch `owners`
-/// (issue 17), not yet on main.
+/// does).
 fn assert_double_ownership(report: &Report, sim: &Sim, a: &[usize], b: &[usize]) {
-    let findings = named(report, DOUBLE_OWNERSHIP);
+    let findings = of_kind(report, Kind::NlbDoubleOwnership);
     let mut expected = 0;
     for &x in a {
         for &y in b {
@@ -478,9 +463,11 @@ fn assert_double_ownership(report: &Report, sim: &Sim, a: &[usize], b: &[usize])
 
 /// A partition splits host 1 from hosts 2 and 3. Each side takes over the other's
 /// buckets; the switch delivers only within a side, but the mirror sees both sides'
-/// heartbeats, each claiming every bucket. Then the partition heals.
+/// heartbeats, each claiming every bucket, and the doctor names each pair of hosts
+/// across the split (1 and 2, 1 and 3) with the buckets both claim. Then the partition
+/// heals.
 #[test]
-fn a_partition_shows_both_sides_claiming_every_bucket() {
+fn a_partition_is_double_ownership_of_every_bucket() {
     for seed in 1..=3 {
         let mut sim = cluster(3, ClusterMode::Multicast, seeded(seed));
         sim.run_for(Duration::from_secs(2));
@@ -506,14 +493,12 @@ fn a_partition_shows_both_sides_claiming_every_bucket() {
         let rows = hosts(cluster);
         assert!(rows.values().all(|r| r.state == "converged"), "{rows:?}");
         assert_host_1_apart(cluster, BUCKET_SLOTS);
-        // Today the doctor has no word for two sides owning one bucket: the summary above
-        // is all, and nothing is a problem. Once issue 17's `nlb_double_ownership` is on
-        // main, the next line becomes
-        // `assert_double_ownership(&report, &sim, &[0], &[1, 2]);`.
-        assert_eq!(named(&report, DOUBLE_OWNERSHIP), no_findings());
+        // The summary reads as two views disagreeing; the double-ownership findings name
+        // each pair of hosts across the split and the buckets both claim.
+        assert_double_ownership(&report, &sim, &[0], &[1, 2]);
         let others: Vec<&Finding> = problems(&report)
             .into_iter()
-            .filter(|f| f.kind.name() != DOUBLE_OWNERSHIP)
+            .filter(|f| f.kind != Kind::NlbDoubleOwnership)
             .collect();
         assert_eq!(others, no_findings(), "seed {seed}: nothing else");
 
@@ -584,13 +569,18 @@ fn a_deaf_host_takes_everything_and_its_peers_let_go() {
     assert_every_heartbeat_read(&report, &sim, &sent);
     let cluster = summary(&report);
     assert_eq!(hosts(cluster)[&1].state, "converged");
-    // Today the doctor says nothing of that instant. Once `nlb_double_ownership` is on
-    // main it names it, as branch `owners` does: hosts 1 and 2, hosts 1 and 3, one
-    // heartbeat each, and the expected list below becomes
-    // `[(vec![macs[0], macs[1]], 1), (vec![macs[0], macs[2]], 1)]`.
-    assert_eq!(problems(&report), no_findings());
+    // The doctor names that instant: hosts 1 and 2, hosts 1 and 3, one heartbeat each,
+    // and nothing else is a problem.
     let macs: Vec<MacAddr> = sim.hosts.iter().map(|h| h.mac).collect();
-    assert_eq!(double_ownership_pairs(&report), [], "{macs:?}");
+    assert_eq!(
+        double_ownership_pairs(&report),
+        [(vec![macs[0], macs[1]], 1), (vec![macs[0], macs[2]], 1)]
+    );
+    assert!(
+        problems(&report)
+            .iter()
+            .all(|f| f.kind == Kind::NlbDoubleOwnership)
+    );
 }
 
 /// Host 1 (an ARP responder) crashes; hosts 2 and 3 take its buckets and answer ARP for
@@ -708,8 +698,9 @@ fn a_port_move_reads_as_if_nothing_moved() {
 
 /// A live migration with a 300 ms stop-and-copy pause: host 2 is silent for longer than
 /// the failure window, its peers take its buckets, and it rejoins on its new port. The
-/// doctor sees fewer heartbeats from it and nothing wrong: no duplicate IP, no cluster
-/// MAC as a source, no second MAC for its id.
+/// doctor sees fewer heartbeats from it and nothing wrong: no double ownership (after
+/// the pause it releases before it speaks, so no heartbeat of its claims what its peers
+/// took), no duplicate IP, no cluster MAC as a source, no second MAC for its id.
 #[test]
 fn a_live_migration_pause_is_not_a_problem() {
     let mut sim = cluster(3, ClusterMode::Unicast, seeded(8));
@@ -729,6 +720,7 @@ fn a_live_migration_pause_is_not_a_problem() {
 
     assert_eq!(problems(&report), no_findings());
     for kind in [
+        Kind::NlbDoubleOwnership,
         Kind::DuplicateIp,
         Kind::ClusterMacAsSource,
         Kind::NlbDuplicateHostId,

@@ -58,6 +58,24 @@ fn ip_text(ip: Option<std::net::Ipv4Addr>) -> String {
     ip.map(|ip| ip.to_string()).unwrap_or_default()
 }
 
+/// The nlb cluster id of a record about a cluster, in hex.
+fn cluster_id(acc: &Record) -> Option<String> {
+    match acc.subject {
+        Subject::Cluster(ClusterKey::Nlb { cluster_id, .. }) => Some(format!("{cluster_id:08x}")),
+        _ => None,
+    }
+}
+
+/// "cluster 198.18.0.10 (id c612000a)", or "cluster id c612000a" when its IP is unknown.
+fn cluster_name(acc: &Record, ip: &str) -> String {
+    let id = cluster_id(acc).unwrap_or_default();
+    if ip.is_empty() {
+        format!("cluster id {id}")
+    } else {
+        format!("cluster {ip} (id {id})")
+    }
+}
+
 /// One accumulated record as a finding.
 pub(crate) fn finding(record: &Record, model: &Model) -> Finding {
     // A cluster's findings are keyed by the cluster, whose IP may be learnt later.
@@ -309,6 +327,47 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
                 ),
                 "Host ids must be unique in a cluster: the hosts cannot agree on who owns which buckets. Give each host its own id (nlb: `[host] id`; Windows NLB: host priority).".to_owned(),
                 json!({"host_id": host_id}),
+            )
+        }
+        Kind::NlbForgedHeartbeat => {
+            let cluster = cluster_name(acc, &ip);
+            (
+                format!(
+                    "{}{vlan} claiming to be from nlb {cluster} from {macs} fail authentication with the given cluster key (a wrong tag, none, or format version 1, which this release's hosts do not accept either).",
+                    n(acc.count, "heartbeat", "heartbeats")
+                ),
+                "They were left out of the cluster summary and the ownership findings. If these MACs are your hosts, their cluster.key_file differs from the key given here (`nlb query` on such a host shows KeyMismatch): copy the one key to every host. Otherwise someone on the segment forges heartbeats: find the switch port that learned these MACs.".to_owned(),
+                json!({"cluster_id": cluster_id(acc)}),
+            )
+        }
+        Kind::NlbReplayedHeartbeat => {
+            let cluster = cluster_name(acc, &ip);
+            let (host_id, got, newest) = match acc.evidence {
+                Evidence::Replay {
+                    host_id,
+                    got,
+                    newest,
+                } => (host_id, got, newest),
+                _ => (0, (0, 0), (0, 0)),
+            };
+            (
+                format!(
+                    "{}{vlan} of nlb {cluster} from {macs} are older than one the capture already showed from the same host: replayed (the latest: host {host_id}, incarnation {} sequence {}, after incarnation {} sequence {}).",
+                    n(acc.count, "heartbeat", "heartbeats"),
+                    got.0,
+                    got.1,
+                    newest.0,
+                    newest.1
+                ),
+                "nlb hosts drop such frames (anti-replay), and the doctor left them out of the cluster summary and the ownership findings. Someone on the segment re-sends captured heartbeats, or a loop delays frames: find the switch port that sent them. With a cluster key a replay can cost availability but never safety (README, threat model); without one, set cluster.key_file.".to_owned(),
+                json!({
+                    "cluster_id": cluster_id(acc),
+                    "host_id": host_id,
+                    "incarnation": got.0,
+                    "sequence": got.1,
+                    "newest_incarnation": newest.0,
+                    "newest_sequence": newest.1,
+                }),
             )
         }
         Kind::NlbInconsistentRules => match acc.subject {

@@ -42,6 +42,10 @@ pub enum Kind {
     NlbDoubleOwnership,
     /// One client flow from a VIP answered from two MACs.
     DoubleAnswer,
+    /// Heartbeats whose tag the given cluster key does not verify (or with none).
+    NlbForgedHeartbeat,
+    /// Heartbeats older than one already seen from the same host: replayed.
+    NlbReplayedHeartbeat,
     /// An IGMP-mode cluster MAC carries traffic but nobody reported membership.
     IgmpMissing,
     /// Frames that are not what their headers say.
@@ -50,7 +54,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order of the table in the documentation.
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 20] = [
         Kind::FrameCorruption,
         Kind::DuplicateIp,
         Kind::SenderMacMismatch,
@@ -67,6 +71,8 @@ impl Kind {
         Kind::NlbInconsistentRules,
         Kind::NlbDoubleOwnership,
         Kind::DoubleAnswer,
+        Kind::NlbForgedHeartbeat,
+        Kind::NlbReplayedHeartbeat,
         Kind::IgmpMissing,
         Kind::Malformed,
     ];
@@ -90,6 +96,8 @@ impl Kind {
             Kind::NlbInconsistentRules => "nlb_inconsistent_rules",
             Kind::NlbDoubleOwnership => "nlb_double_ownership",
             Kind::DoubleAnswer => "double_answer",
+            Kind::NlbForgedHeartbeat => "nlb_forged_heartbeat",
+            Kind::NlbReplayedHeartbeat => "nlb_replayed_heartbeat",
             Kind::IgmpMissing => "igmp_missing",
             Kind::Malformed => "malformed",
         }

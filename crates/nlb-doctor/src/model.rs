@@ -55,6 +55,9 @@ pub struct Counters {
     pub unsupported_link: u64,
     /// Addresses not tracked because the tables were full.
     pub untracked: u64,
+    /// nlb heartbeats seen twice (the same sender, incarnation and sequence): a capture
+    /// that holds a frame twice (`tcpdump -i any` on a bridge), or a loop. Counted once.
+    pub duplicate_heartbeats: u64,
 }
 
 /// ARP activity per second, for the timeline.
@@ -190,6 +193,13 @@ pub(crate) enum Evidence {
     Storm { unanswered: u64 },
     /// What the second MAC's answers to a flow were.
     Answers(Answers),
+    /// The latest replayed heartbeat: its host id, the (incarnation, sequence) it
+    /// carried and the newest one seen from that host before it.
+    Replay {
+        host_id: u8,
+        got: (u32, u64),
+        newest: (u32, u64),
+    },
 }
 
 /// The frames of a `double_answer` from the second MAC, by what they were.

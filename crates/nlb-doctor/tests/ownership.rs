@@ -10,6 +10,7 @@ use nlb_wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_NLB_HEARTBEAT, EthernetRepr};
 use nlb_wire::heartbeat::{HeartbeatRepr, HostState, RuleStatus};
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const MS: i64 = 1_000_000;
 /// The heartbeat period the synthetic hosts announce.
@@ -25,6 +26,13 @@ fn vip() -> Ipv4Addr {
 
 fn client() -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, 100)
+}
+
+/// A sequence number above every one handed out before, as a daemon's heartbeats carry:
+/// the doctor reads an older or repeated one as a replay.
+fn next_sequence() -> u64 {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(1);
+    SEQUENCE.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A heartbeat of host `id` from `src`, owning `owned` of rule 1 (and nothing of the
@@ -48,7 +56,7 @@ fn heartbeat_of(cluster: u32, id: u8, src: MacAddr, incarnation: u32, owned: &[u
         host_id: id,
         state: HostState::Converged,
         incarnation,
-        sequence: 1,
+        sequence: next_sequence(),
         config_fingerprint: 0,
         view_epoch: 1,
         heartbeat_ms: (PERIOD / MS) as u16,

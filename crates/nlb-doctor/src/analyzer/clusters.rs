@@ -4,21 +4,33 @@
 //! `nlb_inconsistent_rules` when the hosts' configuration fingerprints or port rules
 //! differ. The summary of each cluster is rendered at the end (`nlb_cluster`). Each nlb
 //! heartbeat's owned buckets, and each cluster IP, also go to `ownership.rs`
-//! (`nlb_double_ownership`, and the VIPs whose traffic `double_answer` reads).
+//! (`nlb_double_ownership`, and the VIPs whose traffic `double_answer` reads), once it
+//! is believed: verified by the cluster key when one is given (`nlb_forged_heartbeat`
+//! otherwise), and newer than every heartbeat of its sender (`nlb_replayed_heartbeat`).
 
 use super::Analyzer;
 use crate::finding::{Kind, Severity};
 use crate::link::Frame;
-use crate::model::{ClusterKey, ClusterSeen, HostSeen, MAX_MACS, Subject};
+use crate::model::{ClusterKey, ClusterSeen, Evidence, HostSeen, MAX_MACS, Subject};
 use foldhash::HashMap;
 use nlb_wire::addressing::{NlbMac, classify_mac};
-use nlb_wire::heartbeat::{HeartbeatPacket, HeartbeatRepr};
+use nlb_wire::heartbeat::{AntiReplay, HeartbeatPacket, HeartbeatRepr};
 use nlb_wire::msnlb::MsNlbHeartbeat;
 use nlb_wire::{Error, MacAddr};
 use std::net::Ipv4Addr;
 
 /// Clusters tracked at most.
 const MAX_CLUSTERS: usize = 1024;
+/// nlb heartbeat senders whose newest heartbeat is remembered, for replays.
+const MAX_SENDERS: usize = 4096;
+
+/// One sender of nlb heartbeats: a host id of a cluster, from one MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Sender {
+    cluster: ClusterKey,
+    host_id: u8,
+    mac: MacAddr,
+}
 /// Hosts tracked per cluster at most.
 const MAX_HOSTS: usize = 256;
 
@@ -123,10 +135,16 @@ impl Analyzer {
     }
 
     pub(super) fn handle_nlb_heartbeat(&mut self, frame: &Frame<'_>) {
+        let key = self.settings.heartbeat_key.as_ref();
         let parsed = HeartbeatPacket::new_checked(frame.payload)
-            .and_then(|packet| HeartbeatRepr::parse(&packet, None));
+            .and_then(|packet| HeartbeatRepr::parse(&packet, key));
         let heartbeat = match parsed {
             Ok(heartbeat) => heartbeat,
+            // Version 1 has no tag a key of this release verifies: its hosts drop it too.
+            Err(Error::BadTag | Error::Unsupported(_)) => {
+                self.forged_heartbeat(frame);
+                return;
+            }
             Err(Error::Truncated { .. }) if frame.cut => {
                 self.malformed(
                     frame,
@@ -154,6 +172,9 @@ impl Analyzer {
                 _ => None,
             });
         }
+        if !self.fresh_heartbeat(frame, key, &heartbeat) {
+            return;
+        }
         self.note_claims(frame, key, &heartbeat);
         let host_id = u32::from(heartbeat.host_id);
         let Some(host) = self.heard_host(key, frame, host_id) else {
@@ -168,6 +189,87 @@ impl Analyzer {
         host.owned_equals_target = heartbeat.rules.iter().all(|r| r.owned == r.target);
         host.owned_buckets = heartbeat.rules.iter().map(|r| r.owned.len()).sum();
         self.check_cluster(frame, key, host_id);
+    }
+
+    /// A heartbeat the cluster key does not verify: not from a host with the key, so it
+    /// is counted under `nlb_forged_heartbeat` and takes no part in the analysis (no
+    /// host, no claims, no cluster made for it).
+    fn forged_heartbeat(&mut self, frame: &Frame<'_>) {
+        let Ok(packet) = HeartbeatPacket::new_checked(frame.payload) else {
+            return;
+        };
+        self.model.counters.nlb_heartbeats += 1;
+        let cluster = ClusterKey::Nlb {
+            vlan: frame.vlan,
+            cluster_id: packet.cluster_id(),
+        };
+        let macs: Vec<MacAddr> = frame.src.into_iter().collect();
+        self.count(
+            Kind::NlbForgedHeartbeat,
+            Severity::Error,
+            frame,
+            None,
+            Subject::Cluster(cluster),
+            &macs,
+        );
+    }
+
+    /// Whether `heartbeat` is newer than every one seen from its sender (cluster, host
+    /// id, MAC), by the daemons' own rule ([`AntiReplay`]). A frame seen twice (the same
+    /// incarnation and sequence) is counted in `duplicate_heartbeats` and read once; an
+    /// older one is a replay (`nlb_replayed_heartbeat`). Neither goes further: a replay
+    /// must not make a dead host look alive, or a host claim what it released. At most
+    /// [`MAX_SENDERS`] senders are followed; heartbeats of others are read unchecked.
+    fn fresh_heartbeat(
+        &mut self,
+        frame: &Frame<'_>,
+        cluster: ClusterKey,
+        heartbeat: &HeartbeatRepr,
+    ) -> bool {
+        let Some(mac) = heartbeat.sender_mac.or(frame.src) else {
+            return true;
+        };
+        let sender = Sender {
+            cluster,
+            host_id: heartbeat.host_id,
+            mac,
+        };
+        let full = self.heartbeat_senders.len() >= MAX_SENDERS;
+        let replay = match self.heartbeat_senders.get_mut(&sender) {
+            Some(newest) => newest.check(heartbeat.incarnation, heartbeat.sequence),
+            None if full => {
+                self.model.counters.untracked += 1;
+                return true;
+            }
+            None => {
+                let mut newest = AntiReplay::default();
+                let fresh = newest.check(heartbeat.incarnation, heartbeat.sequence);
+                self.heartbeat_senders.insert(sender, newest);
+                fresh
+            }
+        };
+        let Err(replay) = replay else {
+            return true;
+        };
+        if replay.got == replay.newest {
+            self.model.counters.duplicate_heartbeats += 1;
+            return false;
+        }
+        let macs: Vec<MacAddr> = frame.src.into_iter().collect();
+        let record = self.count(
+            Kind::NlbReplayedHeartbeat,
+            Severity::Warning,
+            frame,
+            None,
+            Subject::Cluster(cluster),
+            &macs,
+        );
+        record.evidence = Evidence::Replay {
+            host_id: heartbeat.host_id,
+            got: replay.got,
+            newest: replay.newest,
+        };
+        false
     }
 
     /// The record of host `host_id` of cluster `key`, counting this heartbeat; `None`

@@ -38,6 +38,15 @@
 //! - `double_answer`: one flow from a VIP (TCP or UDP, by VLAN, ports and client)
 //!   answered from two MACs within 500 ms: two SYN-ACKs for one SYN (RFC 9293 §3.5), or
 //!   answers alternating A, B, A; one change of MAC is a take-over. In `ownership.rs`.
+//! - `nlb_forged_heartbeat`: with [`Settings::heartbeat_key`], an nlb heartbeat whose
+//!   tag the key does not verify, that has none, or of format version 1 (whose tags a
+//!   key of this release does not verify either);
+//! - `nlb_replayed_heartbeat`: an nlb heartbeat whose (incarnation, sequence) is older
+//!   than one already seen from its sender (cluster, host id, MAC), by the daemons' own
+//!   anti-replay rule; the same pair again is a frame captured twice, counted in
+//!   `duplicate_heartbeats`. Neither forged nor replayed nor repeated heartbeats go
+//!   further: they make no host and claim no bucket, so they cannot make a dead host
+//!   look alive or raise `nlb_double_ownership`. In `clusters.rs`.
 //!
 //! ## Frame corruption: one failing station, not many devices
 //!
@@ -103,6 +112,7 @@ use nlb_wire::addressing::{NlbMac, classify_mac};
 use nlb_wire::ethernet::{
     ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_MS_NLB, ETHERTYPE_NLB_HEARTBEAT,
 };
+use nlb_wire::heartbeat::{AntiReplay, HeartbeatKey};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 
@@ -128,6 +138,9 @@ pub struct Settings {
     pub request_memory_ns: i64,
     /// The most IPs and sources tracked at once.
     pub max_tracked: usize,
+    /// The cluster key (`cluster.key_file`): with it, nlb heartbeats whose tag it does
+    /// not verify are `nlb_forged_heartbeat` and take no part in the analysis.
+    pub heartbeat_key: Option<HeartbeatKey>,
 }
 
 impl Default for Settings {
@@ -140,6 +153,7 @@ impl Default for Settings {
             reply_timeout_ns: SECOND,
             request_memory_ns: 5 * SECOND,
             max_tracked: 1 << 20,
+            heartbeat_key: None,
         }
     }
 }
@@ -160,6 +174,8 @@ pub struct Analyzer {
     igmp_reported: HashSet<(Option<Vlan>, Ipv4Addr)>,
     /// Source MACs of NLB heartbeats: hosts of some cluster.
     cluster_hosts: HashSet<MacAddr>,
+    /// The newest heartbeat of each nlb sender (cluster, host id, MAC), for replays.
+    heartbeat_senders: HashMap<clusters::Sender, AntiReplay>,
     /// Stations seen sending damaged or malformed frames, by VLAN and MAC.
     stations: HashMap<(Option<Vlan>, MacAddr), Station>,
     /// Whether some station's corruption is confirmed.
@@ -230,6 +246,7 @@ impl Analyzer {
             stations: HashMap::default(),
             corruption_confirmed: false,
             ownership: ownership::Ownership::default(),
+            heartbeat_senders: HashMap::default(),
         }
     }
 

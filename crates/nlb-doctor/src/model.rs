@@ -213,20 +213,44 @@ pub(crate) struct Record {
     /// Not reported on its own: part of another finding (an unanswered request of a
     /// storm's scan).
     pub(crate) absorbed: bool,
+    /// The [`filter_bit`]s of `macs` and of `peers`: change them through
+    /// [`add_mac`](Self::add_mac) and [`add_peer`](Self::add_peer) only.
+    mac_filter: u64,
+    peer_filter: u64,
+}
+
+/// A bit of a 64-bit filter for `x`: a record sets the bit of everything it lists, so a
+/// clear bit means "not listed" without reading the list (a busy finding's list is full,
+/// and most frames bring someone not in it).
+fn filter_bit(x: u64) -> u64 {
+    1 << (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)
+}
+
+fn mac_bits(mac: MacAddr) -> u64 {
+    let [a, b, c, d, e, f] = mac.0;
+    u64::from_le_bytes([a, b, c, d, e, f, 0, 0])
 }
 
 impl Record {
     pub(crate) fn add_mac(&mut self, mac: MacAddr) {
-        if self.macs.len() < MAX_MACS && !self.macs.contains(&mac) {
+        let bit = filter_bit(mac_bits(mac));
+        let listed = self.mac_filter & bit != 0 && self.macs.contains(&mac);
+        if !listed && self.macs.len() < MAX_MACS {
             self.macs.push(mac);
+            self.mac_filter |= bit;
         }
     }
 
     pub(crate) fn add_peer(&mut self, ip: Ipv4Addr, mac: MacAddr) {
-        if let Some(peer) = self.peers.iter_mut().find(|p| p.0 == ip && p.1 == mac) {
+        let bit = filter_bit(mac_bits(mac) << 16 ^ u64::from(u32::from(ip)));
+        let listed = (self.peer_filter & bit != 0)
+            .then(|| self.peers.iter_mut().find(|p| p.0 == ip && p.1 == mac))
+            .flatten();
+        if let Some(peer) = listed {
             peer.2 += 1;
         } else if self.peers.len() < MAX_PEERS {
             self.peers.push((ip, mac, 1));
+            self.peer_filter |= bit;
         }
     }
 }
@@ -379,6 +403,14 @@ impl Model {
         self.bins.get_mut(index)
     }
 
+    /// Moves record `index`'s last frame and time to `frame`, `ts` if they are later: what
+    /// [`record`](Self::record) does to a record it finds, for a caller that kept the index.
+    pub(crate) fn touch(&mut self, index: usize, frame: u64, ts: i64) {
+        let record = &mut self.records[index];
+        record.last_frame = record.last_frame.max(frame);
+        record.last_ts = record.last_ts.max(ts);
+    }
+
     /// The index of the record of this identity, made on first sight (at `frame`, `ts`);
     /// the record's last frame and time move to these. Once [`MAX_RECORDS`] are kept, a
     /// new identity goes to its kind's catch-all record.
@@ -408,9 +440,7 @@ impl Model {
             };
         }
         if let Some(&index) = self.index.get(&key) {
-            let record = &mut self.records[index];
-            record.last_frame = record.last_frame.max(frame);
-            record.last_ts = record.last_ts.max(ts);
+            self.touch(index, frame, ts);
             return index;
         }
         let index = self.records.len();
@@ -430,6 +460,8 @@ impl Model {
             peers: Vec::new(),
             longest_ns: 0,
             absorbed: false,
+            mac_filter: 0,
+            peer_filter: 0,
         });
         self.index.insert(key, index);
         index

@@ -45,12 +45,17 @@ pub(super) struct IpState {
     /// `owner` took the IP over with a gratuitous ARP: not a duplicate unless `previous`
     /// claims it again.
     takeover: bool,
-    /// Recent requests for this IP: (asker IP, time), one slot per asker; the first
-    /// `asker_len` slots are in use.
-    askers: [(u32, i64); ASKER_SLOTS],
+    /// Recent requests for this IP: asker IPs and times, one slot per asker; the first
+    /// `asker_len` slots are in use. (Two arrays: a tuple's padding would make the
+    /// state, read on every request and reply for the IP, a cache line longer.)
+    asker_ips: [u32; ASKER_SLOTS],
+    asker_ts: [i64; ASKER_SLOTS],
     asker_next: u8,
     asker_len: u8,
     episode: Option<Episode>,
+    /// This IP's `unanswered_request` record, once it has one: episodes after the first
+    /// find it without a lookup by identity.
+    unanswered: Option<u32>,
     last_probe: Option<(MacAddr, i64)>,
 }
 
@@ -60,24 +65,26 @@ impl IpState {
     fn note_asker(&mut self, asker: Ipv4Addr, ts: i64) {
         let asker = u32::from(asker);
         let used = usize::from(self.asker_len);
-        if let Some(slot) = self.askers[..used].iter_mut().find(|(ip, _)| *ip == asker) {
-            slot.1 = ts;
+        let slot = if let Some(slot) = self.asker_ips[..used].iter().position(|&ip| ip == asker) {
+            slot
         } else if used < ASKER_SLOTS {
-            self.askers[used] = (asker, ts);
             self.asker_len += 1;
+            used
         } else {
-            let slot = usize::from(self.asker_next) % ASKER_SLOTS;
-            self.askers[slot] = (asker, ts);
             self.asker_next = self.asker_next.wrapping_add(1);
-        }
+            usize::from(self.asker_next.wrapping_sub(1)) % ASKER_SLOTS
+        };
+        self.asker_ips[slot] = asker;
+        self.asker_ts[slot] = ts;
     }
 
     /// Whether someone asked for `repr.sender_ip` (the replier) recently: the reply's
     /// target IP among the askers remembered here.
     fn was_asked(&self, repr: &ArpRepr, now: i64, memory: i64) -> bool {
-        self.askers[..usize::from(self.asker_len)]
-            .iter()
-            .any(|&(asker, ts)| asker == u32::from(repr.target_ip) && now - ts <= memory)
+        let used = usize::from(self.asker_len);
+        let target = u32::from(repr.target_ip);
+        (self.asker_ips[..used].iter().zip(&self.asker_ts[..used]))
+            .any(|(&asker, &ts)| asker == target && now - ts <= memory)
     }
 }
 
@@ -99,29 +106,45 @@ impl Analyzer {
                 break;
             }
             self.deadlines.pop_front();
-            let Some(episode) = self
-                .ips
-                .get(&key)
-                .and_then(|state| state.episode)
+            // One lookup: the state and the model are apart.
+            let Some(state) = self.ips.get_mut(&key) else {
+                continue;
+            };
+            let Some(episode) = state
+                .episode
+                .as_mut()
                 .filter(|e| e.first_ts == first_ts && e.record.is_none())
             else {
                 continue;
             };
-            let (vlan, ip) = ip_of_key(key);
-            let severity = if self.model.is_vip(ip) {
-                Severity::Error
-            } else {
-                Severity::Warning
+            let index = match state.unanswered.map(|index| index as usize) {
+                Some(index) => {
+                    self.model
+                        .touch(index, episode.first_frame, episode.first_ts);
+                    index
+                }
+                None => {
+                    let (vlan, ip) = ip_of_key(key);
+                    let severity = if self.model.is_vip(ip) {
+                        Severity::Error
+                    } else {
+                        Severity::Warning
+                    };
+                    let index = self.model.record(
+                        Kind::UnansweredRequest,
+                        severity,
+                        vlan,
+                        Some(ip),
+                        Subject::None,
+                        episode.first_frame,
+                        episode.first_ts,
+                    );
+                    // Record indices stay below MAX_RECORDS + kinds, far below u32::MAX.
+                    state.unanswered = u32::try_from(index).ok();
+                    index
+                }
             };
-            let index = self.model.record(
-                Kind::UnansweredRequest,
-                severity,
-                vlan,
-                Some(ip),
-                Subject::None,
-                episode.first_frame,
-                episode.first_ts,
-            );
+            episode.record = Some(index);
             let record = &mut self.model.records[index];
             record.count += u64::from(episode.requests);
             record.last_frame = record.last_frame.max(episode.last_frame);
@@ -129,11 +152,6 @@ impl Analyzer {
             record.add_peer(episode.asker_ip, episode.asker_mac);
             record.add_mac(episode.asker_mac);
             record.longest_ns = record.longest_ns.max(now - episode.first_ts);
-            if let Some(state) = self.ips.get_mut(&key)
-                && let Some(open) = state.episode.as_mut()
-            {
-                open.record = Some(index);
-            }
         }
     }
 
@@ -285,9 +303,10 @@ impl Analyzer {
                 self.model.counters.untracked += 1;
                 return;
             }
+            // Most sources never come near the limit: their window grows as needed.
             Entry::Vacant(entry) => entry.insert(StormWindow {
                 last: i64::MIN,
-                recent: VecDeque::with_capacity((limit + 1).min(64)),
+                recent: VecDeque::new(),
             }),
         };
         let recent = &mut window_state.recent;

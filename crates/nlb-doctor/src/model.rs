@@ -192,31 +192,36 @@ pub(crate) struct Corruption {
 }
 
 /// One finding being accumulated.
+///
+/// Laid out for the frames that add to it (a busy finding is added to by most frames of
+/// a sick network): what each one changes comes first, in the record's first two cache
+/// lines; what it is comes after.
 #[derive(Debug, Clone)]
+#[repr(C, align(64))]
 pub(crate) struct Record {
+    /// The [`filter_bits`] of `macs` and of `peers`: change them through
+    /// [`add_mac`](Self::add_mac) and [`add_peer`](Self::add_peer) only.
+    mac_filter: u128,
+    peer_filter: u128,
+    pub(crate) count: u64,
+    pub(crate) last_frame: u64,
+    pub(crate) last_ts: i64,
+    /// The longest wait for a reply.
+    pub(crate) longest_ns: i64,
+    pub(crate) macs: Vec<MacAddr>,
+    /// Askers of a request, targets of a reply: (IP, MAC, frames).
+    pub(crate) peers: Vec<(Ipv4Addr, MacAddr, u64)>,
+    pub(crate) first_frame: u64,
+    pub(crate) first_ts: i64,
     pub(crate) kind: Kind,
     pub(crate) severity: Severity,
     pub(crate) vlan: Option<Vlan>,
     pub(crate) ip: Option<Ipv4Addr>,
     pub(crate) subject: Subject,
     pub(crate) evidence: Evidence,
-    pub(crate) macs: Vec<MacAddr>,
-    pub(crate) count: u64,
-    pub(crate) first_frame: u64,
-    pub(crate) last_frame: u64,
-    pub(crate) first_ts: i64,
-    pub(crate) last_ts: i64,
-    /// Askers of a request, targets of a reply: (IP, MAC, frames).
-    pub(crate) peers: Vec<(Ipv4Addr, MacAddr, u64)>,
-    /// The longest wait for a reply.
-    pub(crate) longest_ns: i64,
     /// Not reported on its own: part of another finding (an unanswered request of a
     /// storm's scan).
     pub(crate) absorbed: bool,
-    /// The [`filter_bits`] of `macs` and of `peers`: change them through
-    /// [`add_mac`](Self::add_mac) and [`add_peer`](Self::add_peer) only.
-    mac_filter: u128,
-    peer_filter: u128,
 }
 
 /// Two bits of a 128-bit filter for `x`: a record sets the bits of everything it lists,

@@ -155,6 +155,21 @@ impl Analyzer {
         }
     }
 
+    /// The entry in `deadlines` of the episode of IP `key` that began at `first_ts`.
+    fn deadline(&self, key: u64, first_ts: i64) -> (i64, u64, i64) {
+        (first_ts + self.settings.reply_timeout_ns, key, first_ts)
+    }
+
+    /// Forgets the deadline of an episode that was answered in time, when it is the
+    /// latest one (a reply right after its request, the common case): expiring it would
+    /// look its IP up for nothing. An identical entry left behind (another episode
+    /// opened at the same time) does the same work at the same time.
+    fn drop_deadline(&mut self, key: u64, first_ts: i64) {
+        if self.deadlines.back() == Some(&self.deadline(key, first_ts)) {
+            self.deadlines.pop_back();
+        }
+    }
+
     /// At the end: requests still waiting have waited until `end`.
     pub(super) fn close_episodes(&mut self, end: i64) {
         for state in self.ips.values() {
@@ -338,7 +353,6 @@ impl Analyzer {
 
     fn request(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
         let key = ip_key(frame.vlan, repr.target_ip);
-        let timeout = self.settings.reply_timeout_ns;
         let Some(state) = self.tracked(key) else {
             return;
         };
@@ -366,7 +380,7 @@ impl Analyzer {
         }
         let open = state.episode.expect("just set");
         if new_episode {
-            let entry = (frame.ts_ns + timeout, key, frame.ts_ns);
+            let entry = self.deadline(key, frame.ts_ns);
             if self.deadlines.back().is_none_or(|last| last.0 <= entry.0) {
                 self.deadlines.push_back(entry);
             } else {
@@ -543,11 +557,21 @@ impl Analyzer {
             state.owner_last_ts = ts;
             (probe_defended, duplicate_of, flap)
         };
-        if let Some(episode) = answered
-            && let Some(index) = episode.record
-        {
-            let record = &mut self.model.records[index];
-            record.longest_ns = record.longest_ns.max(ts - episode.first_ts);
+        match answered {
+            Some(Episode {
+                record: Some(index),
+                first_ts,
+                ..
+            }) => {
+                let record = &mut self.model.records[index];
+                record.longest_ns = record.longest_ns.max(ts - first_ts);
+            }
+            Some(Episode {
+                record: None,
+                first_ts,
+                ..
+            }) => self.drop_deadline(key, first_ts),
+            None => {}
         }
         if let Some(prober) = probe_defended {
             self.probe_conflict(frame, repr.sender_ip, prober, mac, Conflict::Defended);

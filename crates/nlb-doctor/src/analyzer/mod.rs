@@ -144,7 +144,9 @@ pub struct Analyzer {
     ips: HashMap<u64, IpState>,
     /// Reply deadlines (deadline, IP key, episode start), kept sorted, earliest first, so
     /// that one frame with a wild timestamp cannot hold the others back. Time nearly
-    /// always moves forward, so nearly every deadline goes at the back.
+    /// always moves forward, so nearly every deadline goes at the back, and a reply that
+    /// follows its request takes its deadline off the back again. Due deadlines are
+    /// expired together, each with one lookup of its IP.
     deadlines: VecDeque<(i64, u64, i64)>,
     storms: HashMap<u128, StormWindow>,
     igmp_traffic: BTreeMap<(Option<Vlan>, MacAddr), Traffic>,

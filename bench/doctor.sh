@@ -9,8 +9,10 @@
 # (its docs describe each shape): `ordinary` (mostly ordinary ARP among 2,000 hosts,
 # every anomaly mixed in) and the anomaly-dense `unanswered`, `unsolicited`, `flapping`,
 # `storms` and `vlans`. Both tools run pinned to CPU 0 (one core), alternating, from a
-# warm page cache; the table gives medians of whole-command wall times. It also checks
-# that both report the same duplicate IPs (tshark's expert info "Duplicate IP address
+# warm page cache; the table gives medians of whole-command wall times, and of their CPU
+# times (user + system): on a machine shared with other work, a pinned process waits
+# for its core, and the CPU time is the steadier measure. It also checks that both
+# report the same duplicate IPs (tshark's expert info "Duplicate IP address
 # configured"), where either reports any.
 #
 # Writes bench/results/doctor.md and bench/results/doctor.json. Needs tshark (apt-get
@@ -62,23 +64,25 @@ esac
 
 command -v tshark >/dev/null || { echo "tshark is missing: apt-get install tshark" >&2; exit 1; }
 pin() { if command -v taskset >/dev/null; then taskset -c 0 "$@"; else "$@"; fi; }
-now() { date +%s.%N; }
+# timed OUT CMD...: runs CMD with its output to OUT; prints its wall and CPU seconds.
+timed() {
+  local out=$1 TIMEFORMAT='%R %U %S'
+  shift
+  { time "$@" > "$out" 2>/dev/null; } 2>&1 | awk '{print $1, $2 + $3}'
+}
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 rows=target/bench/doctor-rows.txt
 : > "$rows"
 for shape in $SHAPES; do
   file=$(capture "$shape")
   cat "$file" > /dev/null # warm the page cache for both
-  doctor_times=()
-  tshark_times=()
+  doctor_times=() doctor_cpu=() tshark_times=() tshark_cpu=()
   for run in $(seq "$RUNS"); do
-    start=$(now)
-    pin "$NLB" doctor "$file" --json > target/bench/doctor.json
-    doctor_times+=("$(echo "$(now) - $start" | bc -l)")
-    start=$(now)
-    pin tshark -r "$file" -q -z expert > target/bench/tshark.txt 2>/dev/null
-    tshark_times+=("$(echo "$(now) - $start" | bc -l)")
-    echo "$shape run $run/$RUNS: doctor ${doctor_times[-1]} s, tshark ${tshark_times[-1]} s" >&2
+    read -r wall cpu < <(timed target/bench/doctor.json pin "$NLB" doctor "$file" --json)
+    doctor_times+=("$wall") doctor_cpu+=("$cpu")
+    read -r wall cpu < <(timed target/bench/tshark.txt pin tshark -r "$file" -q -z expert)
+    tshark_times+=("$wall") tshark_cpu+=("$cpu")
+    echo "$shape run $run/$RUNS: doctor ${doctor_times[-1]} s (CPU ${doctor_cpu[-1]} s), tshark ${tshark_times[-1]} s (CPU ${tshark_cpu[-1]} s)" >&2
   done
   ours=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("\n".join(sorted({f["ip"] for f in r["findings"] if f["kind"]=="duplicate_ip"})))' target/bench/doctor.json)
   theirs=$(grep -o 'Duplicate IP address configured ([0-9.]*)' target/bench/tshark.txt | grep -o '[0-9.]*[0-9]' | sort -u || true)
@@ -88,7 +92,7 @@ for shape in $SHAPES; do
     diff <(echo "$ours") <(echo "$theirs") >&2 || true
   fi
   frames=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["capture"]["frames"])' target/bench/doctor.json)
-  echo "$shape $frames $(median "${doctor_times[@]}") $(median "${tshark_times[@]}") $same $(grep -c . <<<"$ours" || true)" >> "$rows"
+  echo "$shape $frames $(median "${doctor_times[@]}") $(median "${tshark_times[@]}") $(median "${doctor_cpu[@]}") $(median "${tshark_cpu[@]}") $same $(grep -c . <<<"$ours" || true)" >> "$rows"
 done
 
 python3 - "$rows" "$RUNS" "$(uptime)" <<'EOF'
@@ -96,27 +100,32 @@ import json, sys
 rows, runs, load = sys.argv[1], int(sys.argv[2]), sys.argv[3].strip()
 shapes = []
 for line in open(rows):
-    shape, frames, doctor_s, tshark_s, same, count = line.split()
+    shape, frames, doctor_s, tshark_s, doctor_cpu, tshark_cpu, same, count = line.split()
     frames, doctor_s, tshark_s = int(frames), float(doctor_s), float(tshark_s)
+    doctor_cpu, tshark_cpu = float(doctor_cpu), float(tshark_cpu)
     shapes.append({
         "shape": shape, "frames": frames,
         "doctor_s": round(doctor_s, 3), "tshark_s": round(tshark_s, 3),
+        "doctor_cpu_s": round(doctor_cpu, 3), "tshark_cpu_s": round(tshark_cpu, 3),
         "doctor_frames_per_s": round(frames / doctor_s),
         "tshark_frames_per_s": round(frames / tshark_s),
+        "doctor_frames_per_cpu_s": round(frames / doctor_cpu),
         "ratio": round(tshark_s / doctor_s, 1),
+        "cpu_ratio": round(tshark_cpu / doctor_cpu, 1),
         "duplicate_ips": int(count),
         "same_duplicate_ips_as_tshark": None if same == "n/a" else same == "yes",
     })
-md = ["| shape | frames | doctor --json | tshark -q -z expert | doctor M frames/s | tshark / doctor | duplicate IPs, same as tshark |",
-      "|---|---|---|---|---|---|---|"]
+md = ["| shape | frames | doctor --json | tshark -q -z expert | doctor M frames/s | tshark / doctor | CPU: doctor, tshark, ratio | duplicate IPs, same as tshark |",
+      "|---|---|---|---|---|---|---|---|"]
 for s in shapes:
     same = s["same_duplicate_ips_as_tshark"]
     agree = "none found by either" if same is None else f"{s['duplicate_ips']}, {'yes' if same else 'NO'}"
     md.append(f"| {s['shape']} | {s['frames']:,} | {s['doctor_s']:.3f} s | {s['tshark_s']:.2f} s | "
-              f"{s['doctor_frames_per_s']/1e6:.1f} | {s['ratio']:.1f}x | {agree} |")
+              f"{s['doctor_frames_per_s']/1e6:.1f} | {s['ratio']:.1f}x | "
+              f"{s['doctor_cpu_s']:.3f} s, {s['tshark_cpu_s']:.2f} s, {s['cpu_ratio']:.1f}x | {agree} |")
 md.append("")
-md.append(f"Medians of {runs} runs each, whole-command wall times, both pinned to one CPU and "
-          f"alternating, warm page cache. Load: {load}")
+md.append(f"Medians of {runs} runs each, whole-command wall times (and CPU times, user + system), "
+          f"both pinned to one CPU and alternating, warm page cache. Load: {load}")
 open("bench/results/doctor.json", "w").write(json.dumps({"runs": runs, "load": load, "shapes": shapes}, indent=2) + "\n")
 open("bench/results/doctor.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))

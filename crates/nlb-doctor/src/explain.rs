@@ -3,7 +3,9 @@
 //!
 //! The contract: everything here reads the [`model`](crate::model) only (a [`Record`] and
 //! the [`Model`] it belongs to) and turns it into a [`Finding`]; it never sees frames and
-//! never imports the analyzer. The `details` JSON of each kind is written here.
+//! never imports the analyzer. The `details` JSON of each kind is chosen here: typed
+//! [`Facts`] for the kinds a sick network makes by the thousand (written straight to the
+//! report), a `json!` value for the rare ones.
 
 use crate::finding::{Details, Facts, Finding, Kind, MacText, Severity};
 use crate::link::Vlan;

@@ -56,6 +56,8 @@ pub(super) struct IpState {
     /// This IP's `unanswered_request` record, once it has one: episodes after the first
     /// find it without a lookup by identity.
     unanswered: Option<u32>,
+    /// The `unexpected_reply` record of this IP and a MAC, the latest one to make one.
+    unexpected: Option<(MacAddr, u32)>,
     last_probe: Option<(MacAddr, i64)>,
 }
 
@@ -399,14 +401,36 @@ impl Analyzer {
     }
 
     fn unexpected_reply(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
-        let record = self.count(
-            Kind::UnexpectedReply,
-            Severity::Warning,
-            frame,
-            Some(repr.sender_ip),
-            Subject::Mac(repr.sender_mac),
-            &[repr.sender_mac],
-        );
+        // The replier's state keeps the index of its latest MAC's record: a host that
+        // replies unasked does so over and over, and its state is at hand (the claim just
+        // read it), where finding the record by identity costs a lookup by a wide key.
+        let key = ip_key(frame.vlan, repr.sender_ip);
+        let mac = repr.sender_mac;
+        let cached = (self.ips.get(&key).and_then(|state| state.unexpected))
+            .filter(|&(owner, _)| owner == mac)
+            .map(|(_, index)| index as usize);
+        let index = match cached {
+            Some(index) => {
+                self.model.touch(index, frame.number, frame.ts_ns);
+                index
+            }
+            None => {
+                let index = self.model.record(
+                    Kind::UnexpectedReply,
+                    Severity::Warning,
+                    frame.vlan,
+                    Some(repr.sender_ip),
+                    Subject::Mac(mac),
+                    frame.number,
+                    frame.ts_ns,
+                );
+                if let Some(state) = self.ips.get_mut(&key) {
+                    state.unexpected = u32::try_from(index).ok().map(|index| (mac, index));
+                }
+                index
+            }
+        };
+        let record = self.count_at(index, &[mac]);
         record.add_peer(repr.target_ip, repr.target_mac);
     }
 

@@ -300,6 +300,11 @@ impl Analyzer {
             frame.number,
             frame.ts_ns,
         );
+        self.count_at(index, macs)
+    }
+
+    /// [`count`](Self::count) for a record found already (and touched).
+    fn count_at(&mut self, index: usize, macs: &[MacAddr]) -> &mut Record {
         let record = &mut self.model.records[index];
         record.count += 1;
         for &mac in macs {

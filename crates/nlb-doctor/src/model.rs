@@ -418,6 +418,33 @@ impl Model {
         record.last_ts = record.last_ts.max(ts);
     }
 
+    /// [`record`](Self::record) for a caller that keeps the index in `kept` (the state
+    /// of the IP or source the identity belongs to, at hand already): found there without
+    /// a lookup by the wide identity, and kept there when made. An identity's record
+    /// never changes index, so the two agree.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_kept(
+        &mut self,
+        kept: &mut Option<u32>,
+        kind: Kind,
+        severity: Severity,
+        vlan: Option<Vlan>,
+        ip: Option<Ipv4Addr>,
+        subject: Subject,
+        frame: u64,
+        ts: i64,
+    ) -> usize {
+        if let Some(index) = *kept {
+            let index = index as usize;
+            self.touch(index, frame, ts);
+            return index;
+        }
+        let index = self.record(kind, severity, vlan, ip, subject, frame, ts);
+        // Indices stay below MAX_RECORDS plus one catch-all a kind.
+        *kept = u32::try_from(index).ok();
+        index
+    }
+
     /// The index of the record of this identity, made on first sight (at `frame`, `ts`);
     /// the record's last frame and time move to these. Once [`MAX_RECORDS`] are kept, a
     /// new identity goes to its kind's catch-all record.

@@ -97,6 +97,8 @@ pub(super) struct StormWindow {
     last: i64,
     /// Times of its requests within the window, oldest first.
     recent: VecDeque<i64>,
+    /// Its `request_storm` record, once it has one: a storm adds to it with every request.
+    record: Option<u32>,
 }
 
 impl Analyzer {
@@ -119,33 +121,22 @@ impl Analyzer {
             else {
                 continue;
             };
-            let index = match state.unanswered.map(|index| index as usize) {
-                Some(index) => {
-                    self.model
-                        .touch(index, episode.first_frame, episode.first_ts);
-                    index
-                }
-                None => {
-                    let (vlan, ip) = ip_of_key(key);
-                    let severity = if self.model.is_vip(ip) {
-                        Severity::Error
-                    } else {
-                        Severity::Warning
-                    };
-                    let index = self.model.record(
-                        Kind::UnansweredRequest,
-                        severity,
-                        vlan,
-                        Some(ip),
-                        Subject::None,
-                        episode.first_frame,
-                        episode.first_ts,
-                    );
-                    // Record indices stay below MAX_RECORDS + kinds, far below u32::MAX.
-                    state.unanswered = u32::try_from(index).ok();
-                    index
-                }
+            let (vlan, ip) = ip_of_key(key);
+            let severity = if self.model.is_vip(ip) {
+                Severity::Error
+            } else {
+                Severity::Warning
             };
+            let index = self.model.record_kept(
+                &mut state.unanswered,
+                Kind::UnansweredRequest,
+                severity,
+                vlan,
+                Some(ip),
+                Subject::None,
+                episode.first_frame,
+                episode.first_ts,
+            );
             episode.record = Some(index);
             let record = &mut self.model.records[index];
             record.count += u64::from(episode.requests);
@@ -324,6 +315,7 @@ impl Analyzer {
             Entry::Vacant(entry) => entry.insert(StormWindow {
                 last: i64::MIN,
                 recent: VecDeque::new(),
+                record: None,
             }),
         };
         let recent = &mut window_state.recent;
@@ -341,14 +333,17 @@ impl Analyzer {
         if recent.len() > limit {
             recent.pop_front();
             // Keyed by the source MAC alone: one that rotates its sender IP is one storm.
-            let record = self.count(
+            let index = self.model.record_kept(
+                &mut window_state.record,
                 Kind::RequestStorm,
                 Severity::Warning,
-                frame,
+                frame.vlan,
                 None,
                 Subject::Mac(source),
-                &[source],
+                frame.number,
+                frame.ts_ns,
             );
+            let record = self.count_at(index, &[source]);
             record.add_peer(repr.sender_ip, source);
         }
     }
@@ -404,32 +399,24 @@ impl Analyzer {
         // The replier's state keeps the index of its latest MAC's record: a host that
         // replies unasked does so over and over, and its state is at hand (the claim just
         // read it), where finding the record by identity costs a lookup by a wide key.
-        let key = ip_key(frame.vlan, repr.sender_ip);
         let mac = repr.sender_mac;
-        let cached = (self.ips.get(&key).and_then(|state| state.unexpected))
+        let state = self.ips.get_mut(&ip_key(frame.vlan, repr.sender_ip));
+        let mut kept = (state.as_ref().and_then(|state| state.unexpected))
             .filter(|&(owner, _)| owner == mac)
-            .map(|(_, index)| index as usize);
-        let index = match cached {
-            Some(index) => {
-                self.model.touch(index, frame.number, frame.ts_ns);
-                index
-            }
-            None => {
-                let index = self.model.record(
-                    Kind::UnexpectedReply,
-                    Severity::Warning,
-                    frame.vlan,
-                    Some(repr.sender_ip),
-                    Subject::Mac(mac),
-                    frame.number,
-                    frame.ts_ns,
-                );
-                if let Some(state) = self.ips.get_mut(&key) {
-                    state.unexpected = u32::try_from(index).ok().map(|index| (mac, index));
-                }
-                index
-            }
-        };
+            .map(|(_, index)| index);
+        let index = self.model.record_kept(
+            &mut kept,
+            Kind::UnexpectedReply,
+            Severity::Warning,
+            frame.vlan,
+            Some(repr.sender_ip),
+            Subject::Mac(mac),
+            frame.number,
+            frame.ts_ns,
+        );
+        if let Some(state) = state {
+            state.unexpected = kept.map(|index| (mac, index));
+        }
         let record = self.count_at(index, &[mac]);
         record.add_peer(repr.target_ip, repr.target_mac);
     }

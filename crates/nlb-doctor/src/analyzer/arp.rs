@@ -95,7 +95,11 @@ impl IpState {
 pub(super) struct StormWindow {
     /// Time of the source's latest request.
     last: i64,
-    /// Times of its requests within the window, oldest first.
+    /// The window holds the latest request alone, and `recent` is not in use: most
+    /// sources ask far less often than once a window, and then their window costs no
+    /// read of `recent`'s buffer.
+    alone: bool,
+    /// Times of its requests within the window, oldest first (unless `alone`).
     recent: VecDeque<i64>,
     /// Its `request_storm` record, once it has one: a storm adds to it with every request.
     record: Option<u32>,
@@ -314,12 +318,23 @@ impl Analyzer {
             // Most sources never come near the limit: their window grows as needed.
             Entry::Vacant(entry) => entry.insert(StormWindow {
                 last: i64::MIN,
+                alone: false,
                 recent: VecDeque::new(),
                 record: None,
             }),
         };
+        let expired = frame.ts_ns.saturating_sub(window_state.last) >= window;
+        if expired && limit > 0 {
+            window_state.last = frame.ts_ns;
+            window_state.alone = true;
+            return;
+        }
         let recent = &mut window_state.recent;
-        if frame.ts_ns.saturating_sub(window_state.last) >= window {
+        if std::mem::take(&mut window_state.alone) {
+            recent.clear();
+            recent.push_back(window_state.last);
+        }
+        if expired {
             // Everything in the window has expired: clear without reading the
             // timestamps (a cache miss per request on a busy segment).
             recent.clear();

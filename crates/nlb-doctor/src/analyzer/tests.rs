@@ -470,3 +470,24 @@ fn each_storm_absorbs_only_its_own_scan() {
         .collect();
     assert_eq!(listed, vec![Some(shared)], "{findings:#?}");
 }
+
+#[test]
+fn a_storm_counts_each_request_beyond_the_limit_in_its_window() {
+    // Limit 1 in 100 ms: 0 and 50 ms make one beyond; 300 ms is alone again; 310 and
+    // 320 ms make two more (the window at 320 holds 310 and 320 once 300 is out).
+    let settings = Settings {
+        storm_requests: 1,
+        ..Settings::default()
+    };
+    let times = [0, 50, 300, 310, 320, 500];
+    let frames: Vec<(i64, Vec<u8>)> = (times.iter().enumerate())
+        .map(|(k, &ms)| (ms * MS, request(1, ip(100 + k as u8))))
+        .collect();
+    let findings = analyse(settings, &frames);
+    let storms = of(&findings, Kind::RequestStorm);
+    assert_eq!(storms.len(), 1, "{findings:#?}");
+    assert_eq!(
+        (storms[0].count, storms[0].first_frame, storms[0].last_frame),
+        (3, 2, 5)
+    );
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The doctor against tshark on every generated capture shape, side by side in one run:
 #
-#   bench/doctor.sh                      # 1,000,000 frames a shape, 3 runs each (~2 min)
+#   bench/doctor.sh                      # 1,000,000 frames a shape, 3 runs each: about a
+#                                        # minute, nearly all of it tshark
 #   FRAMES=5000000 RUNS=5 bench/doctor.sh
 #   SHAPES="ordinary storms" bench/doctor.sh
 #

@@ -1,5 +1,7 @@
 //! Where the doctor's time goes on one capture: reading and analysing the frames,
-//! putting the findings in words, and writing the JSON, each timed apart.
+//! putting the findings in words, and writing the JSON, each timed apart (the JSON of a
+//! second, whole diagnosis). The capture is read into memory first, so file reads are
+//! not in the times.
 //!
 //! `cargo run --release -p nlb-doctor --example phases -- CAPTURE.pcap`
 

@@ -3,9 +3,11 @@
 //!
 //! The contract: everything here reads the [`model`](crate::model) only (a [`Record`] and
 //! the [`Model`] it belongs to) and turns it into a [`Finding`]; it never sees frames and
-//! never imports the analyzer. The `details` JSON of each kind is written here.
+//! never imports the analyzer. The `details` JSON of each kind is chosen here: typed
+//! [`Facts`] for the kinds a sick network makes by the thousand (written straight to the
+//! report), a `json!` value for the rare ones.
 
-use crate::finding::{Finding, Kind, Severity};
+use crate::finding::{Details, Facts, Finding, Kind, MacText, Severity};
 use crate::link::Vlan;
 use crate::model::{
     ClusterKey, ClusterSeen, Conflict, Evidence, GratuitousClass, MAX_COPIES, MAX_MACS,
@@ -14,6 +16,7 @@ use crate::model::{
 use nlb_wire::MacAddr;
 use nlb_wire::addressing::classify_mac;
 use serde_json::{Value, json};
+use std::fmt::Write as _;
 
 /// The JSON name of a gratuitous ARP class.
 fn gratuitous_name(class: GratuitousClass) -> &'static str {
@@ -44,10 +47,12 @@ fn seconds(ns: i64) -> String {
 }
 
 fn list(macs: &[MacAddr]) -> String {
-    macs.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut text = String::with_capacity(macs.len() * 19);
+    for (i, mac) in macs.iter().enumerate() {
+        let comma = if i == 0 { "" } else { ", " };
+        let _ = write!(text, "{comma}{}", MacText::new(*mac));
+    }
+    text
 }
 
 fn on_vlan(vlan: Option<Vlan>) -> String {
@@ -107,7 +112,11 @@ pub(crate) fn finding(record: &Record, model: &Model) -> Finding {
 }
 
 /// The message, advice and details of one aggregated finding.
-fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (String, String, Value) {
+fn explain(
+    acc: &Record,
+    ip: Option<std::net::Ipv4Addr>,
+    model: &Model,
+) -> (String, String, Details) {
     if acc.subject == Subject::Overflow {
         return (
             format!(
@@ -117,7 +126,7 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
             ),
             "Narrow the capture (a VLAN, a time range, `tcpdump arp`) to see them individually."
                 .to_owned(),
-            json!({"overflow": true}),
+            json!({"overflow": true}).into(),
         );
     }
     let vip = ip.is_some_and(|ip| model.is_vip(ip));
@@ -146,7 +155,7 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
             } else {
                 "Two devices are configured with one address. Find them by MAC (switch MAC table, `ip neigh`), give one of them another address, and flush the neighbour caches (`ip neigh flush`) of hosts that talk to it.".to_owned()
             },
-            json!({"claims_from_other_macs": acc.count}),
+            Details::new(Facts::Count("claims_from_other_macs", acc.count)),
         ),
         Kind::SenderMacMismatch => {
             let (src, sender) = (acc.macs.first(), acc.macs.get(1));
@@ -167,7 +176,7 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
                     format!(
                         "Most stacks answer to the ARP sender MAC ({sender}) and work. Devices that answer to the Ethernet source instead (some embedded TCP/IP chips, WIZnet among them) send their replies to {src}, which the cluster drops: their connections fail. Use multicast or IGMP mode for such clients, or give them a static ARP entry for {ip} → {sender}."
                     ),
-                    json!({"pattern": "nlb_unicast_masking", "ethernet_source": src, "arp_sender": sender}),
+                    json!({"pattern": "nlb_unicast_masking", "ethernet_source": src, "arp_sender": sender}).into(),
                 )
             } else if pattern == MismatchPattern::NlbClusterSender {
                 (
@@ -178,7 +187,7 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
                     format!(
                         "Nothing to fix for stacks that answer to the ARP sender ({sender}), which is nearly all. A device that answers to the Ethernet source reaches only host {src}."
                     ),
-                    json!({"pattern": "nlb_cluster_sender", "ethernet_source": src, "arp_sender": sender}),
+                    json!({"pattern": "nlb_cluster_sender", "ethernet_source": src, "arp_sender": sender}).into(),
                 )
             } else {
                 (
@@ -189,17 +198,17 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
                     format!(
                         "Receivers learn {sender}, but a switch learns {src}, and stacks that reply to the Ethernet source send to {src}. Unless this is deliberate (a proxy or an NLB cluster), find the device with {src} and fix its ARP configuration."
                     ),
-                    json!({"ethernet_source": src, "arp_sender": sender}),
+                    json!({"ethernet_source": src, "arp_sender": sender}).into(),
                 )
             }
         }
         Kind::UnansweredRequest => {
-            let askers = acc
-                .peers
-                .iter()
-                .map(|(ip, mac, n)| format!("{ip} ({mac}) {n}×"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let mut askers = String::with_capacity(acc.peers.len() * 40);
+            for (i, (ip, mac, n)) in acc.peers.iter().enumerate() {
+                let comma = if i == 0 { "" } else { ", " };
+                let mac = MacText::new(*mac);
+                let _ = write!(askers, "{comma}{ip} ({mac}) {n}×");
+            }
             (
                 format!(
                     "{} for {ip}{vlan} got no reply, asked by {askers}; the longest wait was {}. The askers' neighbour entries for {ip} go INCOMPLETE and, after 3 unanswered requests, FAILED: traffic to {ip} is dropped.",
@@ -215,8 +224,12 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
                         "Check that {ip} is up and on this segment and VLAN. If it moved (a failover), its new owner must announce itself with gratuitous ARP; if it is gone, remove it from the askers' configuration (default gateway, DNS, static routes)."
                     )
                 },
-                json!({"askers": acc.peers.iter().map(|(ip, mac, n)| json!({"ip": ip, "mac": mac, "requests": n})).collect::<Vec<_>>(),
-                       "longest_wait_s": acc.longest_ns as f64 / 1e9}),
+                Details::new(Facts::Peers {
+                    list: "askers",
+                    per: "requests",
+                    peers: acc.peers.clone(),
+                    longest_wait_s: Some(acc.longest_ns as f64 / 1e9),
+                }),
             )
         }
         Kind::UnexpectedReply => (
@@ -226,7 +239,12 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
                 acc.macs.first().map(ToString::to_string).unwrap_or_default()
             ),
             "Unsolicited replies update caches silently. If the capture started just before them, ignore this; otherwise check whether the sender is the real owner of the address: unsolicited replies are how ARP spoofing works.".to_owned(),
-            json!({"targets": acc.peers.iter().map(|(ip, mac, n)| json!({"ip": ip, "mac": mac, "replies": n})).collect::<Vec<_>>()}),
+            Details::new(Facts::Peers {
+                list: "targets",
+                per: "replies",
+                peers: acc.peers.clone(),
+                longest_wait_s: None,
+            }),
         ),
         Kind::IpMacFlap => (
             format!(
@@ -234,7 +252,7 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
                 n(acc.count, "time", "times")
             ),
             "Two devices keep taking the address from each other: caches and switches follow each move, and every move breaks connections. Usually two hosts both think they own it (a split failover pair, a duplicate static address); make only one of them own it.".to_owned(),
-            json!({"flaps": acc.count}),
+            Details::new(Facts::Count("flaps", acc.count)),
         ),
         Kind::RequestStorm => {
             let mut message = format!(
@@ -246,14 +264,14 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
                     message.push_str(&format!(
                         " {unanswered} of the addresses it asked for never answered (not listed separately)."
                     ));
-                    json!({"unanswered_addresses": unanswered})
+                    Facts::Count("unanswered_addresses", unanswered)
                 }
-                _ => json!({"requests_beyond_threshold": acc.count}),
+                _ => Facts::Count("requests_beyond_threshold", acc.count),
             };
             (
                 message,
                 "A host asking this fast is scanning, looping, or retrying a dead address very quickly. Find it by MAC; if it is a scanner, rate-limit it at the switch.".to_owned(),
-                details,
+                Details::new(details),
             )
         }
         Kind::GratuitousArp => {
@@ -273,7 +291,7 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
                     n(acc.count, "frame", "frames")
                 ),
                 "Normal when an address comes up or moves (failover). Many of them for one address, or from several MACs, point at a fight over it.".to_owned(),
-                json!({"classification": gratuitous_name(class)}),
+                Details::new(Facts::Text("classification", gratuitous_name(class))),
             )
         }
         Kind::ArpProbe => (
@@ -282,7 +300,7 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
                 n(acc.count, "RFC 5227 probe", "RFC 5227 probes")
             ),
             "A host is checking that the address is free before using it (RFC 5227, Windows does this since Vista). Probes are not claims: a device that reports them as a duplicate address is wrong.".to_owned(),
-            Value::Null,
+            Details::default(),
         ),
         Kind::ProbeConflict => {
             let conflict = match acc.evidence {
@@ -302,7 +320,7 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
                 format!(
                     "The prober must not use {ip}: give it another address (a static configuration that collides, or a DHCP pool that overlaps static addresses)."
                 ),
-                json!({"conflict": name}),
+                Details::new(Facts::Text("conflict", name)),
             )
         }
         Kind::ClusterMacAsSource => (
@@ -313,7 +331,7 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
             format!(
                 "A switch learns {macs} on that one port and sends all traffic for the cluster ({ip}) to one host instead of flooding it to all: the other hosts stop serving (WLBS Q258609). Send from the host's own MAC (nlb always does; for Windows NLB keep MaskSourceMAC on)."
             ),
-            Value::Null,
+            Details::default(),
         ),
         Kind::NlbDuplicateHostId => {
             let host_id = match acc.subject {
@@ -326,7 +344,7 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
                     acc.macs.len()
                 ),
                 "Host ids must be unique in a cluster: the hosts cannot agree on who owns which buckets. Give each host its own id (nlb: `[host] id`; Windows NLB: host priority).".to_owned(),
-                json!({"host_id": host_id}),
+                json!({"host_id": host_id}).into(),
             )
         }
         Kind::NlbForgedHeartbeat => {
@@ -337,7 +355,7 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
                     n(acc.count, "heartbeat", "heartbeats")
                 ),
                 "They were left out of the cluster summary and the ownership findings. If these MACs are your hosts, their cluster.key_file differs from the key given here (`nlb query` on such a host shows KeyMismatch): copy the one key to every host. Otherwise someone on the segment forges heartbeats: find the switch port that learned these MACs.".to_owned(),
-                json!({"cluster_id": cluster_id(acc)}),
+                json!({"cluster_id": cluster_id(acc)}).into(),
             )
         }
         Kind::NlbReplayedHeartbeat => {
@@ -367,7 +385,8 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
                     "sequence": got.1,
                     "newest_incarnation": newest.0,
                     "newest_sequence": newest.1,
-                }),
+                })
+                .into(),
             )
         }
         Kind::NlbInconsistentRules => match acc.subject {
@@ -386,7 +405,7 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
             format!(
                 "A switch with IGMP snooping sends traffic for {ip} only to ports that reported it: the cluster hosts get nothing (or everything floods when snooping is off). Make every host join {ip} (nlb does; check `ip maddr`), and make sure a querier exists on the VLAN."
             ),
-            Value::Null,
+            Details::default(),
         ),
         Kind::Malformed => {
             let reason = match acc.subject {
@@ -402,12 +421,12 @@ fn explain(acc: &Record, ip: Option<std::net::Ipv4Addr>, model: &Model) -> (Stri
             } else {
                 "Frames like these come from buggy stacks, bad NICs or cabling, or a fuzzer. Find the sender by MAC if it recurs.".to_owned()
             },
-            json!({"reason": reason, "first_frame": acc.first_frame}),
+            Details::new(Facts::Malformed { reason, first_frame: acc.first_frame }),
         )
         }
         Kind::NlbDoubleOwnership => double_ownership(acc, &ip, &vlan, model),
         Kind::DoubleAnswer => double_answer(acc, &ip, &vlan, model),
-        Kind::NlbCluster => (String::new(), String::new(), Value::Null),
+        Kind::NlbCluster => Default::default(),
     }
 }
 
@@ -420,7 +439,12 @@ fn rule_name(slot: u8, rules: u8) -> String {
     }
 }
 
-fn double_ownership(acc: &Record, ip: &str, vlan: &str, model: &Model) -> (String, String, Value) {
+fn double_ownership(
+    acc: &Record,
+    ip: &str,
+    vlan: &str,
+    model: &Model,
+) -> (String, String, Details) {
     let (cluster, hosts) = match acc.subject {
         Subject::OwnerPair { cluster, hosts } => (cluster, hosts),
         _ => return Default::default(),
@@ -471,7 +495,8 @@ fn double_ownership(acc: &Record, ip: &str, vlan: &str, model: &Model) -> (Strin
                 "buckets": r.buckets.ranges_text(),
                 "buckets_owned_twice": r.buckets.len(),
             })).collect::<Vec<_>>(),
-        }),
+        })
+        .into(),
     )
 }
 
@@ -533,7 +558,7 @@ fn flow_buckets(
     })
 }
 
-fn double_answer(acc: &Record, ip: &str, vlan: &str, model: &Model) -> (String, String, Value) {
+fn double_answer(acc: &Record, ip: &str, vlan: &str, model: &Model) -> (String, String, Details) {
     let (protocol, port, client, macs) = match acc.subject {
         Subject::Answer {
             protocol,
@@ -673,11 +698,12 @@ fn double_answer(acc: &Record, ip: &str, vlan: &str, model: &Model) -> (String, 
                     entry
                 }).collect::<Vec<_>>(),
             })),
-        }),
+        })
+        .into(),
     )
 }
 
-fn corruption(acc: &Record, ip: &str, vlan: &str) -> (String, String, Value) {
+fn corruption(acc: &Record, ip: &str, vlan: &str) -> (String, String, Details) {
     let facts = match acc.evidence {
         Evidence::Corruption(facts) => facts,
         _ => Default::default(),
@@ -770,11 +796,12 @@ fn corruption(acc: &Record, ip: &str, vlan: &str) -> (String, String, Value) {
             "damaged_sender_ip": facts.sender_ip,
             "malformed_from_station": facts.malformed,
             "sender_mac_mismatch_findings_absorbed": facts.mismatches_absorbed,
-        }),
+        })
+        .into(),
     )
 }
 
-fn inconsistent(ip: &str, vlan: &str, cluster: &ClusterSeen) -> (String, String, Value) {
+fn inconsistent(ip: &str, vlan: &str, cluster: &ClusterSeen) -> (String, String, Details) {
     let mut differing: Vec<String> = Vec::new();
     let hosts = &cluster.hosts;
     if let Some(first) = hosts.values().find(|h| h.field_digests.is_some()) {
@@ -826,7 +853,7 @@ fn inconsistent(ip: &str, vlan: &str, cluster: &ClusterSeen) -> (String, String,
             }
         ),
         "Hosts with different rules each balance by their own rules: some connections are served twice, others never. Copy one configuration to every host (nlb: the same nlb.toml apart from [host]; Windows NLB: the same port rules), then reload.".to_owned(),
-        json!({"differing": differing, "hosts": per_host}),
+        json!({"differing": differing, "hosts": per_host}).into(),
     )
 }
 
@@ -860,7 +887,7 @@ pub(crate) fn cluster(key: ClusterKey, cluster: &ClusterSeen, model: &Model) -> 
 }
 
 /// The message, advice and details of a cluster summary.
-fn cluster_words(key: ClusterKey, cluster: &ClusterSeen) -> (String, String, Value) {
+fn cluster_words(key: ClusterKey, cluster: &ClusterSeen) -> (String, String, Details) {
     let (windows, cluster_id) = match key {
         ClusterKey::Windows { .. } => (true, None),
         ClusterKey::Nlb { cluster_id, .. } => (false, Some(cluster_id)),
@@ -959,5 +986,5 @@ fn cluster_words(key: ClusterKey, cluster: &ClusterSeen) -> (String, String, Val
             "port_rules": h.rule_count,
         })).collect::<Vec<_>>(),
     });
-    (message, advice.to_owned(), details)
+    (message, advice.to_owned(), details.into())
 }

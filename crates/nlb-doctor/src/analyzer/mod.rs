@@ -167,7 +167,9 @@ pub struct Analyzer {
     ips: HashMap<u64, IpState>,
     /// Reply deadlines (deadline, IP key, episode start), kept sorted, earliest first, so
     /// that one frame with a wild timestamp cannot hold the others back. Time nearly
-    /// always moves forward, so nearly every deadline goes at the back.
+    /// always moves forward, so nearly every deadline goes at the back, and a reply that
+    /// follows its request takes its deadline off the back again. Due deadlines are
+    /// expired together, each with one lookup of its IP.
     deadlines: VecDeque<(i64, u64, i64)>,
     storms: HashMap<u128, StormWindow>,
     igmp_traffic: BTreeMap<(Option<Vlan>, MacAddr), Traffic>,
@@ -182,6 +184,10 @@ pub struct Analyzer {
     corruption_confirmed: bool,
     /// Heartbeat claims, VIP flows and learned VIPs (`ownership.rs`).
     ownership: ownership::Ownership,
+    /// The VLAN stacks in `model.vlans`: single tags by bit (one test a frame), QinQ
+    /// stacks in a set.
+    single_vlans: [u64; 64],
+    stacked_vlans: HashSet<Vlan>,
 }
 
 /// A record without a link layer, as a frame for counting it.
@@ -247,6 +253,8 @@ impl Analyzer {
             corruption_confirmed: false,
             ownership: ownership::Ownership::default(),
             heartbeat_senders: HashMap::default(),
+            single_vlans: [0; 64],
+            stacked_vlans: HashSet::default(),
         }
     }
 
@@ -321,6 +329,11 @@ impl Analyzer {
             frame.number,
             frame.ts_ns,
         );
+        self.count_at(index, macs)
+    }
+
+    /// [`count`](Self::count) for a record found already (and touched).
+    fn count_at(&mut self, index: usize, macs: &[MacAddr]) -> &mut Record {
         let record = &mut self.model.records[index];
         record.count += 1;
         for &mac in macs {
@@ -403,11 +416,8 @@ impl Analyzer {
         if frame.cut {
             self.model.counters.cut += 1;
         }
-        if let Some(vlan) = frame.vlan
-            && !self.model.vlans.contains(&vlan)
-            && self.model.vlans.len() < 4096
-        {
-            self.model.vlans.push(vlan);
+        if let Some(vlan) = frame.vlan {
+            self.note_vlan(vlan);
         }
         if let Some(src) = frame.src {
             self.check_source(frame, src);
@@ -427,6 +437,30 @@ impl Analyzer {
             ETHERTYPE_MS_NLB => self.handle_msnlb(frame),
             _ => {}
         }
+    }
+
+    /// Adds `vlan` to the VLANs seen (at most 4,096), in order of appearance.
+    fn note_vlan(&mut self, vlan: Vlan) {
+        let seen = match vlan.inner {
+            None => {
+                let (word, bit) = (usize::from(vlan.outer) / 64 % 64, vlan.outer % 64);
+                self.single_vlans[word] & (1 << bit) != 0
+            }
+            Some(_) => self.stacked_vlans.contains(&vlan),
+        };
+        if seen || self.model.vlans.len() >= 4096 {
+            return;
+        }
+        match vlan.inner {
+            None => {
+                let (word, bit) = (usize::from(vlan.outer) / 64 % 64, vlan.outer % 64);
+                self.single_vlans[word] |= 1 << bit;
+            }
+            Some(_) => {
+                self.stacked_vlans.insert(vlan);
+            }
+        }
+        self.model.vlans.push(vlan);
     }
 
     fn check_source(&mut self, frame: &Frame<'_>, src: MacAddr) {
@@ -467,27 +501,29 @@ impl Analyzer {
     /// finding per address it tried.
     fn absorb_scans(&mut self) {
         let window = self.settings.storm_window_ns;
-        let stormers: Vec<(usize, Option<Vlan>, MacAddr, i64, i64)> = self
-            .model
-            .records
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.kind == Kind::RequestStorm)
-            .filter_map(|(index, r)| {
-                let mac = *r.macs.first()?;
+        // Storms by VLAN and source, each source's in record order.
+        type Spans = Vec<(usize, i64, i64)>;
+        let mut stormers: HashMap<(Option<Vlan>, MacAddr), Spans> = HashMap::default();
+        for (index, r) in self.model.records.iter().enumerate() {
+            if r.kind == Kind::RequestStorm
+                && let Some(&mac) = r.macs.first()
+            {
                 // From a window before the storm was seen to a window after it ended.
-                Some((index, r.vlan, mac, r.first_ts - window, r.last_ts + window))
-            })
-            .collect();
+                let span = (index, r.first_ts - window, r.last_ts + window);
+                stormers.entry((r.vlan, mac)).or_default().push(span);
+            }
+        }
         let mut absorbed: HashMap<usize, u64> = HashMap::default();
         for record in &mut self.model.records {
+            // Every asker is the one source, so the first one names it.
             if record.kind == Kind::UnansweredRequest
                 && record.severity != Severity::Error
-                && !record.peers.is_empty()
-                && let Some(&(storm, ..)) = stormers.iter().find(|&&(_, vlan, mac, from, to)| {
-                    vlan == record.vlan
-                        && (from..=to).contains(&record.first_ts)
-                        && record.peers.iter().all(|p| p.1 == mac)
+                && let Some(&(_, mac, _)) = record.peers.first()
+                && record.peers.iter().all(|p| p.1 == mac)
+                && let Some(&(storm, ..)) = stormers.get(&(record.vlan, mac)).and_then(|spans| {
+                    spans
+                        .iter()
+                        .find(|s| (s.1..=s.2).contains(&record.first_ts))
                 })
             {
                 record.absorbed = true;

@@ -63,6 +63,68 @@ fn ip_text(ip: Option<std::net::Ipv4Addr>) -> String {
     ip.map(|ip| ip.to_string()).unwrap_or_default()
 }
 
+fn heartbeat_gap(
+    acc: &Record,
+    ip: &str,
+    vlan: &str,
+    macs: &str,
+    model: &Model,
+) -> (String, String, Details) {
+    let Subject::ClusterHost {
+        cluster: key,
+        host_id,
+    } = acc.subject
+    else {
+        return Default::default();
+    };
+    let Some((cluster, host)) = model
+        .clusters
+        .get(&key)
+        .and_then(|cluster| Some((cluster, cluster.hosts.get(&host_id)?)))
+    else {
+        return Default::default();
+    };
+    let period_ms = host.heartbeat_ms.map_or(0, i64::from);
+    let ends_silent = host.silent_at(cluster.last_ts);
+    let mut seen = Vec::new();
+    if let Some((gap, _, until)) = host.longest_gap {
+        let times = if host.gaps > 1 {
+            format!(" (the longest of {} such gaps)", host.gaps)
+        } else {
+            String::new()
+        };
+        seen.push(format!(
+            "sent no heartbeat for {} ({:.0} of its {period_ms} ms periods) until {:.3} s{times}",
+            seconds(gap),
+            gap as f64 / (period_ms.max(1) * 1_000_000) as f64,
+            model.seconds(until)
+        ));
+    }
+    if ends_silent {
+        seen.push(format!(
+            "has sent none since {:.3} s, {} before the cluster's last heartbeat",
+            model.seconds(host.last_ts),
+            seconds(cluster.last_ts - host.last_ts)
+        ));
+    }
+    (
+        format!(
+            "Host {host_id} ({macs}) of nlb cluster {ip}{vlan} {}.",
+            seen.join(", and ")
+        ),
+        "Its peers declare a host failed after `tolerance` periods without a heartbeat and take its buckets over; it rejoins when it is heard again. Causes: the daemon or host stopped or crashed, a paused VM or process (live migration, a stop signal, swapping), the host's link or switch port went down, or its heartbeats were lost before the capture point. `nlb query` on it and on a peer shows when it left and came back; `journalctl -u nlb` on the host says why.".to_owned(),
+        json!({
+            "host_id": host_id,
+            "heartbeat_ms": host.heartbeat_ms,
+            "gaps": host.gaps,
+            "longest_gap_ms": host.longest_gap.map(|(gap, ..)| gap / 1_000_000),
+            "ends_silent": ends_silent,
+            "last_heartbeat_s": model.seconds(host.last_ts),
+        })
+        .into(),
+    )
+}
+
 /// The nlb cluster id of a record about a cluster, in hex.
 fn cluster_id(acc: &Record) -> Option<String> {
     match acc.subject {
@@ -358,6 +420,7 @@ fn explain(
                 json!({"cluster_id": cluster_id(acc)}).into(),
             )
         }
+        Kind::NlbHeartbeatGap => heartbeat_gap(acc, &ip, &vlan, &macs, model),
         Kind::NlbReplayedHeartbeat => {
             let cluster = cluster_name(acc, &ip);
             let (host_id, got, newest) = match acc.evidence {
@@ -859,7 +922,7 @@ fn inconsistent(ip: &str, vlan: &str, cluster: &ClusterSeen) -> (String, String,
 
 /// The summary of one cluster (`nlb_cluster`).
 pub(crate) fn cluster(key: ClusterKey, cluster: &ClusterSeen, model: &Model) -> Finding {
-    let (message, advice, details) = cluster_words(key, cluster);
+    let (message, advice, details) = cluster_words(key, cluster, model);
     let mut macs: Vec<MacAddr> = Vec::new();
     for host in cluster.hosts.values() {
         for mac in &host.macs {
@@ -887,7 +950,11 @@ pub(crate) fn cluster(key: ClusterKey, cluster: &ClusterSeen, model: &Model) -> 
 }
 
 /// The message, advice and details of a cluster summary.
-fn cluster_words(key: ClusterKey, cluster: &ClusterSeen) -> (String, String, Details) {
+fn cluster_words(
+    key: ClusterKey,
+    cluster: &ClusterSeen,
+    model: &Model,
+) -> (String, String, Details) {
     let (windows, cluster_id) = match key {
         ClusterKey::Windows { .. } => (true, None),
         ClusterKey::Nlb { cluster_id, .. } => (false, Some(cluster_id)),
@@ -912,6 +979,10 @@ fn cluster_words(key: ClusterKey, cluster: &ClusterSeen) -> (String, String, Det
             if let Some(state) = host.state {
                 text.push_str(&format!(" {state}"));
             }
+            if !windows && host.silent_at(cluster.last_ts) {
+                let since = model.seconds(host.last_ts);
+                text.push_str(&format!(", silent since {since:.3} s"));
+            }
             text
         })
         .collect();
@@ -928,9 +999,11 @@ fn cluster_words(key: ClusterKey, cluster: &ClusterSeen) -> (String, String, Det
             format!("state codes {}", codes.join(", "))
         }
     } else {
-        let views: Vec<(u32, u64)> = hosts.values().filter_map(|h| h.view).collect();
+        // What the hosts still heard at the end say; a silent host's last word is old.
+        let heard = || hosts.values().filter(|h| !h.silent_at(cluster.last_ts));
+        let views: Vec<(u32, u64)> = heard().filter_map(|h| h.view).collect();
         let agreed = views.windows(2).all(|w| w[0] == w[1]);
-        let settled = hosts.values().all(|h| h.owned_equals_target);
+        let settled = heard().all(|h| h.owned_equals_target);
         match (agreed, settled) {
             (true, true) => {
                 "converged (every host in one view, every bucket owned as assigned)".to_owned()
@@ -980,6 +1053,7 @@ fn cluster_words(key: ClusterKey, cluster: &ClusterSeen) -> (String, String, Det
             "dedicated_ip": h.dedicated_ip,
             "macs": h.macs,
             "state": h.state,
+            "silent_at_end": (!windows).then(|| h.silent_at(cluster.last_ts)),
             "heartbeats": h.heartbeats,
             "owned_buckets": (!windows).then_some(h.owned_buckets),
             "convergence_state": h.convergence_state,

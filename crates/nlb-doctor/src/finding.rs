@@ -49,6 +49,8 @@ pub enum Kind {
     NlbForgedHeartbeat,
     /// Heartbeats older than one already seen from the same host: replayed.
     NlbReplayedHeartbeat,
+    /// An nlb host fell silent: no heartbeat for more than three of its periods.
+    NlbHeartbeatGap,
     /// An IGMP-mode cluster MAC carries traffic but nobody reported membership.
     IgmpMissing,
     /// Frames that are not what their headers say.
@@ -57,7 +59,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order of the table in the documentation.
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 21] = [
         Kind::FrameCorruption,
         Kind::DuplicateIp,
         Kind::SenderMacMismatch,
@@ -76,6 +78,7 @@ impl Kind {
         Kind::DoubleAnswer,
         Kind::NlbForgedHeartbeat,
         Kind::NlbReplayedHeartbeat,
+        Kind::NlbHeartbeatGap,
         Kind::IgmpMissing,
         Kind::Malformed,
     ];
@@ -101,6 +104,7 @@ impl Kind {
             Kind::DoubleAnswer => "double_answer",
             Kind::NlbForgedHeartbeat => "nlb_forged_heartbeat",
             Kind::NlbReplayedHeartbeat => "nlb_replayed_heartbeat",
+            Kind::NlbHeartbeatGap => "nlb_heartbeat_gap",
             Kind::IgmpMissing => "igmp_missing",
             Kind::Malformed => "malformed",
         }

@@ -345,6 +345,24 @@ pub(crate) struct HostSeen {
     pub(crate) owned_buckets: usize,
     pub(crate) heartbeat_ms: Option<u16>,
     pub(crate) incarnation: Option<u32>,
+    /// Gaps between two of its heartbeats longer than [`SILENT_PERIODS`] periods.
+    pub(crate) gaps: u64,
+    /// The longest such gap: (its length, the frame and time that ended it).
+    pub(crate) longest_gap: Option<(i64, u64, i64)>,
+}
+
+/// Heartbeat periods without one after which a host is silent: two heartbeats in a row
+/// missing and more, past what one lost frame or scheduling jitter makes, and as long as
+/// the shortest failure window nlb allows (tolerance 2) already is.
+pub(crate) const SILENT_PERIODS: i64 = 3;
+
+impl HostSeen {
+    /// Whether the host had fallen silent at `end` (the cluster's last heartbeat): no
+    /// heartbeat of its own for more than [`SILENT_PERIODS`] of its announced periods.
+    pub(crate) fn silent_at(&self, end: i64) -> bool {
+        self.heartbeat_ms
+            .is_some_and(|ms| end - self.last_ts > SILENT_PERIODS * i64::from(ms) * 1_000_000)
+    }
 }
 
 impl HostSeen {

@@ -823,4 +823,10 @@ fn hand_offs_in_a_healthy_cluster_are_not_double_ownership() {
         .filter(|f| f.severity == Severity::Error)
         .collect();
     assert!(alarms.is_empty(), "{alarms:#?}");
+    // h1's killed daemon is the one host gone silent, from its last heartbeat to the end.
+    let silent: Vec<&Finding> = report.of_kind(Kind::NlbHeartbeatGap).collect();
+    assert_eq!(silent.len(), 1, "{silent:#?}");
+    assert_eq!(silent[0].details["host_id"], 1);
+    assert_eq!(silent[0].details["ends_silent"], true);
+    assert_eq!(silent[0].macs, vec!["52:54:00:00:00:01".parse().unwrap()]);
 }

@@ -373,12 +373,16 @@ const FAILURE_WINDOW: Duration = Duration::from_millis(150);
 const PERIOD: Duration = Duration::from_millis(10);
 
 /// Host 1's heartbeats say it owns `host_1` buckets, those of hosts 2 and 3 every
-/// bucket once between them, and the doctor sees their views differ.
+/// bucket once between them.
 fn assert_host_1_apart(cluster: &Finding, host_1: u64) {
     let rows = hosts(cluster);
     assert_eq!(rows[&1].owned_buckets, host_1, "{rows:?}");
     let others = rows[&2].owned_buckets + rows[&3].owned_buckets;
     assert_eq!(others, BUCKET_SLOTS, "{rows:?}");
+}
+
+/// Host 1, still heard, is in another view than hosts 2 and 3.
+fn assert_views_differ(cluster: &Finding) {
     assert_eq!(
         convergence(cluster),
         "converging (hosts in different views)"
@@ -493,6 +497,7 @@ fn a_partition_is_double_ownership_of_every_bucket() {
         let rows = hosts(cluster);
         assert!(rows.values().all(|r| r.state == "converged"), "{rows:?}");
         assert_host_1_apart(cluster, BUCKET_SLOTS);
+        assert_views_differ(cluster);
         // The summary reads as two views disagreeing; the double-ownership findings name
         // each pair of hosts across the split and the buckets both claim.
         assert_double_ownership(&report, &sim, &[0], &[1, 2]);
@@ -543,6 +548,7 @@ fn an_asymmetric_partition_is_not_double_ownership() {
     let cluster = summary(&report);
     assert_eq!(hosts(cluster)[&1].state, "converging");
     assert_host_1_apart(cluster, 0);
+    assert_views_differ(cluster);
 }
 
 /// The other direction: host 1 stops hearing hosts 2 and 3, who still hear it. After
@@ -583,8 +589,23 @@ fn a_deaf_host_takes_everything_and_its_peers_let_go() {
     );
 }
 
+/// The one `nlb_heartbeat_gap` finding, for host `id`: (gaps in the middle of the
+/// capture, the longest in ms, whether the host was silent at the end).
+fn heartbeat_gap(report: &Report, id: u8) -> (u64, Option<u64>, bool) {
+    let gaps = of_kind(report, Kind::NlbHeartbeatGap);
+    assert_eq!(gaps.len(), 1, "{gaps:#?}");
+    let details = &gaps[0].details;
+    assert_eq!(details["host_id"], u64::from(id), "{details:?}");
+    (
+        details["gaps"].as_u64().expect("gaps"),
+        details["longest_gap_ms"].as_u64(),
+        details["ends_silent"].as_bool().expect("ends_silent"),
+    )
+}
+
 /// Host 1 (an ARP responder) crashes; hosts 2 and 3 take its buckets and answer ARP for
-/// the VIP. The doctor lists host 1 with what its last heartbeat said, and no problem.
+/// the VIP. The doctor lists host 1 with what its last heartbeat said, marked silent
+/// since then, and says so in one warning; the survivors' view is the cluster's.
 #[test]
 fn a_crash_leaves_the_silent_host_listed_with_its_last_heartbeat() {
     let mut sim = cluster(3, ClusterMode::Multicast, seeded(3));
@@ -600,8 +621,14 @@ fn a_crash_leaves_the_silent_host_listed_with_its_last_heartbeat() {
     assert_takeover_after_the_window(&sim);
     let report = doctor(&sim);
 
-    // The survivors answer the client: nothing unanswered.
-    assert_eq!(problems(&report), no_findings());
+    // The survivors answer the client: nothing unanswered. Host 1's silence is the one
+    // problem.
+    assert_eq!(heartbeat_gap(&report, 1), (0, None, true));
+    assert!(
+        problems(&report)
+            .iter()
+            .all(|f| f.kind == Kind::NlbHeartbeatGap)
+    );
     assert_eq!(of_kind(&report, Kind::UnansweredRequest), no_findings());
     let sent = [
         last_words.0,
@@ -611,10 +638,25 @@ fn a_crash_leaves_the_silent_host_listed_with_its_last_heartbeat() {
     assert_every_heartbeat_read(&report, &sim, &sent);
     let cluster = summary(&report);
     let rows = hosts(cluster);
-    // Host 1 stays listed as its last heartbeat left it: converged, with its share.
-    // The report has no last-seen time per host and no word for a host gone silent, so
-    // the cluster reads as two views disagreeing rather than a host departed.
+    // Host 1 stays listed as its last heartbeat left it (converged, with its share),
+    // silent since; the survivors, who agree, make the cluster converged.
     assert_eq!(rows[&1].state, "converged");
+    let listed = cluster.details["hosts"].as_array().expect("hosts");
+    let silent: Vec<bool> = listed
+        .iter()
+        .map(|h| h["silent_at_end"].as_bool().expect("silent_at_end"))
+        .collect();
+    assert_eq!(silent, [true, false, false]);
+    assert!(
+        cluster.message.contains("silent since"),
+        "{}",
+        cluster.message
+    );
+    assert!(
+        convergence(cluster).starts_with("converged"),
+        "{}",
+        convergence(cluster)
+    );
     // The survivors took every bucket.
     assert_eq!(owned_now(&sim, 1) + owned_now(&sim, 2), BUCKET_SLOTS);
     assert_host_1_apart(cluster, last_words.1);
@@ -637,7 +679,8 @@ fn a_crash_leaves_the_silent_host_listed_with_its_last_heartbeat() {
 }
 
 /// A daemon killed and started again (a new incarnation, the same MAC) probes, rejoins,
-/// and is still one host to the doctor.
+/// and is still one host to the doctor, whose heartbeats stopped for the second it was
+/// down.
 #[test]
 fn a_restarted_daemon_is_the_same_host() {
     let mut sim = cluster(3, ClusterMode::Multicast, seeded(9));
@@ -650,7 +693,17 @@ fn a_restarted_daemon_is_the_same_host() {
     assert_takeover_after_the_window(&sim);
     let report = doctor(&sim);
 
-    assert_eq!(problems(&report), no_findings());
+    let (gaps, longest, ends_silent) = heartbeat_gap(&report, 3);
+    assert_eq!((gaps, ends_silent), (1, false));
+    assert!(
+        longest.is_some_and(|ms| (1000..1300).contains(&ms)),
+        "{longest:?}"
+    );
+    assert!(
+        problems(&report)
+            .iter()
+            .all(|f| f.kind == Kind::NlbHeartbeatGap)
+    );
     assert_eq!(of_kind(&report, Kind::NlbDuplicateHostId), no_findings());
     let sent = [
         heartbeats_sent(&sim, 0),
@@ -698,9 +751,10 @@ fn a_port_move_reads_as_if_nothing_moved() {
 
 /// A live migration with a 300 ms stop-and-copy pause: host 2 is silent for longer than
 /// the failure window, its peers take its buckets, and it rejoins on its new port. The
-/// doctor sees fewer heartbeats from it and nothing wrong: no double ownership (after
-/// the pause it releases before it speaks, so no heartbeat of its claims what its peers
-/// took), no duplicate IP, no cluster MAC as a source, no second MAC for its id.
+/// doctor sees the pause as one heartbeat gap of host 2 and nothing wrong besides: no
+/// double ownership (after the pause it releases before it speaks, so no heartbeat of
+/// its claims what its peers took), no duplicate IP, no cluster MAC as a source, no
+/// second MAC for its id.
 #[test]
 fn a_live_migration_pause_is_not_a_problem() {
     let mut sim = cluster(3, ClusterMode::Unicast, seeded(8));
@@ -718,7 +772,17 @@ fn a_live_migration_pause_is_not_a_problem() {
     assert_takeover_after_the_window(&sim);
     let report = doctor(&sim);
 
-    assert_eq!(problems(&report), no_findings());
+    let (gaps, longest, ends_silent) = heartbeat_gap(&report, host_2);
+    assert_eq!((gaps, ends_silent), (1, false));
+    assert!(
+        longest.is_some_and(|ms| (300..400).contains(&ms)),
+        "{longest:?}"
+    );
+    assert!(
+        problems(&report)
+            .iter()
+            .all(|f| f.kind == Kind::NlbHeartbeatGap)
+    );
     for kind in [
         Kind::NlbDoubleOwnership,
         Kind::DuplicateIp,

@@ -8,10 +8,12 @@
 //! is believed: verified by the cluster key when one is given (`nlb_forged_heartbeat`
 //! otherwise), and newer than every heartbeat of its sender (`nlb_replayed_heartbeat`).
 
-use super::Analyzer;
+use super::{Analyzer, MS};
 use crate::finding::{Kind, Severity};
 use crate::link::Frame;
-use crate::model::{ClusterKey, ClusterSeen, Evidence, HostSeen, MAX_MACS, Subject};
+use crate::model::{
+    ClusterKey, ClusterSeen, Evidence, HostSeen, MAX_MACS, SILENT_PERIODS, Subject,
+};
 use foldhash::HashMap;
 use nlb_wire::addressing::{NlbMac, classify_mac};
 use nlb_wire::heartbeat::{AntiReplay, HeartbeatPacket, HeartbeatRepr};
@@ -288,6 +290,18 @@ impl Analyzer {
             first_ts: frame.ts_ns,
             ..HostSeen::default()
         });
+        // The period the host announced last time: a gap is measured in it.
+        if let Some(ms) = host.heartbeat_ms
+            && host.heartbeats > 0
+        {
+            let gap = frame.ts_ns - host.last_ts;
+            if gap > SILENT_PERIODS * i64::from(ms) * MS {
+                host.gaps += 1;
+                if host.longest_gap.is_none_or(|(longest, ..)| gap > longest) {
+                    host.longest_gap = Some((gap, frame.number, frame.ts_ns));
+                }
+            }
+        }
         host.heartbeats += 1;
         host.last_ts = frame.ts_ns;
         Some(host)
@@ -376,6 +390,49 @@ impl Analyzer {
             if let Some(cluster) = self.model.clusters.get_mut(&key) {
                 cluster.cluster_ip = ip;
                 cluster.arp_owner = arp_owner;
+            }
+        }
+    }
+
+    /// At the end: `nlb_heartbeat_gap` for each nlb host that fell silent, in the middle
+    /// of the capture (its heartbeats resumed) or at its end (they did not: silent from
+    /// its last heartbeat to the cluster's).
+    pub(super) fn raise_heartbeat_gaps(&mut self) {
+        let mut silent = Vec::new();
+        for (&key, cluster) in &self.model.clusters {
+            if !matches!(key, ClusterKey::Nlb { .. }) {
+                continue;
+            }
+            for (&host_id, host) in &cluster.hosts {
+                let ongoing = host.silent_at(cluster.last_ts);
+                if host.gaps > 0 || ongoing {
+                    let (frame, ts) = match host.longest_gap {
+                        Some((_, frame, ts)) => (frame, ts),
+                        None => (cluster.last_frame, cluster.last_ts),
+                    };
+                    let count = host.gaps + u64::from(ongoing);
+                    silent.push((key, host_id, count, frame, ts, host.macs.clone()));
+                }
+            }
+        }
+        for (key, host_id, count, frame, ts, macs) in silent {
+            let subject = Subject::ClusterHost {
+                cluster: key,
+                host_id,
+            };
+            let index = self.model.record(
+                Kind::NlbHeartbeatGap,
+                Severity::Warning,
+                key.vlan(),
+                None,
+                subject,
+                frame,
+                ts,
+            );
+            let record = &mut self.model.records[index];
+            record.count = count;
+            for mac in macs {
+                record.add_mac(mac);
             }
         }
     }

@@ -47,6 +47,11 @@
 //!   `duplicate_heartbeats`. Neither forged nor replayed nor repeated heartbeats go
 //!   further: they make no host and claim no bucket, so they cannot make a dead host
 //!   look alive or raise `nlb_double_ownership`. In `clusters.rs`.
+//! - `nlb_heartbeat_gap`: an nlb host with no heartbeat for more than three of its
+//!   announced periods (two in a row missing, and the shortest failure window nlb
+//!   allows), in the middle of the capture or at its end (silent from its last
+//!   heartbeat to the cluster's); the cluster summary marks it silent and judges
+//!   convergence by the hosts still heard. In `clusters.rs`.
 //!
 //! ## Frame corruption: one failing station, not many devices
 //!
@@ -492,6 +497,7 @@ impl Analyzer {
         self.close_episodes(end);
         self.summarise_igmp();
         self.fill_cluster_ips();
+        self.raise_heartbeat_gaps();
         self.absorb_damaged_mismatches();
         self.absorb_scans();
         &self.model

@@ -276,3 +276,42 @@ fn an_attacker_in_a_simulated_keyed_cluster_is_named_not_believed() {
         "{unkeyed:#?}"
     );
 }
+
+/// Without a key: one heartbeat naming host 1's MAC inside, sent from another MAC, with
+/// the highest incarnation. nlb hosts drop it (the source is not the MAC it carries);
+/// believed, it made every later heartbeat of the real host 1 a "replay", so host 1
+/// claimed nothing and fell silent in the doctor's eyes.
+#[test]
+fn a_heartbeat_sent_from_another_mac_than_it_names_does_not_silence_that_host() {
+    let mut frames = healthy(10);
+    let eth = nlb_wire::ethernet::EthernetFrame::parse(&frames[2].1).expect("a frame");
+    let packet = nlb_wire::heartbeat::HeartbeatPacket::new_checked(eth.payload).expect("hb");
+    let mut repr = HeartbeatRepr::parse(&packet, None).expect("a heartbeat");
+    repr.incarnation = u32::MAX;
+    let mut forged = repr.to_frame(
+        mac(9),
+        cluster_mac(vip(), ClusterMode::Multicast),
+        ETHERTYPE_NLB_HEARTBEAT,
+        None,
+    );
+    // to_frame writes the Ethernet source into the body; the forger names host 1.
+    let at = forged
+        .windows(6)
+        .rposition(|w| w == mac(9).0)
+        .expect("the sender MAC in the body");
+    assert!(at >= 14, "the body's copy, not the Ethernet header's");
+    forged[at..at + 6].copy_from_slice(&mac(1).0);
+    frames.push((150 * MS, forged));
+    frames.sort_by_key(|(at, _)| *at);
+
+    let (_, findings) = analyse(None, &frames);
+    assert!(
+        of(&findings, Kind::NlbReplayedHeartbeat).is_empty(),
+        "{findings:#?}"
+    );
+    assert!(of(&findings, Kind::NlbHeartbeatGap).is_empty(), "{findings:#?}");
+    let malformed = of(&findings, Kind::Malformed);
+    assert_eq!(malformed.len(), 1, "{findings:#?}");
+    assert_eq!(malformed[0].macs, vec![mac(9)]);
+    assert_eq!(hosts(&findings), vec![1, 2]);
+}

@@ -6,7 +6,8 @@
 //! heartbeat's owned buckets, and each cluster IP, also go to `ownership.rs`
 //! (`nlb_double_ownership`, and the VIPs whose traffic `double_answer` reads), once it
 //! is believed: verified by the cluster key when one is given (`nlb_forged_heartbeat`
-//! otherwise), and newer than every heartbeat of its sender (`nlb_replayed_heartbeat`).
+//! otherwise), sent from the MAC it carries (`malformed` otherwise, as nlb hosts drop
+//! it), and newer than every heartbeat of its sender (`nlb_replayed_heartbeat`).
 
 use super::{Analyzer, MS};
 use crate::finding::{Kind, Severity};
@@ -161,6 +162,19 @@ impl Analyzer {
             }
         };
         self.model.counters.nlb_heartbeats += 1;
+        // nlb hosts drop a heartbeat sent from a MAC other than the one it carries
+        // (`SpoofedSource`): believed, it would name a host that did not send it, and
+        // its incarnation would make that host's own heartbeats look replayed.
+        if let (Some(named), Some(src)) = (heartbeat.sender_mac, frame.src)
+            && named != src
+        {
+            self.malformed(
+                frame,
+                "nlb heartbeat: sent from a MAC other than the sender MAC it carries (nlb hosts drop it as spoofed)",
+                Severity::Warning,
+            );
+            return;
+        }
         let key = ClusterKey::Nlb {
             vlan: frame.vlan,
             cluster_id: heartbeat.cluster_id,

@@ -440,7 +440,7 @@ fn explain(
                     newest.0,
                     newest.1
                 ),
-                "nlb hosts drop such frames (anti-replay), and the doctor left them out of the cluster summary and the ownership findings. Someone on the segment re-sends captured heartbeats, or a loop delays frames: find the switch port that sent them. With a cluster key a replay can cost availability but never safety (README, threat model); without one, set cluster.key_file.".to_owned(),
+                "nlb hosts drop such frames (anti-replay), and the doctor left them out of the cluster summary and the ownership findings. Someone on the segment re-sends captured heartbeats, or a loop delays frames: find the switch port that sent them. Or the named host's own heartbeats look old: it restarted with a lower incarnation (its clock went back and its incarnation file in the run directory was lost), which its peers refuse too, so restart it once the clock is right; or, without a cluster key, a forged heartbeat in its name carried the newer pair. With a cluster key a replay can cost availability but never safety (README, threat model); without one, set cluster.key_file.".to_owned(),
                 json!({
                     "cluster_id": cluster_id(acc),
                     "host_id": host_id,
@@ -546,7 +546,7 @@ fn double_ownership(
             }
         ),
         format!(
-            "Both hosts accept new connections for these buckets: each of their clients gets two answers and its connection breaks. nlb releases a bucket before another host claims it, so hosts that hear each other never do this: these two do not (a partition, a switch or firewall dropping EtherType 0x88B5 between them, IGMP snooping without a querier in IGMP mode, or different cluster keys; `nlb query` on each shows its members and dropped heartbeats). Restore the path between {a_mac} and {b_mac}, or stop one of them (`nlb stop`) until it is back."
+            "Both hosts accept new connections for these buckets: each of their clients gets two answers and its connection breaks. nlb releases a bucket before another host claims it, so hosts that hear each other never do this: these two do not (a partition, a switch or firewall dropping EtherType 0x88B5 between them, IGMP snooping without a querier in IGMP mode, or different cluster keys; `nlb query` on each shows its members and dropped heartbeats). Restore the path between {a_mac} and {b_mac}, or stop one of them (`nlb stop`) until it is back. Heartbeats are believed as far as the doctor could check them: given the cluster key (--key-file) it verified every one; without it, anyone on the segment can send heartbeats in these hosts' names, so confirm with `nlb query` on both hosts before acting."
         ),
         json!({
             "cluster_id": cluster_id,
@@ -731,7 +731,7 @@ fn double_answer(acc: &Record, ip: &str, vlan: &str, model: &Model) -> (String, 
             evidence.join("; ")
         ),
         format!(
-            "Two hosts accept this client's flows: the client keeps one answer and the other host resets or confuses the connection. With nlb, look for an nlb_double_ownership finding (hosts that cannot hear each other each own every bucket). Otherwise two servers hold {ip} and both receive its frames (a shared or multicast MAC, a flooding switch): find {} and {} and leave {ip} on one of them, or put them in one cluster.",
+            "Two hosts accept this client's flows: the client keeps one answer and the other host resets or confuses the connection. With nlb, look for an nlb_double_ownership finding (hosts that cannot hear each other each own every bucket). Otherwise two servers hold {ip} and both receive its frames (a shared or multicast MAC, a flooding switch): find {} and {} and leave {ip} on one of them, or put them in one cluster. Data frames carry no authentication: anyone on the segment can send frames from {ip} with these source MACs, so confirm on the hosts (`ss -tn` for the client) before acting.",
             macs[0], macs[1]
         ),
         json!({

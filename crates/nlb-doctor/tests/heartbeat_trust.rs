@@ -309,7 +309,10 @@ fn a_heartbeat_sent_from_another_mac_than_it_names_does_not_silence_that_host() 
         of(&findings, Kind::NlbReplayedHeartbeat).is_empty(),
         "{findings:#?}"
     );
-    assert!(of(&findings, Kind::NlbHeartbeatGap).is_empty(), "{findings:#?}");
+    assert!(
+        of(&findings, Kind::NlbHeartbeatGap).is_empty(),
+        "{findings:#?}"
+    );
     let malformed = of(&findings, Kind::Malformed);
     assert_eq!(malformed.len(), 1, "{findings:#?}");
     assert_eq!(malformed[0].macs, vec![mac(9)]);

@@ -614,3 +614,37 @@ fn flows_of_other_customer_vlans_are_other_flows() {
         (Some(100), Some(201))
     );
 }
+
+/// Data frames carry no tag: one forged SYN-ACK from the VIP under host 2's MAC, while
+/// host 1 answered and the heartbeats split the buckets cleanly, is a double answer the
+/// doctor cannot tell from a real one. It must say so, and not report double ownership.
+#[test]
+fn a_forged_syn_ack_under_a_real_hosts_mac_is_reported_with_its_doubt() {
+    let low: Vec<u16> = (0..128).collect();
+    let high: Vec<u16> = (128..256).collect();
+    let mut frames = both(0, 10, &low, &high);
+    frames.push((300 * MS, segment(mac(1), 40000, SYN_ACK, 1001)));
+    frames.push((301 * MS, segment(mac(2), 40000, SYN_ACK, 1001)));
+    frames.sort_by_key(|(at, _)| *at);
+    let findings = analyse(Settings::default(), &frames);
+    assert!(
+        of(&findings, Kind::NlbDoubleOwnership).is_empty(),
+        "{findings:#?}"
+    );
+    let answer = of(&findings, Kind::DoubleAnswer);
+    assert_eq!(answer.len(), 1, "{findings:#?}");
+    assert_eq!(answer[0].macs, vec![mac(1), mac(2)]);
+    assert!(
+        answer[0].advice.contains("no authentication")
+            && answer[0].advice.contains("confirm on the hosts"),
+        "{}",
+        answer[0].advice
+    );
+    // The heartbeats name the hosts, and neither claims the other's half.
+    assert!(answer[0].message.contains("(host 1)") && answer[0].message.contains("(host 2)"));
+    assert!(
+        !answer[0].message.contains("nlb_double_ownership"),
+        "{}",
+        answer[0].message
+    );
+}

@@ -648,3 +648,34 @@ fn a_forged_syn_ack_under_a_real_hosts_mac_is_reported_with_its_doubt() {
         answer[0].message
     );
 }
+
+/// Frames to a cluster MAC teach VIPs, and anyone can send them: 4,096 of them with made
+/// up destinations fill that table before the cluster's first heartbeat. The cluster's
+/// own IP, from its heartbeats, must still be read for double answers.
+#[test]
+fn frames_to_cluster_macs_cannot_crowd_out_the_clusters_own_vip() {
+    let mut frames: Vec<(i64, Vec<u8>)> = (0..4096u32)
+        .map(|n| {
+            let to = Ipv4Addr::new(198, 19, (n >> 8) as u8, n as u8);
+            let to_cluster = cluster_mac(Ipv4Addr::new(198, 18, 7, 7), ClusterMode::Multicast);
+            (
+                0,
+                ipv4(
+                    mac(50),
+                    to_cluster,
+                    17,
+                    [client(), to],
+                    &[0, 1, 0, 1, 0, 8, 0, 0],
+                ),
+            )
+        })
+        .collect();
+    let low: Vec<u16> = (0..128).collect();
+    let high: Vec<u16> = (128..256).collect();
+    frames.extend(both(MS, 4, &low, &high));
+    frames.push((500 * MS, segment(mac(1), 40000, SYN_ACK, 1001)));
+    frames.push((501 * MS, segment(mac(2), 40000, SYN_ACK, 1001)));
+    let answer = findings_of(Settings::default(), &frames, Kind::DoubleAnswer);
+    assert_eq!(answer.len(), 1, "{answer:#?}");
+    assert_eq!(answer[0].ip, Some(vip()));
+}

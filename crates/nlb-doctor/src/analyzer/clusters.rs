@@ -100,7 +100,7 @@ impl Analyzer {
             }
         };
         self.model.counters.msnlb_heartbeats += 1;
-        self.learn_vip(heartbeat.cluster_ip);
+        self.learn_vip(heartbeat.cluster_ip, true);
         let key = ClusterKey::Windows {
             vlan: frame.vlan,
             cluster_ip: heartbeat.cluster_ip,

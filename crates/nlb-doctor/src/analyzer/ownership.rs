@@ -72,8 +72,9 @@
 //! cluster with that VIP was heard; each such bucket says in which rules the same two
 //! hosts' heartbeats claim it at once (the `nlb_double_ownership` between them).
 //!
-//! Bounded: at most 1,024 senders (128 per cluster), 65,536 flows and 4,096 learned
-//! VIPs. Senders expire 20 s after their last heartbeat (twice the longest period),
+//! Bounded: at most 1,024 senders (128 per cluster), 65,536 flows and 4,096 VIPs learned
+//! from frames to cluster MACs, with room for 1,024 more from heartbeats (so frames
+//! anyone can send cannot crowd the clusters' own IPs out). Senders expire 20 s after their last heartbeat (twice the longest period),
 //! flows after the window; a full table is swept at most once per window (flows) or
 //! second (senders) of capture time, and what still does not fit counts as `untracked`.
 
@@ -103,8 +104,11 @@ const ANSWER_WINDOW_NS: i64 = 500 * MS;
 const MAX_FLOWS: usize = 1 << 16;
 /// Heartbeat senders' MACs remembered for naming hosts at most.
 const MAX_HOST_MACS: usize = 4096;
-/// VIPs learned from the wire at most.
+/// VIPs learned from frames to cluster MACs at most.
 const MAX_VIPS: usize = 4096;
+/// Room kept beyond [`MAX_VIPS`] for cluster IPs from heartbeats: one per cluster
+/// tracked.
+const MAX_HEARTBEAT_VIPS: usize = 1024;
 /// Client ports listed per `double_answer` at most.
 const MAX_PORTS: usize = 16;
 /// `double_answer` records whose client ports are kept at most.
@@ -197,13 +201,21 @@ fn add_buckets(set: &mut BucketBitmap, bytes: &[u8]) {
 }
 
 impl Analyzer {
-    /// A VIP seen on the wire; `double_answer` reads traffic from it.
-    pub(super) fn learn_vip(&mut self, ip: Ipv4Addr) {
+    /// A VIP seen on the wire; `double_answer` reads traffic from it. A cluster IP from a
+    /// heartbeat (`from_heartbeat`) also fits once frames to cluster MACs filled
+    /// [`MAX_VIPS`]: anyone can send those, and they must not blind the rule to the
+    /// clusters themselves (at most [`MAX_HEARTBEAT_VIPS`] more).
+    pub(super) fn learn_vip(&mut self, ip: Ipv4Addr, from_heartbeat: bool) {
         let vips = &mut self.ownership.vips;
         if vips.contains(&ip) {
             return;
         }
-        if vips.len() < MAX_VIPS {
+        let cap = if from_heartbeat {
+            MAX_VIPS + MAX_HEARTBEAT_VIPS
+        } else {
+            MAX_VIPS
+        };
+        if vips.len() < cap {
             vips.insert(ip);
         } else {
             self.model.counters.untracked += 1;
@@ -228,7 +240,7 @@ impl Analyzer {
     /// docs, then this heartbeat becomes its sender's latest.
     pub(super) fn note_claims(&mut self, frame: &Frame<'_>, key: ClusterKey, hb: &HeartbeatRepr) {
         if let Some(ip) = self.model.clusters.get(&key).and_then(|c| c.cluster_ip) {
-            self.learn_vip(ip);
+            self.learn_vip(ip, true);
         }
         let Some(mac) = frame.src.or(hb.sender_mac) else {
             return;
@@ -378,7 +390,7 @@ impl Analyzer {
             )
             && !(dst.is_multicast() || dst.is_broadcast() || dst.is_unspecified())
         {
-            self.learn_vip(dst);
+            self.learn_vip(dst, false);
         }
         if !self.is_known_vip(src) {
             return;

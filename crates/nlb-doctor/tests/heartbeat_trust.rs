@@ -96,6 +96,13 @@ fn of(findings: &[Finding], kind: Kind) -> Vec<&Finding> {
     findings.iter().filter(|f| f.kind == kind).collect()
 }
 
+/// That `findings` hold none of `kinds`.
+fn assert_none(findings: &[Finding], kinds: &[Kind]) {
+    for &kind in kinds {
+        assert!(of(findings, kind).is_empty(), "{kind:?}: {findings:#?}");
+    }
+}
+
 /// The host ids the cluster summary lists.
 fn hosts(findings: &[Finding]) -> Vec<u64> {
     let cluster = of(findings, Kind::NlbCluster);
@@ -284,16 +291,10 @@ fn an_attacker_in_a_simulated_keyed_cluster_is_named_not_believed() {
 #[test]
 fn a_heartbeat_sent_from_another_mac_than_it_names_does_not_silence_that_host() {
     let mut frames = healthy(10);
-    let eth = nlb_wire::ethernet::EthernetFrame::parse(&frames[2].1).expect("a frame");
-    let packet = nlb_wire::heartbeat::HeartbeatPacket::new_checked(eth.payload).expect("hb");
-    let mut repr = HeartbeatRepr::parse(&packet, None).expect("a heartbeat");
-    repr.incarnation = u32::MAX;
-    let mut forged = repr.to_frame(
-        mac(9),
-        cluster_mac(vip(), ClusterMode::Multicast),
-        ETHERTYPE_NLB_HEARTBEAT,
-        None,
-    );
+    let mut forged = tweaked(&frames[2].1, |hb| {
+        hb.incarnation = u32::MAX;
+        hb.sender_mac = Some(mac(9));
+    });
     // to_frame writes the Ethernet source into the body; the forger names host 1.
     let at = forged
         .windows(6)
@@ -305,16 +306,67 @@ fn a_heartbeat_sent_from_another_mac_than_it_names_does_not_silence_that_host() 
     frames.sort_by_key(|(at, _)| *at);
 
     let (_, findings) = analyse(None, &frames);
-    assert!(
-        of(&findings, Kind::NlbReplayedHeartbeat).is_empty(),
-        "{findings:#?}"
-    );
-    assert!(
-        of(&findings, Kind::NlbHeartbeatGap).is_empty(),
-        "{findings:#?}"
+    assert_none(
+        &findings,
+        &[Kind::NlbReplayedHeartbeat, Kind::NlbHeartbeatGap],
     );
     let malformed = of(&findings, Kind::Malformed);
     assert_eq!(malformed.len(), 1, "{findings:#?}");
     assert_eq!(malformed[0].macs, vec![mac(9)]);
     assert_eq!(hosts(&findings), vec![1, 2]);
+}
+
+/// `frame` (a heartbeat of this file's builder) with `change` made to its fields, sent
+/// from the MAC it names.
+fn tweaked(frame: &[u8], change: impl FnOnce(&mut HeartbeatRepr)) -> Vec<u8> {
+    let eth = nlb_wire::ethernet::EthernetFrame::parse(frame).expect("a frame");
+    let packet = nlb_wire::heartbeat::HeartbeatPacket::new_checked(eth.payload).expect("hb");
+    let mut repr = HeartbeatRepr::parse(&packet, None).expect("a heartbeat");
+    change(&mut repr);
+    let src = repr.sender_mac.expect("version 2");
+    repr.to_frame(
+        src,
+        cluster_mac(vip(), ClusterMode::Multicast),
+        ETHERTYPE_NLB_HEARTBEAT,
+        None,
+    )
+}
+
+/// Extreme field values: a sequence at its end followed by the next incarnation from 0
+/// is a restart, not a replay; periods of 0 and 65535 ms and a capture whose clock steps
+/// back neither panic nor make double ownership out of disjoint claims.
+#[test]
+fn extreme_sequences_periods_and_clocks_are_read_soundly() {
+    let frames = healthy(6);
+    let mut hostile = Vec::new();
+    for (index, (at, frame)) in frames.iter().enumerate() {
+        let frame = tweaked(frame, |hb| {
+            match index {
+                // Host 1's (index 0, 2) and host 2's (1, 3) last of incarnation 1.
+                0..=1 => hb.sequence = u64::MAX - 1,
+                2..=3 => hb.sequence = u64::MAX,
+                _ => {
+                    hb.incarnation = 2;
+                    hb.sequence -= 3;
+                }
+            }
+            hb.heartbeat_ms = if index % 4 < 2 { 0 } else { u16::MAX };
+        });
+        // The capture's clock steps back a whole second after the fourth frame.
+        let at = if index >= 4 { at - 1000 * MS } else { *at };
+        hostile.push((at, frame));
+    }
+    for key in [None, Some(key())] {
+        let (_, findings) = analyse(key.clone(), &hostile);
+        if key.is_some() {
+            // Re-encoded untagged: the key rejects every one.
+            assert_eq!(of(&findings, Kind::NlbForgedHeartbeat)[0].count, 12);
+            continue;
+        }
+        assert_none(
+            &findings,
+            &[Kind::NlbReplayedHeartbeat, Kind::NlbDoubleOwnership],
+        );
+        assert_eq!(hosts(&findings), vec![1, 2]);
+    }
 }

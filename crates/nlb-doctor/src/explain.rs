@@ -77,15 +77,15 @@ fn heartbeat_gap(
     else {
         return Default::default();
     };
-    let Some((cluster, host)) = model
+    let Some(host) = model
         .clusters
         .get(&key)
-        .and_then(|cluster| Some((cluster, cluster.hosts.get(&host_id)?)))
+        .and_then(|cluster| cluster.hosts.get(&host_id))
     else {
         return Default::default();
     };
     let period_ms = host.heartbeat_ms.map_or(0, i64::from);
-    let ends_silent = host.silent_at(cluster.last_ts);
+    let ends_silent = host.silent_at(model.last_ts);
     let mut seen = Vec::new();
     if let Some((gap, _, until)) = host.longest_gap {
         let times = if host.gaps > 1 {
@@ -102,9 +102,9 @@ fn heartbeat_gap(
     }
     if ends_silent {
         seen.push(format!(
-            "has sent none since {:.3} s, {} before the cluster's last heartbeat",
+            "has sent none since {:.3} s, {} before the end of the capture",
             model.seconds(host.last_ts),
-            seconds(cluster.last_ts - host.last_ts)
+            seconds(model.last_ts - host.last_ts)
         ));
     }
     (
@@ -979,7 +979,7 @@ fn cluster_words(
             if let Some(state) = host.state {
                 text.push_str(&format!(" {state}"));
             }
-            if !windows && host.silent_at(cluster.last_ts) {
+            if !windows && host.silent_at(model.last_ts) {
                 let since = model.seconds(host.last_ts);
                 text.push_str(&format!(", silent since {since:.3} s"));
             }
@@ -1000,7 +1000,7 @@ fn cluster_words(
         }
     } else {
         // What the hosts still heard at the end say; a silent host's last word is old.
-        let heard = || hosts.values().filter(|h| !h.silent_at(cluster.last_ts));
+        let heard = || hosts.values().filter(|h| !h.silent_at(model.last_ts));
         let views: Vec<(u32, u64)> = heard().filter_map(|h| h.view).collect();
         let agreed = views.windows(2).all(|w| w[0] == w[1]);
         let settled = heard().all(|h| h.owned_equals_target);
@@ -1053,7 +1053,7 @@ fn cluster_words(
             "dedicated_ip": h.dedicated_ip,
             "macs": h.macs,
             "state": h.state,
-            "silent_at_end": (!windows).then(|| h.silent_at(cluster.last_ts)),
+            "silent_at_end": (!windows).then(|| h.silent_at(model.last_ts)),
             "heartbeats": h.heartbeats,
             "owned_buckets": (!windows).then_some(h.owned_buckets),
             "convergence_state": h.convergence_state,

@@ -349,6 +349,8 @@ pub(crate) struct HostSeen {
     pub(crate) gaps: u64,
     /// The longest such gap: (its length, the frame and time that ended it).
     pub(crate) longest_gap: Option<(i64, u64, i64)>,
+    /// Whether its current silence was raised already (live, by the sweep).
+    pub(crate) silence_raised: bool,
 }
 
 /// Heartbeat periods without one after which a host is silent: two heartbeats in a row
@@ -357,7 +359,7 @@ pub(crate) struct HostSeen {
 pub(crate) const SILENT_PERIODS: i64 = 3;
 
 impl HostSeen {
-    /// Whether the host had fallen silent at `end` (the cluster's last heartbeat): no
+    /// Whether the host had fallen silent at `end` (the end of the capture, or now): no
     /// heartbeat of its own for more than [`SILENT_PERIODS`] of its announced periods.
     pub(crate) fn silent_at(&self, end: i64) -> bool {
         self.heartbeat_ms

@@ -2,7 +2,8 @@
 //! (`nlb_forged_heartbeat` for the rest); with or without it, only those newer than every
 //! one seen from their sender (`nlb_replayed_heartbeat`, and a repeated frame counted
 //! once). Heartbeats it does not believe make no host and claim no bucket, so a forger
-//! or a replayer cannot make the doctor report double ownership.
+//! or a replayer cannot make the doctor report double ownership. And a host whose
+//! heartbeats stop is raised while the capture goes on (`nlb_heartbeat_gap`).
 
 use nlb_doctor::{Analyzer, Finding, Kind, Settings};
 use nlb_wire::MacAddr;
@@ -369,4 +370,45 @@ fn extreme_sequences_periods_and_clocks_are_read_soundly() {
         );
         assert_eq!(hosts(&findings), vec![1, 2]);
     }
+}
+
+/// A host that stops is raised while the capture (or `nlb watch`) goes on, not only at
+/// the end: within a second (the sweep) after its silence passes three periods.
+#[test]
+fn a_silent_host_is_raised_as_it_is_seen() {
+    let low: Vec<u16> = (0..128).collect();
+    let high: Vec<u16> = (128..256).collect();
+    let mut analyzer = Analyzer::new(Settings::default());
+    let mut raised_at = None;
+    let mut number = 0;
+    for round in 0..40u64 {
+        let at = round as i64 * 100 * MS;
+        let mut frames = vec![(at + 50 * MS, heartbeat(2, round + 1, &high, None))];
+        // Host 1 stops after its heartbeat of round 9, at 0.9 s.
+        if round < 10 {
+            frames.insert(0, (at, heartbeat(1, round + 1, &low, None)));
+        }
+        for (ts, bytes) in frames {
+            number += 1;
+            analyzer.handle_ethernet(number, ts, &bytes);
+            while let Some(finding) = analyzer.poll_raised() {
+                if finding.kind == Kind::NlbHeartbeatGap {
+                    assert_eq!(finding.macs, vec![mac(1)], "{finding:#?}");
+                    raised_at.get_or_insert(ts);
+                }
+            }
+        }
+    }
+    let raised_at = raised_at.expect("raised before the end");
+    // Silent from 0.9 s + 3 periods = 1.2 s; the sweep runs once a second.
+    assert!(
+        (1200 * MS..=2300 * MS).contains(&raised_at),
+        "raised at {} ms",
+        raised_at / MS
+    );
+    let findings = analyzer.finish();
+    let gaps = of(&findings, Kind::NlbHeartbeatGap);
+    assert_eq!(gaps.len(), 1, "{findings:#?}");
+    assert_eq!(gaps[0].details["ends_silent"], true);
+    assert_eq!(gaps[0].details["host_id"], 1);
 }

@@ -300,6 +300,7 @@ impl Analyzer {
         if cluster.hosts.len() >= MAX_HOSTS && !cluster.hosts.contains_key(&host_id) {
             return None;
         }
+        let mut resumed = false;
         let host = cluster.hosts.entry(host_id).or_insert_with(|| HostSeen {
             first_ts: frame.ts_ns,
             ..HostSeen::default()
@@ -314,11 +315,17 @@ impl Analyzer {
                 if host.longest_gap.is_none_or(|(longest, ..)| gap > longest) {
                     host.longest_gap = Some((gap, frame.number, frame.ts_ns));
                 }
+                resumed = !std::mem::take(&mut host.silence_raised);
             }
         }
         host.heartbeats += 1;
         host.last_ts = frame.ts_ns;
-        Some(host)
+        if resumed {
+            // A gap the sweep did not see (shorter than its second): raised now, so
+            // `nlb watch` shows it as it ends.
+            self.raise_gap(key, host_id, frame.number, frame.ts_ns);
+        }
+        self.model.clusters.get_mut(&key)?.hosts.get_mut(&host_id)
     }
 
     /// After a heartbeat's facts are recorded: a second source MAC for one host id is a
@@ -408,46 +415,72 @@ impl Analyzer {
         }
     }
 
+    /// The `nlb_heartbeat_gap` record of a host, made at (`frame`, `ts`) on first sight:
+    /// what `poll_raised` hands out as the silence is seen.
+    fn raise_gap(&mut self, key: ClusterKey, host_id: u32, frame: u64, ts: i64) -> usize {
+        let subject = Subject::ClusterHost {
+            cluster: key,
+            host_id,
+        };
+        let (kind, severity) = (Kind::NlbHeartbeatGap, Severity::Warning);
+        let index = self
+            .model
+            .record(kind, severity, key.vlan(), None, subject, frame, ts);
+        let macs = self.model.clusters[&key].hosts[&host_id].macs.clone();
+        let record = &mut self.model.records[index];
+        record.count = record.count.max(1);
+        for mac in macs {
+            record.add_mac(mac);
+        }
+        index
+    }
+
+    /// Raises, as it is seen, the silence of each nlb host that has sent no heartbeat for
+    /// more than [`SILENT_PERIODS`] periods by `now` (capture time, or the clock in `nlb
+    /// watch`), once per silence.
+    pub(super) fn sweep_silent_hosts(&mut self, now: i64) {
+        let mut silent = Vec::new();
+        for (&key, cluster) in &mut self.model.clusters {
+            if !matches!(key, ClusterKey::Nlb { .. }) {
+                continue;
+            }
+            for (&host_id, host) in &mut cluster.hosts {
+                if !host.silence_raised && host.silent_at(now) {
+                    host.silence_raised = true;
+                    silent.push((key, host_id));
+                }
+            }
+        }
+        let frame = self.model.counters.frames;
+        for (key, host_id) in silent {
+            self.raise_gap(key, host_id, frame, now);
+        }
+    }
+
     /// At the end: `nlb_heartbeat_gap` for each nlb host that fell silent, in the middle
     /// of the capture (its heartbeats resumed) or at its end (they did not: silent from
-    /// its last heartbeat to the cluster's).
+    /// its last heartbeat to the end).
     pub(super) fn raise_heartbeat_gaps(&mut self) {
+        let end = self.model.last_ts;
         let mut silent = Vec::new();
         for (&key, cluster) in &self.model.clusters {
             if !matches!(key, ClusterKey::Nlb { .. }) {
                 continue;
             }
             for (&host_id, host) in &cluster.hosts {
-                let ongoing = host.silent_at(cluster.last_ts);
+                let ongoing = host.silent_at(end);
                 if host.gaps > 0 || ongoing {
                     let (frame, ts) = match host.longest_gap {
                         Some((_, frame, ts)) => (frame, ts),
                         None => (cluster.last_frame, cluster.last_ts),
                     };
-                    let count = host.gaps + u64::from(ongoing);
-                    silent.push((key, host_id, count, frame, ts, host.macs.clone()));
+                    silent.push((key, host_id, host.gaps + u64::from(ongoing), frame, ts));
                 }
             }
         }
-        for (key, host_id, count, frame, ts, macs) in silent {
-            let subject = Subject::ClusterHost {
-                cluster: key,
-                host_id,
-            };
-            let index = self.model.record(
-                Kind::NlbHeartbeatGap,
-                Severity::Warning,
-                key.vlan(),
-                None,
-                subject,
-                frame,
-                ts,
-            );
-            let record = &mut self.model.records[index];
-            record.count = count;
-            for mac in macs {
-                record.add_mac(mac);
-            }
+        for (key, host_id, count, frame, ts) in silent {
+            let index = self.raise_gap(key, host_id, frame, ts);
+            self.model.records[index].count = count;
         }
     }
 }

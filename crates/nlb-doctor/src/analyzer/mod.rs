@@ -50,7 +50,8 @@
 //! - `nlb_heartbeat_gap`: an nlb host with no heartbeat for more than three of its
 //!   announced periods (two in a row missing, and the shortest failure window nlb
 //!   allows), in the middle of the capture or at its end (silent from its last
-//!   heartbeat to the cluster's); the cluster summary marks it silent and judges
+//!   heartbeat to the end), raised as it is seen (a sweep once a second of capture
+//!   time, so `nlb watch` shows it live); the cluster summary marks it silent and judges
 //!   convergence by the hosts still heard. In `clusters.rs`.
 //!
 //! ## Frame corruption: one failing station, not many devices
@@ -183,6 +184,8 @@ pub struct Analyzer {
     cluster_hosts: HashSet<MacAddr>,
     /// The newest heartbeat of each nlb sender (cluster, host id, MAC), for replays.
     heartbeat_senders: HashMap<clusters::Sender, AntiReplay>,
+    /// When to look next for nlb hosts gone silent (once a second of capture time).
+    next_silence_sweep: i64,
     /// Stations seen sending damaged or malformed frames, by VLAN and MAC.
     stations: HashMap<(Option<Vlan>, MacAddr), Station>,
     /// Whether some station's corruption is confirmed.
@@ -258,6 +261,7 @@ impl Analyzer {
             corruption_confirmed: false,
             ownership: ownership::Ownership::default(),
             heartbeat_senders: HashMap::default(),
+            next_silence_sweep: i64::MIN,
             single_vlans: [0; 64],
             stacked_vlans: HashSet::default(),
         }
@@ -305,6 +309,10 @@ impl Analyzer {
     pub fn handle_timeout(&mut self, now: i64) {
         self.model.last_ts = self.model.last_ts.max(now);
         self.expire_requests(now);
+        if now >= self.next_silence_sweep {
+            self.next_silence_sweep = now.saturating_add(SECOND);
+            self.sweep_silent_hosts(now);
+        }
     }
 
     /// The next record not yet handed out by [`poll_raised`](Self::poll_raised), with

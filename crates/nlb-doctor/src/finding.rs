@@ -49,7 +49,7 @@ pub enum Kind {
     NlbForgedHeartbeat,
     /// Heartbeats older than one already seen from the same host: replayed.
     NlbReplayedHeartbeat,
-    /// An nlb host fell silent: no heartbeat for more than three of its periods.
+    /// An nlb host fell silent: no heartbeat for more than ten of its periods.
     NlbHeartbeatGap,
     /// An IGMP-mode cluster MAC carries traffic but nobody reported membership.
     IgmpMissing,

@@ -47,9 +47,9 @@
 //!   `duplicate_heartbeats`. Neither forged nor replayed nor repeated heartbeats go
 //!   further: they make no host and claim no bucket, so they cannot make a dead host
 //!   look alive or raise `nlb_double_ownership`. In `clusters.rs`.
-//! - `nlb_heartbeat_gap`: an nlb host with no heartbeat for more than three of its
-//!   announced periods (two in a row missing, and the shortest failure window nlb
-//!   allows), in the middle of the capture or at its end (silent from its last
+//! - `nlb_heartbeat_gap`: an nlb host with no heartbeat for more than ten of its
+//!   announced periods (two thirds of the default failure window, past scheduling
+//!   jitter), in the middle of the capture or at its end (silent from its last
 //!   heartbeat to the end), raised as it is seen (a sweep once a second of capture
 //!   time, so `nlb watch` shows it live); the cluster summary marks it silent and judges
 //!   convergence by the hosts still heard. In `clusters.rs`.

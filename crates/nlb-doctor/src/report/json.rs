@@ -126,6 +126,9 @@ mod tests {
         let mut ours = Vec::new();
         let mut serializer = serde_json::Serializer::with_formatter(&mut ours, Pretty::default());
         deep.serialize(&mut serializer).unwrap();
-        assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string_pretty(&deep).unwrap());
+        assert_eq!(
+            String::from_utf8(ours).unwrap(),
+            serde_json::to_string_pretty(&deep).unwrap()
+        );
     }
 }

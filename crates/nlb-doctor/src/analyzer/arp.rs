@@ -297,7 +297,8 @@ impl Analyzer {
 
     /// The slot in `ip_states` of IP `key`, made on first sight unless the table is full.
     fn tracked(&mut self, key: u64) -> Option<u32> {
-        let full = self.ips.len() >= self.settings.max_tracked;
+        // Slots are 32 bits: no memory holds 2^32 states anyway.
+        let full = self.ips.len() >= self.settings.max_tracked.min(u32::MAX as usize);
         match self.ips.entry(key) {
             Entry::Occupied(entry) => Some(*entry.get()),
             Entry::Vacant(_) if full => {
@@ -305,7 +306,7 @@ impl Analyzer {
                 None
             }
             Entry::Vacant(entry) => {
-                // Below max_tracked, so it fits.
+                // Not full, so it fits.
                 let slot = self.ip_states.len() as u32;
                 self.ip_states.push(IpState {
                     key,

@@ -7,7 +7,7 @@
 //! [`Facts`] for the kinds a sick network makes by the thousand (written straight to the
 //! report), a `json!` value for the rare ones.
 
-use crate::finding::{Details, Facts, Finding, Kind, MacText, Severity};
+use crate::finding::{Details, Facts, Finding, IpText, Kind, MacText, Severity};
 use crate::link::Vlan;
 use crate::model::{
     ClusterKey, ClusterSeen, Conflict, Evidence, GratuitousClass, MAX_COPIES, MAX_MACS,
@@ -50,7 +50,8 @@ fn list(macs: &[MacAddr]) -> String {
     let mut text = String::with_capacity(macs.len() * 19);
     for (i, mac) in macs.iter().enumerate() {
         let comma = if i == 0 { "" } else { ", " };
-        let _ = write!(text, "{comma}{}", MacText::new(*mac));
+        text.push_str(comma);
+        text.push_str(MacText::new(*mac).as_str());
     }
     text
 }
@@ -60,7 +61,8 @@ fn on_vlan(vlan: Option<Vlan>) -> String {
 }
 
 fn ip_text(ip: Option<std::net::Ipv4Addr>) -> String {
-    ip.map(|ip| ip.to_string()).unwrap_or_default()
+    ip.map(|ip| IpText::new(ip).as_str().to_owned())
+        .unwrap_or_default()
 }
 
 fn heartbeat_gap(
@@ -265,11 +267,16 @@ fn explain(
             }
         }
         Kind::UnansweredRequest => {
-            let mut askers = String::with_capacity(acc.peers.len() * 40);
+            // Pieces pushed, not formatted: this list is most of a sick network's words.
+            let mut askers = String::with_capacity(acc.peers.len() * 48);
             for (i, (ip, mac, n)) in acc.peers.iter().enumerate() {
-                let comma = if i == 0 { "" } else { ", " };
-                let mac = MacText::new(*mac);
-                let _ = write!(askers, "{comma}{ip} ({mac}) {n}×");
+                if i > 0 {
+                    askers.push_str(", ");
+                }
+                askers.push_str(IpText::new(*ip).as_str());
+                askers.push_str(" (");
+                askers.push_str(MacText::new(*mac).as_str());
+                let _ = write!(askers, ") {n}×");
             }
             (
                 format!(

@@ -159,6 +159,7 @@ pub struct Finding {
     /// Frames (or events) that show it.
     pub count: u64,
     /// The IP it is about, if one.
+    #[serde(serialize_with = "ip_text")]
     pub ip: Option<Ipv4Addr>,
     /// The MACs involved, in order of appearance.
     #[serde(serialize_with = "macs_text")]
@@ -355,7 +356,7 @@ impl Serialize for Peer<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // "ip" < "mac" < "replies", "requests": sorted, as in a Value.
         let mut map = serializer.serialize_map(Some(3))?;
-        map.serialize_entry("ip", self.ip)?;
+        map.serialize_entry("ip", &IpText::new(*self.ip))?;
         map.serialize_entry("mac", &MacText::new(*self.mac))?;
         map.serialize_entry(self.per, &self.frames)?;
         map.end()
@@ -396,6 +397,55 @@ impl Serialize for MacText {
     }
 }
 
+/// An IPv4 address as text, `198.18.0.1` as [`Ipv4Addr`]'s `Display` writes it, made
+/// without the formatting machinery: a report of askers lists thousands.
+#[derive(Clone, Copy)]
+pub(crate) struct IpText {
+    text: [u8; 15],
+    len: u8,
+}
+
+impl IpText {
+    pub(crate) fn new(ip: Ipv4Addr) -> IpText {
+        let (mut text, mut len) = ([0; 15], 0);
+        for (i, octet) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                text[len] = b'.';
+                len += 1;
+            }
+            if octet >= 100 {
+                text[len] = b'0' + octet / 100;
+                len += 1;
+            }
+            if octet >= 10 {
+                text[len] = b'0' + octet / 10 % 10;
+                len += 1;
+            }
+            text[len] = b'0' + octet % 10;
+            len += 1;
+        }
+        IpText {
+            text,
+            len: len as u8,
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Digits and dots only.
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl Serialize for IpText {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+fn ip_text<S: Serializer>(ip: &Option<Ipv4Addr>, serializer: S) -> Result<S::Ok, S::Error> {
+    ip.map(IpText::new).serialize(serializer)
+}
+
 fn macs_text<S: Serializer>(macs: &[MacAddr], serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_seq(macs.iter().map(|&mac| MacText::new(mac)))
 }
@@ -414,6 +464,20 @@ mod tests {
         ] {
             let mac = MacAddr(mac);
             assert_eq!(MacText::new(mac).to_string(), mac.to_string());
+        }
+    }
+
+    #[test]
+    fn ip_text_is_the_display_form() {
+        for ip in [
+            [0u8; 4],
+            [255; 4],
+            [198, 18, 0, 1],
+            [10, 100, 9, 99],
+            [1, 20, 250, 109],
+        ] {
+            let ip = Ipv4Addr::from(ip);
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
         }
     }
 

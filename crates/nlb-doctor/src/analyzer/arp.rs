@@ -38,6 +38,8 @@ pub(super) struct Episode {
 /// What is known about one IP (per VLAN).
 #[derive(Debug, Clone, Default)]
 pub(super) struct IpState {
+    /// Its [`ip_key`](super::ip_key).
+    pub(super) key: u64,
     pub(super) owner: Option<MacAddr>,
     owner_last_ts: i64,
     /// The MAC before `owner`, for A → B → A.
@@ -109,15 +111,15 @@ impl Analyzer {
     /// Raises the requests whose reply timeout passed before `now`.
     pub(super) fn expire_requests(&mut self, now: i64) {
         // A reply exactly at the deadline is in time ("within"), hence `>=`.
-        while let Some(&(deadline, key, first_ts)) = self.deadlines.front() {
+        while let Some(&(deadline, slot, first_ts)) = self.deadlines.front() {
             if deadline >= now {
                 break;
             }
             self.deadlines.pop_front();
-            // One lookup: the state and the model are apart.
-            let Some(state) = self.ips.get_mut(&key) else {
-                continue;
-            };
+            // No lookup: the deadline holds the state's slot, and the state and the model
+            // are apart.
+            let state = &mut self.ip_states[slot as usize];
+            let key = state.key;
             let Some(episode) = state
                 .episode
                 .as_mut()
@@ -152,24 +154,25 @@ impl Analyzer {
         }
     }
 
-    /// The entry in `deadlines` of the episode of IP `key` that began at `first_ts`.
-    fn deadline(&self, key: u64, first_ts: i64) -> (i64, u64, i64) {
-        (first_ts + self.settings.reply_timeout_ns, key, first_ts)
+    /// The entry in `deadlines` of the episode of the IP in `slot` that began at
+    /// `first_ts`.
+    fn deadline(&self, slot: u32, first_ts: i64) -> (i64, u32, i64) {
+        (first_ts + self.settings.reply_timeout_ns, slot, first_ts)
     }
 
     /// Forgets the deadline of an episode that was answered in time, when it is the
     /// latest one (a reply right after its request, the common case): expiring it would
     /// look its IP up for nothing. An identical entry left behind (another episode
     /// opened at the same time) does the same work at the same time.
-    fn drop_deadline(&mut self, key: u64, first_ts: i64) {
-        if self.deadlines.back() == Some(&self.deadline(key, first_ts)) {
+    fn drop_deadline(&mut self, slot: u32, first_ts: i64) {
+        if self.deadlines.back() == Some(&self.deadline(slot, first_ts)) {
             self.deadlines.pop_back();
         }
     }
 
     /// At the end: requests still waiting have waited until `end`.
     pub(super) fn close_episodes(&mut self, end: i64) {
-        for state in self.ips.values() {
+        for state in &self.ip_states {
             if let Some(episode) = state.episode
                 && let Some(index) = episode.record
             {
@@ -181,7 +184,8 @@ impl Analyzer {
 
     /// The MAC that last claimed `ip` on `vlan`, if any.
     pub(super) fn owner_of(&self, vlan: Option<Vlan>, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.ips.get(&ip_key(vlan, ip)).and_then(|s| s.owner)
+        let slot = *self.ips.get(&ip_key(vlan, ip))?;
+        self.ip_states[slot as usize].owner
     }
 
     pub(super) fn handle_arp(&mut self, frame: &Frame<'_>) {
@@ -291,15 +295,25 @@ impl Analyzer {
         }
     }
 
-    fn tracked(&mut self, key: u64) -> Option<&mut IpState> {
-        let full = self.ips.len() >= self.settings.max_tracked;
+    /// The slot in `ip_states` of IP `key`, made on first sight unless the table is full.
+    fn tracked(&mut self, key: u64) -> Option<u32> {
+        // Slots are 32 bits: no memory holds 2^32 states anyway.
+        let full = self.ips.len() >= self.settings.max_tracked.min(u32::MAX as usize);
         match self.ips.entry(key) {
-            Entry::Occupied(entry) => Some(entry.into_mut()),
+            Entry::Occupied(entry) => Some(*entry.get()),
             Entry::Vacant(_) if full => {
                 self.model.counters.untracked += 1;
                 None
             }
-            Entry::Vacant(entry) => Some(entry.insert(IpState::default())),
+            Entry::Vacant(entry) => {
+                // Not full, so it fits.
+                let slot = self.ip_states.len() as u32;
+                self.ip_states.push(IpState {
+                    key,
+                    ..IpState::default()
+                });
+                Some(*entry.insert(slot))
+            }
         }
     }
 
@@ -365,9 +379,10 @@ impl Analyzer {
 
     fn request(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
         let key = ip_key(frame.vlan, repr.target_ip);
-        let Some(state) = self.tracked(key) else {
+        let Some(slot) = self.tracked(key) else {
             return;
         };
+        let state = &mut self.ip_states[slot as usize];
         state.note_asker(repr.sender_ip, frame.ts_ns);
         let mut new_episode = false;
         match state.episode.as_mut() {
@@ -392,7 +407,7 @@ impl Analyzer {
         }
         let open = state.episode.expect("just set");
         if new_episode {
-            let entry = self.deadline(key, frame.ts_ns);
+            let entry = self.deadline(slot, frame.ts_ns);
             if self.deadlines.back().is_none_or(|last| last.0 <= entry.0) {
                 self.deadlines.push_back(entry);
             } else {
@@ -415,7 +430,8 @@ impl Analyzer {
         // replies unasked does so over and over, and its state is at hand (the claim just
         // read it), where finding the record by identity costs a lookup by a wide key.
         let mac = repr.sender_mac;
-        let state = self.ips.get_mut(&ip_key(frame.vlan, repr.sender_ip));
+        let slot = self.ips.get(&ip_key(frame.vlan, repr.sender_ip));
+        let state = slot.map(|&slot| &mut self.ip_states[slot as usize]);
         let mut kept = (state.as_ref().and_then(|state| state.unexpected))
             .filter(|&(owner, _)| owner == mac)
             .map(|(_, index)| index);
@@ -468,9 +484,10 @@ impl Analyzer {
         // A probe asks "who has" too: a reply to it is expected (RFC 5227 §2.1.1).
         let key = ip_key(frame.vlan, repr.target_ip);
         let window = self.settings.duplicate_window_ns;
-        let Some(state) = self.tracked(key) else {
+        let Some(slot) = self.tracked(key) else {
             return;
         };
+        let state = &mut self.ip_states[slot as usize];
         state.note_asker(Ipv4Addr::UNSPECIFIED, frame.ts_ns);
         let in_use = state.owner.filter(|&owner| {
             owner != repr.sender_mac && frame.ts_ns - state.owner_last_ts <= window
@@ -542,9 +559,10 @@ impl Analyzer {
         let memory = self.settings.request_memory_ns;
         let mac = repr.sender_mac;
         let ts = frame.ts_ns;
-        let Some(state) = self.tracked(key) else {
+        let Some(slot) = self.tracked(key) else {
             return true;
         };
+        let state = &mut self.ip_states[slot as usize];
         let asked = state.was_asked(repr, ts, memory);
         // Anything from the IP answers the requests for it (Linux updates an INCOMPLETE
         // entry from any ARP the owner sends).
@@ -596,7 +614,7 @@ impl Analyzer {
                 record: None,
                 first_ts,
                 ..
-            }) => self.drop_deadline(key, first_ts),
+            }) => self.drop_deadline(slot, first_ts),
             None => {}
         }
         if let Some(prober) = probe_defended {

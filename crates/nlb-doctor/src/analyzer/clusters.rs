@@ -393,12 +393,12 @@ impl Analyzer {
     /// the cluster MAC claims. And the MAC that claims each cluster IP, for the mode.
     pub(super) fn fill_cluster_ips(&mut self) {
         let owners: HashMap<MacAddr, Ipv4Addr> = self
-            .ips
+            .ip_states
             .iter()
-            .filter_map(|(key, state)| {
+            .filter_map(|state| {
                 let mac = state.owner?;
                 matches!(classify_mac(mac), Some(NlbMac::IgmpCluster(_)))
-                    .then(|| (mac, Ipv4Addr::from(*key as u32)))
+                    .then(|| (mac, Ipv4Addr::from(state.key as u32)))
             })
             .collect();
         let keys: Vec<ClusterKey> = self.model.clusters.keys().copied().collect();

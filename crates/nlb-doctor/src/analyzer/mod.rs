@@ -170,13 +170,18 @@ pub struct Analyzer {
     /// What the findings are made of.
     model: Model,
     raised: usize,
-    ips: HashMap<u64, IpState>,
-    /// Reply deadlines (deadline, IP key, episode start), kept sorted, earliest first, so
+    /// Each tracked IP's slot in `ip_states`, by [`ip_key`]. The map's entries are small,
+    /// so it stays in cache with tens of thousands of addresses; the states sit in the
+    /// order they were first seen, so the addresses of a sweep (a scan, a storm) are
+    /// neighbours in memory. Both hold at most [`Settings::max_tracked`] entries.
+    ips: HashMap<u64, u32>,
+    ip_states: Vec<IpState>,
+    /// Reply deadlines (deadline, IP slot, episode start), kept sorted, earliest first, so
     /// that one frame with a wild timestamp cannot hold the others back. Time nearly
     /// always moves forward, so nearly every deadline goes at the back, and a reply that
     /// follows its request takes its deadline off the back again. Due deadlines are
-    /// expired together, each with one lookup of its IP.
-    deadlines: VecDeque<(i64, u64, i64)>,
+    /// expired together, each without a lookup.
+    deadlines: VecDeque<(i64, u32, i64)>,
     storms: HashMap<u128, StormWindow>,
     igmp_traffic: BTreeMap<(Option<Vlan>, MacAddr), Traffic>,
     igmp_reported: HashSet<(Option<Vlan>, Ipv4Addr)>,
@@ -252,6 +257,7 @@ impl Analyzer {
             settings,
             raised: 0,
             ips: HashMap::default(),
+            ip_states: Vec::new(),
             deadlines: VecDeque::new(),
             storms: HashMap::default(),
             igmp_traffic: BTreeMap::new(),

@@ -108,12 +108,19 @@ pub(crate) fn doctor(args: &DoctorArgs) -> Result<(), CliError> {
             ))
         })?;
     }
-    let mut text = if args.json {
-        report.to_json()
-    } else {
-        report.to_text(if args.all { usize::MAX } else { TEXT_LIMIT })
-    };
-    if let Some(path) = args.html.as_ref().filter(|_| !args.json) {
+    if args.json {
+        // Streamed: tens of megabytes for a sick network, never held whole. As in
+        // print_out, a closed pipe is not an error.
+        use std::io::Write;
+        let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+        let _ = report
+            .write_json(&mut stdout)
+            .and_then(|()| stdout.write_all(b"\n"))
+            .and_then(|()| stdout.flush());
+        return Ok(());
+    }
+    let mut text = report.to_text(if args.all { usize::MAX } else { TEXT_LIMIT });
+    if let Some(path) = &args.html {
         text.push_str(&format!("HTML report: {}", path.display()));
     }
     print_out(&text);

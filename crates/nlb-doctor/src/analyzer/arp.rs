@@ -43,23 +43,26 @@ impl Analyzer {
                 break;
             }
             self.deadlines.pop_front();
-            // No lookup: the deadline holds the state's slot, and the state and the model
-            // are apart.
+            // The deadline holds the state's slot: an episode answered in time (nearly
+            // all) costs no lookup. One raised looks its IP up for its record.
             let slot = slot as usize;
-            let hot = &mut self.ips.hot[slot];
+            let hot = &self.ips.hot[slot];
             if hot.episode != Episode::Waiting || hot.episode_ts != first_ts {
                 continue;
             }
             let cold = &self.ips.cold[slot];
-            let waiting = cold.waiting;
-            let (vlan, ip) = ip_of_key(cold.key);
+            let (key, waiting) = (cold.key, cold.waiting);
+            let Some(tracked) = self.ips.tracked_mut(key) else {
+                continue;
+            };
+            let (vlan, ip) = ip_of_key(key);
             let severity = if self.model.is_vip(ip) {
                 Severity::Error
             } else {
                 Severity::Warning
             };
             let index = self.model.record_kept(
-                &mut hot.unanswered,
+                &mut tracked.unanswered,
                 Kind::UnansweredRequest,
                 severity,
                 vlan,
@@ -68,7 +71,7 @@ impl Analyzer {
                 waiting.first_frame,
                 first_ts,
             );
-            hot.episode = Episode::Raised;
+            self.ips.hot[slot].episode = Episode::Raised;
             let record = &mut self.model.records[index];
             record.count += u64::from(waiting.requests);
             record.last_frame = record.last_frame.max(waiting.last_frame);
@@ -97,9 +100,10 @@ impl Analyzer {
 
     /// At the end: requests still waiting have waited until `end`.
     pub(super) fn close_episodes(&mut self, end: i64) {
-        for hot in &self.ips.hot {
+        for tracked in self.ips.all() {
+            let hot = &self.ips.hot[tracked.slot as usize];
             if hot.episode == Episode::Raised
-                && let Some(kept) = hot.unanswered
+                && let Some(kept) = tracked.unanswered
             {
                 let record = &mut self.model.records[kept.index()];
                 record.longest_ns = record.longest_ns.max(end - hot.episode_ts);
@@ -220,13 +224,14 @@ impl Analyzer {
         }
     }
 
-    /// The slot of IP `key` in the table, given on first sight unless the table is full.
-    fn tracked(&mut self, key: u64) -> Option<u32> {
-        let slot = self.ips.slot_or_new(key, self.settings.max_tracked);
-        if slot.is_none() {
+    /// IP `key`'s slot in the table (given on first sight unless the table is full) and
+    /// its `unanswered_request` record.
+    fn tracked(&mut self, key: u64) -> Option<(u32, Option<Kept>)> {
+        let tracked = self.ips.tracked_or_new(key, self.settings.max_tracked);
+        if tracked.is_none() {
             self.model.counters.untracked += 1;
         }
-        slot
+        tracked.map(|t| (t.slot, t.unanswered))
     }
 
     fn storm(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
@@ -291,7 +296,7 @@ impl Analyzer {
 
     fn request(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
         let key = ip_key(frame.vlan, repr.target_ip);
-        let Some(slot) = self.tracked(key) else {
+        let Some((slot, unanswered)) = self.tracked(key) else {
             return;
         };
         let ts = frame.ts_ns;
@@ -324,7 +329,7 @@ impl Analyzer {
                 waiting.last_ts = ts;
             }
             Episode::Raised => {
-                let Some(kept) = hot.unanswered else {
+                let Some(kept) = unanswered else {
                     return;
                 };
                 let first_ts = hot.episode_ts;
@@ -398,7 +403,7 @@ impl Analyzer {
         // A probe asks "who has" too: a reply to it is expected (RFC 5227 §2.1.1).
         let key = ip_key(frame.vlan, repr.target_ip);
         let window = self.settings.duplicate_window_ns;
-        let Some(slot) = self.tracked(key) else {
+        let Some((slot, _)) = self.tracked(key) else {
             return;
         };
         let (hot, cold) = (
@@ -477,7 +482,7 @@ impl Analyzer {
         let memory = self.settings.request_memory_ns;
         let mac = repr.sender_mac;
         let ts = frame.ts_ns;
-        let Some(slot) = self.tracked(key) else {
+        let Some((slot, unanswered)) = self.tracked(key) else {
             return true;
         };
         let (hot, cold) = (
@@ -525,7 +530,7 @@ impl Analyzer {
         let first_ts = hot.episode_ts;
         match answered {
             Episode::Raised => {
-                if let Some(kept) = hot.unanswered {
+                if let Some(kept) = unanswered {
                     let record = &mut self.model.records[kept.index()];
                     record.longest_ns = record.longest_ns.max(ts - first_ts);
                 }

@@ -10,6 +10,11 @@
 //! changes. On a busy network the table is far larger than the caches, so every frame
 //! costs the lines it touches: before the split, a state was four of them.
 //!
+//! The map from IP to slot holds the IP's `unanswered_request` record too: a request for
+//! an IP that went unanswered then loads the state and the record at once, not the
+//! record after the state (both miss the caches on a network with thousands of dead
+//! addresses).
+//!
 //! At most `max` slots are given ([`Settings::max_tracked`](super::Settings)), and never
 //! more than 2^32 (slots are 32 bits).
 
@@ -32,7 +37,7 @@ pub(super) enum Episode {
     /// [`IpCold::waiting`]).
     Waiting,
     /// The timeout passed: the episode is raised in the IP's `unanswered_request` record
-    /// ([`IpHot::unanswered`]), which counts its further requests.
+    /// ([`Tracked::unanswered`]), which counts its further requests.
     Raised,
 }
 
@@ -50,9 +55,6 @@ pub(super) struct IpHot {
     pub(super) owner_last_ts: i64,
     /// When the current episode began (unless it is closed).
     pub(super) episode_ts: i64,
-    /// This IP's `unanswered_request` record, once it has one: episodes after the first
-    /// find it without a lookup by identity.
-    pub(super) unanswered: Option<Kept>,
     pub(super) owner: Option<MacAddr>,
     asker_next: u8,
     asker_len: u8,
@@ -64,6 +66,7 @@ pub(super) struct IpHot {
 
 // The layout above is the point of the split.
 const _: () = assert!(std::mem::size_of::<IpHot>() == 128);
+const _: () = assert!(std::mem::size_of::<(u64, Tracked)>() == 16);
 
 impl IpHot {
     /// Remembers that `asker` asked for this IP at `ts`: its own slot if it has one,
@@ -123,12 +126,21 @@ pub(super) struct IpCold {
     pub(super) last_probe: Option<(MacAddr, i64)>,
 }
 
+/// What the map holds for a tracked IP.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tracked {
+    pub(super) slot: u32,
+    /// This IP's `unanswered_request` record, once it has one: episodes after the first
+    /// find it without a lookup by identity.
+    pub(super) unanswered: Option<Kept>,
+}
+
 /// The table: slots by [`ip_key`](super::ip_key), and the states.
 #[derive(Default)]
 pub(super) struct IpTable {
-    /// The map's entries are small, so it stays in cache with tens of thousands of
-    /// addresses.
-    slots: HashMap<u64, u32>,
+    /// The map's entries are small (16 bytes), so it stays in cache with tens of
+    /// thousands of addresses.
+    slots: HashMap<u64, Tracked>,
     pub(super) hot: Vec<IpHot>,
     pub(super) cold: Vec<IpCold>,
 }
@@ -136,12 +148,22 @@ pub(super) struct IpTable {
 impl IpTable {
     /// The slot of IP `key`, if it is tracked.
     pub(super) fn slot(&self, key: u64) -> Option<u32> {
-        self.slots.get(&key).copied()
+        self.slots.get(&key).map(|tracked| tracked.slot)
     }
 
-    /// The slot of IP `key`, given on first sight unless `max` slots are given already
-    /// (then `None`).
-    pub(super) fn slot_or_new(&mut self, key: u64, max: usize) -> Option<u32> {
+    /// IP `key`'s slot and record, if it is tracked.
+    pub(super) fn tracked_mut(&mut self, key: u64) -> Option<&mut Tracked> {
+        self.slots.get_mut(&key)
+    }
+
+    /// The slots and records of every tracked IP, in no particular order.
+    pub(super) fn all(&self) -> impl Iterator<Item = &Tracked> {
+        self.slots.values()
+    }
+
+    /// IP `key`'s slot and record, given a slot on first sight unless `max` slots are
+    /// given already (then `None`).
+    pub(super) fn tracked_or_new(&mut self, key: u64, max: usize) -> Option<Tracked> {
         // Slots are 32 bits: no memory holds 2^32 states anyway.
         let full = self.slots.len() >= max.min(u32::MAX as usize);
         match self.slots.entry(key) {
@@ -155,7 +177,11 @@ impl IpTable {
                     key,
                     ..IpCold::default()
                 });
-                Some(*entry.insert(slot))
+                let tracked = Tracked {
+                    slot,
+                    unanswered: None,
+                };
+                Some(*entry.insert(tracked))
             }
         }
     }

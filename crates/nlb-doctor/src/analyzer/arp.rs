@@ -411,9 +411,9 @@ impl Analyzer {
             &mut self.ips.cold[slot as usize],
         );
         hot.note_asker(Ipv4Addr::UNSPECIFIED, frame.ts_ns);
-        let in_use = hot.owner.filter(|&owner| {
-            owner != repr.sender_mac && frame.ts_ns - hot.owner_last_ts <= window
-        });
+        let in_use = hot
+            .owner
+            .filter(|&owner| owner != repr.sender_mac && frame.ts_ns - hot.owner_last_ts <= window);
         let other_prober = cold
             .last_probe
             .filter(|&(mac, ts)| mac != repr.sender_mac && frame.ts_ns - ts <= PROBE_LISTEN_NS)

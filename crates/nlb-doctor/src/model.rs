@@ -21,6 +21,7 @@ use nlb_wire::addressing::{NlbMac, classify_mac};
 use nlb_wire::bitmap::BucketBitmap;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::num::NonZeroU32;
 
 /// MACs listed per finding at most.
 pub(crate) const MAX_MACS: usize = 16;
@@ -274,6 +275,25 @@ pub(crate) struct Record {
     pub(crate) absorbed: bool,
 }
 
+/// A record's index as kept by the state its identity belongs to (see
+/// [`Model::record_kept`]): four bytes, and an `Option` of it four too, so that it fits
+/// the per-IP state read on every frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Kept(NonZeroU32);
+
+impl Kept {
+    /// `None` only for an index beyond `u32`, which no record has (there are at most
+    /// [`MAX_RECORDS`] and one catch-all a kind).
+    fn new(index: usize) -> Option<Kept> {
+        let stored = u32::try_from(index).ok()?.checked_add(1)?;
+        NonZeroU32::new(stored).map(Kept)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self.0.get() as usize - 1
+    }
+}
+
 /// What the side tables of [`Model`] know a record by: its identity but the kind.
 pub(crate) type SideKey = (Option<Vlan>, Option<Ipv4Addr>, Subject);
 /// Two bits of a 128-bit filter for `x`: a record sets the bits of everything it lists,
@@ -507,7 +527,7 @@ impl Model {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn record_kept(
         &mut self,
-        kept: &mut Option<u32>,
+        kept: &mut Option<Kept>,
         kind: Kind,
         severity: Severity,
         vlan: Option<Vlan>,
@@ -516,14 +536,13 @@ impl Model {
         frame: u64,
         ts: i64,
     ) -> usize {
-        if let Some(index) = *kept {
-            let index = index as usize;
+        if let Some(kept) = *kept {
+            let index = kept.index();
             self.touch(index, frame, ts);
             return index;
         }
         let index = self.record(kind, severity, vlan, ip, subject, frame, ts);
-        // Indices stay below MAX_RECORDS plus one catch-all a kind.
-        *kept = u32::try_from(index).ok();
+        *kept = Kept::new(index);
         index
     }
 

@@ -4,10 +4,11 @@
 //! the [analyzer](super) docs.
 
 use super::corruption::damaged_station;
+use super::ips::{Episode, Waiting};
 use super::{Analyzer, ip_key, ip_of_key, mac_key};
 use crate::finding::{Kind, Severity};
 use crate::link::{Frame, Vlan};
-use crate::model::{Conflict, Evidence, GratuitousClass, MismatchPattern, Subject};
+use crate::model::{Conflict, Evidence, GratuitousClass, Kept, MismatchPattern, Subject};
 use nlb_wire::addressing::{NlbMac, classify_mac};
 use nlb_wire::arp::{ArpKind, ArpPacket, ArpRepr};
 use nlb_wire::{Error, MacAddr};
@@ -15,82 +16,8 @@ use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
 use std::net::Ipv4Addr;
 
-/// Askers remembered per requested IP, for matching replies.
-const ASKER_SLOTS: usize = 8;
-
 /// RFC 5227 §1.1: PROBE_WAIT + PROBE_NUM × PROBE_MAX, about the time a prober listens.
 const PROBE_LISTEN_NS: i64 = 2 * super::SECOND;
-
-/// Requests for one IP since it last answered.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Episode {
-    first_ts: i64,
-    first_frame: u64,
-    last_frame: u64,
-    last_ts: i64,
-    requests: u32,
-    asker_ip: Ipv4Addr,
-    asker_mac: MacAddr,
-    /// The `unanswered_request` record, once the reply timeout passed.
-    record: Option<usize>,
-}
-
-/// What is known about one IP (per VLAN).
-#[derive(Debug, Clone, Default)]
-pub(super) struct IpState {
-    /// Its [`ip_key`](super::ip_key).
-    pub(super) key: u64,
-    pub(super) owner: Option<MacAddr>,
-    owner_last_ts: i64,
-    /// The MAC before `owner`, for A → B → A.
-    previous: Option<MacAddr>,
-    /// `owner` took the IP over with a gratuitous ARP: not a duplicate unless `previous`
-    /// claims it again.
-    takeover: bool,
-    /// Recent requests for this IP: asker IPs and times, one slot per asker; the first
-    /// `asker_len` slots are in use. (Two arrays: a tuple's padding would make the
-    /// state, read on every request and reply for the IP, a cache line longer.)
-    asker_ips: [u32; ASKER_SLOTS],
-    asker_ts: [i64; ASKER_SLOTS],
-    asker_next: u8,
-    asker_len: u8,
-    episode: Option<Episode>,
-    /// This IP's `unanswered_request` record, once it has one: episodes after the first
-    /// find it without a lookup by identity.
-    unanswered: Option<u32>,
-    /// The `unexpected_reply` record of this IP and a MAC, the latest one to make one.
-    unexpected: Option<(MacAddr, u32)>,
-    last_probe: Option<(MacAddr, i64)>,
-}
-
-impl IpState {
-    /// Remembers that `asker` asked for this IP at `ts`: its own slot if it has one,
-    /// else a free one, else the oldest.
-    fn note_asker(&mut self, asker: Ipv4Addr, ts: i64) {
-        let asker = u32::from(asker);
-        let used = usize::from(self.asker_len);
-        let slot = if let Some(slot) = self.asker_ips[..used].iter().position(|&ip| ip == asker) {
-            slot
-        } else if used < ASKER_SLOTS {
-            self.asker_len += 1;
-            used
-        } else {
-            self.asker_next = self.asker_next.wrapping_add(1);
-            usize::from(self.asker_next.wrapping_sub(1)) % ASKER_SLOTS
-        };
-        self.asker_ips[slot] = asker;
-        self.asker_ts[slot] = ts;
-    }
-
-    /// Whether someone asked for `repr.sender_ip` (the replier) recently: the reply's
-    /// target IP among the askers remembered here.
-    fn was_asked(&self, repr: &ArpRepr, now: i64, memory: i64) -> bool {
-        let used = usize::from(self.asker_len);
-        let target = u32::from(repr.target_ip);
-        (self.asker_ips[..used].iter().zip(&self.asker_ts[..used]))
-            .any(|(&asker, &ts)| asker == target && now - ts <= memory)
-    }
-}
 
 /// One source's requests within the storm window.
 #[derive(Debug, Clone)]
@@ -104,7 +31,7 @@ pub(super) struct StormWindow {
     /// Times of its requests within the window, oldest first (unless `alone`).
     recent: VecDeque<i64>,
     /// Its `request_storm` record, once it has one: a storm adds to it with every request.
-    record: Option<u32>,
+    record: Option<Kept>,
 }
 
 impl Analyzer {
@@ -116,15 +43,16 @@ impl Analyzer {
                 break;
             }
             self.deadlines.pop_front();
-            // No lookup: the deadline holds the state's slot, and the state and the model
-            // are apart.
-            let state = &mut self.ip_states[slot as usize];
-            let key = state.key;
-            let Some(episode) = state
-                .episode
-                .as_mut()
-                .filter(|e| e.first_ts == first_ts && e.record.is_none())
-            else {
+            // The deadline holds the state's slot: an episode answered in time (nearly
+            // all) costs no lookup. One raised looks its IP up for its record.
+            let slot = slot as usize;
+            let hot = &self.ips.hot[slot];
+            if hot.episode != Episode::Waiting || hot.episode_ts != first_ts {
+                continue;
+            }
+            let cold = &self.ips.cold[slot];
+            let (key, waiting) = (cold.key, cold.waiting);
+            let Some(tracked) = self.ips.tracked_mut(key) else {
                 continue;
             };
             let (vlan, ip) = ip_of_key(key);
@@ -134,23 +62,23 @@ impl Analyzer {
                 Severity::Warning
             };
             let index = self.model.record_kept(
-                &mut state.unanswered,
+                &mut tracked.unanswered,
                 Kind::UnansweredRequest,
                 severity,
                 vlan,
                 Some(ip),
                 Subject::None,
-                episode.first_frame,
-                episode.first_ts,
+                waiting.first_frame,
+                first_ts,
             );
-            episode.record = Some(index);
+            self.ips.hot[slot].episode = Episode::Raised;
             let record = &mut self.model.records[index];
-            record.count += u64::from(episode.requests);
-            record.last_frame = record.last_frame.max(episode.last_frame);
-            record.last_ts = record.last_ts.max(episode.last_ts);
-            record.add_peer(episode.asker_ip, episode.asker_mac);
-            record.add_mac(episode.asker_mac);
-            record.longest_ns = record.longest_ns.max(now - episode.first_ts);
+            record.count += u64::from(waiting.requests);
+            record.last_frame = record.last_frame.max(waiting.last_frame);
+            record.last_ts = record.last_ts.max(waiting.last_ts);
+            record.add_peer(Ipv4Addr::from(waiting.asker_ip), waiting.asker_mac);
+            record.add_mac(waiting.asker_mac);
+            record.longest_ns = record.longest_ns.max(now - first_ts);
         }
     }
 
@@ -172,20 +100,21 @@ impl Analyzer {
 
     /// At the end: requests still waiting have waited until `end`.
     pub(super) fn close_episodes(&mut self, end: i64) {
-        for state in &self.ip_states {
-            if let Some(episode) = state.episode
-                && let Some(index) = episode.record
+        for tracked in self.ips.all() {
+            let hot = &self.ips.hot[tracked.slot as usize];
+            if hot.episode == Episode::Raised
+                && let Some(kept) = tracked.unanswered
             {
-                let record = &mut self.model.records[index];
-                record.longest_ns = record.longest_ns.max(end - episode.first_ts);
+                let record = &mut self.model.records[kept.index()];
+                record.longest_ns = record.longest_ns.max(end - hot.episode_ts);
             }
         }
     }
 
     /// The MAC that last claimed `ip` on `vlan`, if any.
     pub(super) fn owner_of(&self, vlan: Option<Vlan>, ip: Ipv4Addr) -> Option<MacAddr> {
-        let slot = *self.ips.get(&ip_key(vlan, ip))?;
-        self.ip_states[slot as usize].owner
+        let slot = self.ips.slot(ip_key(vlan, ip))?;
+        self.ips.hot[slot as usize].owner
     }
 
     pub(super) fn handle_arp(&mut self, frame: &Frame<'_>) {
@@ -295,26 +224,14 @@ impl Analyzer {
         }
     }
 
-    /// The slot in `ip_states` of IP `key`, made on first sight unless the table is full.
-    fn tracked(&mut self, key: u64) -> Option<u32> {
-        // Slots are 32 bits: no memory holds 2^32 states anyway.
-        let full = self.ips.len() >= self.settings.max_tracked.min(u32::MAX as usize);
-        match self.ips.entry(key) {
-            Entry::Occupied(entry) => Some(*entry.get()),
-            Entry::Vacant(_) if full => {
-                self.model.counters.untracked += 1;
-                None
-            }
-            Entry::Vacant(entry) => {
-                // Not full, so it fits.
-                let slot = self.ip_states.len() as u32;
-                self.ip_states.push(IpState {
-                    key,
-                    ..IpState::default()
-                });
-                Some(*entry.insert(slot))
-            }
+    /// IP `key`'s slot in the table (given on first sight unless the table is full) and
+    /// its `unanswered_request` record.
+    fn tracked(&mut self, key: u64) -> Option<(u32, Option<Kept>)> {
+        let tracked = self.ips.tracked_or_new(key, self.settings.max_tracked);
+        if tracked.is_none() {
+            self.model.counters.untracked += 1;
         }
+        tracked.map(|t| (t.slot, t.unanswered))
     }
 
     fn storm(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
@@ -379,49 +296,51 @@ impl Analyzer {
 
     fn request(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
         let key = ip_key(frame.vlan, repr.target_ip);
-        let Some(slot) = self.tracked(key) else {
+        let Some((slot, unanswered)) = self.tracked(key) else {
             return;
         };
-        let state = &mut self.ip_states[slot as usize];
-        state.note_asker(repr.sender_ip, frame.ts_ns);
-        let mut new_episode = false;
-        match state.episode.as_mut() {
-            Some(episode) => {
-                episode.requests += 1;
-                episode.last_frame = frame.number;
-                episode.last_ts = frame.ts_ns;
-            }
-            None => {
-                state.episode = Some(Episode {
-                    first_ts: frame.ts_ns,
+        let ts = frame.ts_ns;
+        let hot = &mut self.ips.hot[slot as usize];
+        hot.note_asker(repr.sender_ip, ts);
+        match hot.episode {
+            Episode::Closed => {
+                hot.episode = Episode::Waiting;
+                hot.episode_ts = ts;
+                self.ips.cold[slot as usize].waiting = Waiting {
                     first_frame: frame.number,
                     last_frame: frame.number,
-                    last_ts: frame.ts_ns,
+                    last_ts: ts,
                     requests: 1,
-                    asker_ip: repr.sender_ip,
+                    asker_ip: u32::from(repr.sender_ip),
                     asker_mac: repr.sender_mac,
-                    record: None,
-                });
-                new_episode = true;
+                };
+                let entry = self.deadline(slot, ts);
+                if self.deadlines.back().is_none_or(|last| last.0 <= entry.0) {
+                    self.deadlines.push_back(entry);
+                } else {
+                    let at = self.deadlines.partition_point(|e| e.0 <= entry.0);
+                    self.deadlines.insert(at, entry);
+                }
             }
-        }
-        let open = state.episode.expect("just set");
-        if new_episode {
-            let entry = self.deadline(slot, frame.ts_ns);
-            if self.deadlines.back().is_none_or(|last| last.0 <= entry.0) {
-                self.deadlines.push_back(entry);
-            } else {
-                let at = self.deadlines.partition_point(|e| e.0 <= entry.0);
-                self.deadlines.insert(at, entry);
+            Episode::Waiting => {
+                let waiting = &mut self.ips.cold[slot as usize].waiting;
+                waiting.requests += 1;
+                waiting.last_frame = frame.number;
+                waiting.last_ts = ts;
             }
-        } else if let Some(index) = open.record {
-            let record = &mut self.model.records[index];
-            record.count += 1;
-            record.last_frame = frame.number;
-            record.last_ts = frame.ts_ns;
-            record.add_peer(repr.sender_ip, repr.sender_mac);
-            record.add_mac(repr.sender_mac);
-            record.longest_ns = record.longest_ns.max(frame.ts_ns - open.first_ts);
+            Episode::Raised => {
+                let Some(kept) = unanswered else {
+                    return;
+                };
+                let first_ts = hot.episode_ts;
+                let record = &mut self.model.records[kept.index()];
+                record.count += 1;
+                record.last_frame = frame.number;
+                record.last_ts = ts;
+                record.add_peer(repr.sender_ip, repr.sender_mac);
+                record.add_mac(repr.sender_mac);
+                record.longest_ns = record.longest_ns.max(ts - first_ts);
+            }
         }
     }
 
@@ -430,8 +349,8 @@ impl Analyzer {
         // replies unasked does so over and over, and its state is at hand (the claim just
         // read it), where finding the record by identity costs a lookup by a wide key.
         let mac = repr.sender_mac;
-        let slot = self.ips.get(&ip_key(frame.vlan, repr.sender_ip));
-        let state = slot.map(|&slot| &mut self.ip_states[slot as usize]);
+        let slot = self.ips.slot(ip_key(frame.vlan, repr.sender_ip));
+        let state = slot.map(|slot| &mut self.ips.cold[slot as usize]);
         let mut kept = (state.as_ref().and_then(|state| state.unexpected))
             .filter(|&(owner, _)| owner == mac)
             .map(|(_, index)| index);
@@ -484,19 +403,23 @@ impl Analyzer {
         // A probe asks "who has" too: a reply to it is expected (RFC 5227 §2.1.1).
         let key = ip_key(frame.vlan, repr.target_ip);
         let window = self.settings.duplicate_window_ns;
-        let Some(slot) = self.tracked(key) else {
+        let Some((slot, _)) = self.tracked(key) else {
             return;
         };
-        let state = &mut self.ip_states[slot as usize];
-        state.note_asker(Ipv4Addr::UNSPECIFIED, frame.ts_ns);
-        let in_use = state.owner.filter(|&owner| {
-            owner != repr.sender_mac && frame.ts_ns - state.owner_last_ts <= window
-        });
-        let other_prober = state
+        let (hot, cold) = (
+            &mut self.ips.hot[slot as usize],
+            &mut self.ips.cold[slot as usize],
+        );
+        hot.note_asker(Ipv4Addr::UNSPECIFIED, frame.ts_ns);
+        let in_use = hot
+            .owner
+            .filter(|&owner| owner != repr.sender_mac && frame.ts_ns - hot.owner_last_ts <= window);
+        let other_prober = cold
             .last_probe
             .filter(|&(mac, ts)| mac != repr.sender_mac && frame.ts_ns - ts <= PROBE_LISTEN_NS)
             .map(|(mac, _)| mac);
-        state.last_probe = Some((repr.sender_mac, frame.ts_ns));
+        cold.last_probe = Some((repr.sender_mac, frame.ts_ns));
+        hot.probed = true;
         for (other, why) in [
             (in_use, Conflict::InUse),
             (other_prober, Conflict::TwoProbers),
@@ -559,63 +482,61 @@ impl Analyzer {
         let memory = self.settings.request_memory_ns;
         let mac = repr.sender_mac;
         let ts = frame.ts_ns;
-        let Some(slot) = self.tracked(key) else {
+        let Some((slot, unanswered)) = self.tracked(key) else {
             return true;
         };
-        let state = &mut self.ip_states[slot as usize];
-        let asked = state.was_asked(repr, ts, memory);
+        let (hot, cold) = (
+            &mut self.ips.hot[slot as usize],
+            &mut self.ips.cold[slot as usize],
+        );
+        let asked = hot.was_asked(repr.target_ip, ts, memory);
         // Anything from the IP answers the requests for it (Linux updates an INCOMPLETE
         // entry from any ARP the owner sends).
-        let answered = state.episode.take();
+        let answered = std::mem::take(&mut hot.episode);
         let (probe_defended, duplicate_of, flap) = if damaged {
-            if state.owner.is_some() && (state.owner == Some(mac) || state.owner == frame.src) {
-                state.owner_last_ts = ts;
+            if hot.owner.is_some() && (hot.owner == Some(mac) || hot.owner == frame.src) {
+                hot.owner_last_ts = ts;
             }
             (None, None, None)
         } else {
-            let probe_defended = state
-                .last_probe
+            // The probe is read only if there was one.
+            let probe_defended = (hot.probed.then_some(cold.last_probe).flatten())
                 .filter(|&(prober, at)| prober != mac && ts - at <= PROBE_LISTEN_NS)
                 .map(|(prober, _)| prober);
             let mut duplicate_of = None;
             let mut flap = None;
-            match state.owner {
+            match hot.owner {
                 None => {
-                    state.owner = Some(mac);
+                    hot.owner = Some(mac);
                 }
                 Some(owner) if owner == mac => {}
                 Some(owner) => {
-                    let recent = ts - state.owner_last_ts <= window;
-                    if state.previous == Some(mac) && recent {
+                    let recent = ts - hot.owner_last_ts <= window;
+                    if cold.previous == Some(mac) && recent {
                         flap = Some(owner);
                     }
-                    let returning = state.takeover && state.previous == Some(mac);
+                    let returning = cold.takeover && cold.previous == Some(mac);
                     if recent && (!gratuitous || returning) {
                         duplicate_of = Some(owner);
                     }
-                    state.takeover = gratuitous && !returning;
-                    state.previous = Some(owner);
-                    state.owner = Some(mac);
+                    cold.takeover = gratuitous && !returning;
+                    cold.previous = Some(owner);
+                    hot.owner = Some(mac);
                 }
             }
-            state.owner_last_ts = ts;
+            hot.owner_last_ts = ts;
             (probe_defended, duplicate_of, flap)
         };
+        let first_ts = hot.episode_ts;
         match answered {
-            Some(Episode {
-                record: Some(index),
-                first_ts,
-                ..
-            }) => {
-                let record = &mut self.model.records[index];
-                record.longest_ns = record.longest_ns.max(ts - first_ts);
+            Episode::Raised => {
+                if let Some(kept) = unanswered {
+                    let record = &mut self.model.records[kept.index()];
+                    record.longest_ns = record.longest_ns.max(ts - first_ts);
+                }
             }
-            Some(Episode {
-                record: None,
-                first_ts,
-                ..
-            }) => self.drop_deadline(slot, first_ts),
-            None => {}
+            Episode::Waiting => self.drop_deadline(slot, first_ts),
+            Episode::Closed => {}
         }
         if let Some(prober) = probe_defended {
             self.probe_conflict(frame, repr.sender_ip, prober, mac, Conflict::Defended);

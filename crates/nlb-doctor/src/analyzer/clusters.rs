@@ -393,12 +393,14 @@ impl Analyzer {
     /// the cluster MAC claims. And the MAC that claims each cluster IP, for the mode.
     pub(super) fn fill_cluster_ips(&mut self) {
         let owners: HashMap<MacAddr, Ipv4Addr> = self
-            .ip_states
+            .ips
+            .hot
             .iter()
-            .filter_map(|state| {
-                let mac = state.owner?;
+            .zip(&self.ips.cold)
+            .filter_map(|(hot, cold)| {
+                let mac = hot.owner?;
                 matches!(classify_mac(mac), Some(NlbMac::IgmpCluster(_)))
-                    .then(|| (mac, Ipv4Addr::from(state.key as u32)))
+                    .then(|| (mac, Ipv4Addr::from(cold.key as u32)))
             })
             .collect();
         let keys: Vec<ClusterKey> = self.model.clusters.keys().copied().collect();

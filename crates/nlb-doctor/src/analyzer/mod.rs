@@ -9,7 +9,8 @@
 //! (so that the analyzer never imports what comes after it). One file per protocol:
 //! `arp.rs` (claims, requests, probes, mismatches), `corruption.rs` (damaged frames: one
 //! failing station, not many devices), `igmp.rs` (membership and IGMP-mode cluster
-//! traffic), `clusters.rs` (nlb and Windows NLB heartbeats), `ownership.rs` (buckets
+//! traffic), `ips.rs` (the per-IP table the ARP rules keep their state in),
+//! `clusters.rs` (nlb and Windows NLB heartbeats), `ownership.rs` (buckets
 //! claimed twice in heartbeats, VIP flows answered from two MACs); `mod.rs` holds the
 //! frame dispatch, time, malformed frames and the end of the analysis.
 //!
@@ -102,6 +103,7 @@ mod arp;
 mod clusters;
 mod corruption;
 mod igmp;
+mod ips;
 mod ownership;
 #[cfg(test)]
 mod tests;
@@ -109,10 +111,11 @@ mod tests;
 use crate::finding::{Kind, Severity};
 use crate::link::{Frame, LinkProblem, Vlan};
 use crate::model::{Evidence, Model, Record, Subject};
-use arp::{IpState, StormWindow};
+use arp::StormWindow;
 use corruption::Station;
 use foldhash::{HashMap, HashSet};
 use igmp::Traffic;
+use ips::IpTable;
 use nlb_wire::MacAddr;
 use nlb_wire::addressing::{NlbMac, classify_mac};
 use nlb_wire::ethernet::{
@@ -170,12 +173,8 @@ pub struct Analyzer {
     /// What the findings are made of.
     model: Model,
     raised: usize,
-    /// Each tracked IP's slot in `ip_states`, by [`ip_key`]. The map's entries are small,
-    /// so it stays in cache with tens of thousands of addresses; the states sit in the
-    /// order they were first seen, so the addresses of a sweep (a scan, a storm) are
-    /// neighbours in memory. Both hold at most [`Settings::max_tracked`] entries.
-    ips: HashMap<u64, u32>,
-    ip_states: Vec<IpState>,
+    /// What is known about each IP, at most [`Settings::max_tracked`] of them (`ips.rs`).
+    ips: IpTable,
     /// Reply deadlines (deadline, IP slot, episode start), kept sorted, earliest first, so
     /// that one frame with a wild timestamp cannot hold the others back. Time nearly
     /// always moves forward, so nearly every deadline goes at the back, and a reply that
@@ -256,8 +255,7 @@ impl Analyzer {
             model: Model::new(&settings.vips),
             settings,
             raised: 0,
-            ips: HashMap::default(),
-            ip_states: Vec::new(),
+            ips: IpTable::default(),
             deadlines: VecDeque::new(),
             storms: HashMap::default(),
             igmp_traffic: BTreeMap::new(),

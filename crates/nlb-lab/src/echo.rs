@@ -311,23 +311,27 @@ impl Drop for EchoClient {
     }
 }
 
-/// The outage a failure of host `victim` at `at` caused, as the echo saw it.
+/// The outage a failure at `at` caused, as the echo saw it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EchoOutage {
-    /// From `at` to the send time of the first datagram a survivor answered after which
-    /// every datagram was answered: the failover measure, the same reference as the
-    /// connection-based one.
+    /// From `at` to the send time of the first datagram answered after the last one
+    /// lost: the failover measure, with the same reference as the connection-based one.
+    /// Zero if no datagram sent after the last answer before `at` was lost.
     pub from_failure: Duration,
-    /// From the last datagram the victim answered (before that first survivor answer)
-    /// to that first survivor answer: the gap the client saw, whatever the failure's
-    /// own latency (a datagram sent just after `at` can still reach the victim, while
-    /// its link is being taken down).
+    /// From the last datagram answered before the first loss to that first answer
+    /// after the last loss: the gap the client saw, whatever the failure's own latency
+    /// (a datagram sent just after `at` can still reach the victim while its link is
+    /// being taken down). Zero if nothing was lost.
     pub silence: Duration,
-    /// The send time of the victim's last answered datagram, relative to `at`
-    /// (negative: before it), in ms.
-    pub victim_last_ms: f64,
-    /// Datagrams sent between the victim's last answer and the first survivor answer
-    /// that were not answered.
+    /// The send time of that last answer before the first loss, relative to `at` (ms,
+    /// negative: before it).
+    pub last_answer_ms: f64,
+    /// Who gave that last answer.
+    pub last_answer_by: Option<&'static str>,
+    /// The send time of the first datagram after `at` that another host than the
+    /// victim answered, relative to `at` (ms), if one did.
+    pub survivor_first_ms: Option<f64>,
+    /// Datagrams lost in the silence.
     pub lost: usize,
     /// Datagrams answered more than once (two hosts answered) in the records.
     pub duplicated: usize,
@@ -335,10 +339,14 @@ pub struct EchoOutage {
 
 /// The outage a failure of host `victim` (`host2`) at `at` caused, from `records` (in
 /// sequence order), counting only datagrams sent before `until` (later ones may still
-/// be answered): the first datagram sent after `at` and answered by another host, after
-/// which no datagram sent before `until` went unanswered. `None` if there is no such
-/// datagram (the victim's clients were not served again), or if the victim never
-/// answered before it (the echo client was not one of the victim's).
+/// be answered). The outage runs from the last datagram answered before the failure
+/// (or `at`) to the first datagram answered after the last one lost. Which host answers
+/// it is not asked: a flow the victim already had may go on being answered by the
+/// victim (nlb keeps a killed daemon's established flows; keepalived's killed master
+/// keeps its VIP), which is service all the same; [`EchoOutage::survivor_first_ms`]
+/// tells when a survivor answered. `None` if the victim never answered before `at`
+/// (the echo client was not one of the victim's), or if nothing was answered after the
+/// last loss (not served again).
 pub fn echo_outage(
     records: &[EchoRecord],
     at: Instant,
@@ -346,18 +354,6 @@ pub fn echo_outage(
     until: Instant,
 ) -> Option<EchoOutage> {
     let settled: Vec<&EchoRecord> = records.iter().filter(|r| r.sent < until).collect();
-    let last_lost = settled
-        .iter()
-        .rposition(|r| r.answer.is_none() && r.sent >= at);
-    let from = last_lost.map_or(0, |i| i + 1);
-    let first = settled
-        .iter()
-        .enumerate()
-        .skip(from)
-        .find(|(_, r)| r.sent >= at && r.answer.is_some() && !r.answered_by(victim))
-        .map(|(i, _)| i)?;
-    let victim_last = settled[..first].iter().rposition(|r| r.answered_by(victim))?;
-    let gap = &settled[victim_last + 1..first];
     let since = |t: Instant| {
         if t >= at {
             (t - at).as_secs_f64() * 1e3
@@ -365,13 +361,63 @@ pub fn echo_outage(
             -((at - t).as_secs_f64() * 1e3)
         }
     };
+    // The victim must have served this client before the failure.
+    if !settled.iter().any(|r| r.sent < at && r.answered_by(victim)) {
+        return None;
+    }
+    // The last answer before the failure.
+    let before = settled
+        .iter()
+        .rposition(|r| r.sent < at && r.answer.is_some())?;
+    let survivor_first_ms = settled
+        .iter()
+        .find(|r| r.sent >= at && r.answer.is_some() && !r.answered_by(victim))
+        .map(|r| since(r.sent));
+    let duplicated = settled.iter().filter(|r| r.answers > 1).count();
+    let first_lost = settled
+        .iter()
+        .enumerate()
+        .skip(before + 1)
+        .find(|(_, r)| r.answer.is_none())
+        .map(|(i, _)| i);
+    let Some(first_lost) = first_lost else {
+        let last = settled[before];
+        return Some(EchoOutage {
+            from_failure: Duration::ZERO,
+            silence: Duration::ZERO,
+            last_answer_ms: since(last.sent),
+            last_answer_by: last.answer.as_ref().map(|(n, _)| host_kind(n, victim)),
+            survivor_first_ms,
+            lost: 0,
+            duplicated,
+        });
+    };
+    let last_lost = settled.iter().rposition(|r| r.answer.is_none())?;
+    let end = last_lost
+        + 1
+        + settled[last_lost + 1..]
+            .iter()
+            .position(|r| r.answer.is_some())?;
+    // The last answer before the first loss (at or after `before`).
+    let start = first_lost - 1;
+    let last = settled[start];
     Some(EchoOutage {
-        from_failure: settled[first].sent - at,
-        silence: settled[first].sent - settled[victim_last].sent,
-        victim_last_ms: since(settled[victim_last].sent),
-        lost: gap.iter().filter(|r| r.answer.is_none()).count(),
-        duplicated: settled.iter().filter(|r| r.answers > 1).count(),
+        from_failure: settled[end].sent.saturating_duration_since(at),
+        silence: settled[end].sent - last.sent,
+        last_answer_ms: since(last.sent),
+        last_answer_by: last.answer.as_ref().map(|(n, _)| host_kind(n, victim)),
+        survivor_first_ms,
+        lost: settled[start + 1..end]
+            .iter()
+            .filter(|r| r.answer.is_none())
+            .count(),
+        duplicated,
     })
+}
+
+/// `"victim"` or `"survivor"`.
+fn host_kind(name: &str, victim: &str) -> &'static str {
+    if name == victim { "victim" } else { "survivor" }
 }
 
 #[cfg(test)]
@@ -403,7 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn outage_runs_from_the_failure_to_the_first_survivor_answer() {
+    fn outage_runs_from_the_failure_to_the_first_answer_after_the_loss() {
         let t = Instant::now();
         // Datagrams at 0, 2, ..., 18 ms; the failure at 5 ms; the victim answered the
         // one at 4 ms, 6..=12 were lost, a survivor answered 14 ms on.
@@ -411,7 +457,9 @@ mod tests {
         let o = echo_outage(&r, t + ms(5), "host2", t + ms(100)).unwrap();
         assert_eq!(o.from_failure, ms(9));
         assert_eq!(o.silence, ms(10));
-        assert_eq!(o.victim_last_ms, -1.0);
+        assert_eq!(o.last_answer_ms, -1.0);
+        assert_eq!(o.last_answer_by, Some("victim"));
+        assert_eq!(o.survivor_first_ms, Some(9.0));
         assert_eq!(o.lost, 4);
         assert_eq!(o.duplicated, 0);
     }
@@ -424,7 +472,7 @@ mod tests {
         let o = echo_outage(&r, t + ms(1), "host2", t + ms(100)).unwrap();
         assert_eq!(o.from_failure, ms(11));
         assert_eq!(o.silence, ms(6));
-        assert_eq!(o.victim_last_ms, 5.0);
+        assert_eq!(o.last_answer_ms, 5.0);
         assert_eq!(o.lost, 2);
     }
 
@@ -437,11 +485,12 @@ mod tests {
         let o = echo_outage(&r, t + ms(3), "host2", t + ms(100)).unwrap();
         assert_eq!(o.from_failure, ms(9));
         assert_eq!(o.silence, ms(10));
+        assert_eq!(o.survivor_first_ms, Some(5.0));
         assert_eq!(o.lost, 3);
     }
 
     #[test]
-    fn losses_after_until_do_not_count_and_survivors_must_answer() {
+    fn losses_after_until_do_not_count_and_someone_must_answer() {
         let t = Instant::now();
         let r = records(t, &[V, V, L, S, S, L, L]);
         // The losses at 10 and 12 ms are sent after `until` (their answers may still
@@ -450,32 +499,52 @@ mod tests {
         assert_eq!(o.from_failure, ms(3));
         // With them counted, nothing after them was answered: not served again.
         assert_eq!(echo_outage(&r, t + ms(3), "host2", t + ms(100)), None);
-        // Only the victim answering after the failure: not served again.
-        let r = records(t, &[V, V, L, V, V]);
-        assert_eq!(echo_outage(&r, t + ms(3), "host2", t + ms(100)), None);
         // A client the victim never served measures nothing.
         let r = records(t, &[S, S, L, S, S]);
+        assert_eq!(echo_outage(&r, t + ms(3), "host2", t + ms(100)), None);
+        // Nor does one with no answer before the failure.
+        let r = records(t, &[L, L, V, V]);
         assert_eq!(echo_outage(&r, t + ms(3), "host2", t + ms(100)), None);
     }
 
     #[test]
-    fn a_hand_off_without_loss_and_duplicates() {
+    fn the_victim_going_on_is_no_outage() {
         let t = Instant::now();
-        let mut r = records(t, &[V, V, V, S, S]);
+        // A killed daemon's host keeps its established flow: the victim answers on, a
+        // survivor answers too from 6 ms (twice-answered datagrams), nothing is lost.
+        let mut r = records(t, &[V, V, V, V, V, V]);
+        r[3].answers = 2;
         r[4].answers = 2;
+        r[5].answer = Some(("host1".to_owned(), r[5].sent));
+        r[5].answers = 2;
         let o = echo_outage(&r, t + ms(3), "host2", t + ms(100)).unwrap();
-        // The first survivor answer is the datagram at 6 ms, right after the victim's
-        // last at 4 ms: a silence of one interval, nothing lost.
-        assert_eq!(o.from_failure, ms(3));
-        assert_eq!(o.silence, ms(2));
+        assert_eq!(o.from_failure, Duration::ZERO);
+        assert_eq!(o.silence, Duration::ZERO);
         assert_eq!(o.lost, 0);
-        assert_eq!(o.duplicated, 1);
-        // A loss before the failure does not end the outage later.
+        assert_eq!(o.last_answer_ms, -1.0);
+        assert_eq!(o.survivor_first_ms, Some(7.0));
+        assert_eq!(o.duplicated, 3);
+        // The victim answering again after a loss ends the outage too.
+        let r = records(t, &[V, V, L, V, V]);
+        let o = echo_outage(&r, t + ms(3), "host2", t + ms(100)).unwrap();
+        assert_eq!((o.from_failure, o.silence, o.lost), (ms(3), ms(4), 1));
+        assert_eq!(o.survivor_first_ms, None);
+    }
+
+    #[test]
+    fn a_loss_before_the_failure_does_not_count() {
+        let t = Instant::now();
         let r = records(t, &[V, L, V, V, L, S]);
         let o = echo_outage(&r, t + ms(5), "host2", t + ms(100)).unwrap();
         assert_eq!(o.from_failure, ms(5));
         assert_eq!(o.silence, ms(4));
+        assert_eq!(o.last_answer_ms, 1.0);
         assert_eq!(o.lost, 1);
+        // A datagram sent just before the failure and lost in flight opens the silence.
+        let r = records(t, &[V, V, L, L, S]);
+        let o = echo_outage(&r, t + ms(5), "host2", t + ms(100)).unwrap();
+        assert_eq!((o.from_failure, o.silence, o.lost), (ms(3), ms(6), 2));
+        assert_eq!(o.last_answer_ms, -3.0);
     }
 
     #[test]
@@ -492,7 +561,13 @@ mod tests {
         )
         .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while client.so_far().iter().filter(|r| r.answer.is_some()).count() < 10 {
+        while client
+            .so_far()
+            .iter()
+            .filter(|r| r.answer.is_some())
+            .count()
+            < 10
+        {
             assert!(Instant::now() < deadline, "no echoes over loopback");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -501,7 +576,15 @@ mod tests {
         assert!(records.windows(2).all(|w| w[0].sent <= w[1].sent));
         let answered: Vec<&EchoRecord> = records.iter().filter(|r| r.answer.is_some()).collect();
         assert!(answered.len() >= 10);
-        assert!(answered.iter().all(|r| r.answered_by("host7") && r.answers == 1));
-        assert!(answered.iter().all(|r| r.answer.as_ref().unwrap().1 >= r.sent));
+        assert!(
+            answered
+                .iter()
+                .all(|r| r.answered_by("host7") && r.answers == 1)
+        );
+        assert!(
+            answered
+                .iter()
+                .all(|r| r.answer.as_ref().unwrap().1 >= r.sent)
+        );
     }
 }

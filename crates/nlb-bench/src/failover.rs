@@ -659,8 +659,8 @@ fn echo_markdown(report: &FailoverReport) -> String {
     format!(
         "\nThe two measures side by side (connections: new HTTP connections from 40 \
          rotating addresses every 10 ms; echo: a UDP datagram every 2 ms from one address \
-         the victim served, outage from the failure to the first survivor answer, silence \
-         from the victim's last answer to it):\n\n{}",
+         the victim served, outage from the failure to the first answer after the last \
+         lost datagram, silence from the last answer before the first loss to it):\n\n{}",
         table.markdown()
     )
 }

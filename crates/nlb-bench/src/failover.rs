@@ -92,6 +92,26 @@ pub(crate) struct Trial {
     pub(crate) first_error: Option<String>,
     /// The datagram echo's view of the same failure.
     pub(crate) echo: EchoTrial,
+    /// The failure's wall-clock time, ms since the Unix epoch (to line the trial up
+    /// with the daemons' logs).
+    pub(crate) failed_unix_ms: f64,
+    /// Every new connection after the failure that failed or stalled.
+    pub(crate) troubles: Vec<Trouble>,
+}
+
+/// A new connection that failed or stalled.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Trouble {
+    /// Its source address.
+    pub(crate) src: Ipv4Addr,
+    /// Whether the victim served that address before the failure.
+    pub(crate) affected: bool,
+    /// When it started, ms after the failure.
+    pub(crate) started_ms: f64,
+    /// How long it took, ms.
+    pub(crate) took_ms: f64,
+    /// The answering host, or the error.
+    pub(crate) answer: String,
 }
 
 /// The datagram echo's view of one trial.
@@ -242,6 +262,9 @@ fn run_trials(
             .context("could not start the client load")?;
             std::thread::sleep(Duration::from_millis(500));
             let failed_at = Instant::now();
+            let failed_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3);
             cluster.fail(victim, kind)?;
             let takeover = cluster
                 .wait_takeover(victim)
@@ -305,6 +328,21 @@ fn run_trials(
                     .iter()
                     .find_map(|a| a.answer.as_ref().err())
                     .map(|(_, text)| text.clone()),
+                failed_unix_ms,
+                troubles: after
+                    .iter()
+                    .filter(|a| !a.prompt())
+                    .map(|a| Trouble {
+                        src: a.src,
+                        affected: affected.contains(&a.src),
+                        started_ms: since(a.started),
+                        took_ms: a.took.as_secs_f64() * 1e3,
+                        answer: match &a.answer {
+                            Ok(host) => host.clone(),
+                            Err((_, text)) => text.clone(),
+                        },
+                    })
+                    .collect(),
                 echo: echo_trial(
                     echo_src,
                     echoes.iter().filter(|r| r.sent < cutoff).count(),

@@ -40,7 +40,7 @@ use crate::contender::{
 use crate::lab::{CLIENTS, ECHO_PORT, Lab, VIP};
 use crate::report::{Summary, Table, ms};
 use anyhow::{Context, Result};
-use nlb_lab::echo::{EchoClient, EchoOutage, echo_outage, probe};
+use nlb_lab::echo::{EchoClient, EchoOutage, EchoRecord, echo_outage, probe};
 use nlb_lab::load::{Attempt, Load, Plan, outage, served_by};
 use nlb_lab::segment::{client_addresses, inside};
 use serde::Serialize;
@@ -138,6 +138,10 @@ pub(crate) struct EchoTrial {
     pub(crate) lost: usize,
     /// Datagrams answered twice (two hosts answering one client).
     pub(crate) duplicated: usize,
+    /// Of them, those sent before the failure.
+    pub(crate) duplicated_before_failure: usize,
+    /// The first and the last datagram answered twice, sent ms after the failure.
+    pub(crate) duplicated_span_ms: Option<(f64, f64)>,
 }
 
 /// The echo client's send interval.
@@ -343,11 +347,7 @@ fn run_trials(
                         },
                     })
                     .collect(),
-                echo: echo_trial(
-                    echo_src,
-                    echoes.iter().filter(|r| r.sent < cutoff).count(),
-                    echo_result,
-                ),
+                echo: echo_trial(echo_src, &echoes, failed_at, cutoff, echo_result),
             };
             eprintln!(
                 "  {label}, {kind} of host {victim}: outage {}, echo {} (silence {}, {} lost, last answer {}, survivor from {}, {} twice), takeover {:.0} ms, {} failed, {} stalled of {}{}",
@@ -433,12 +433,32 @@ fn echo_source(lab: &Lab, sources: &[Ipv4Addr], host: &str) -> Result<SocketAddr
     found.with_context(|| format!("{host} answered no echo probe; the answers: {answers:?}"))
 }
 
-/// A trial's echo result.
-fn echo_trial(src: SocketAddrV4, sent: usize, outage: Option<EchoOutage>) -> EchoTrial {
+/// A trial's echo result, from the datagrams sent before `until`.
+fn echo_trial(
+    src: SocketAddrV4,
+    records: &[EchoRecord],
+    at: Instant,
+    until: Instant,
+    outage: Option<EchoOutage>,
+) -> EchoTrial {
     let millis = |d: Duration| d.as_secs_f64() * 1e3;
+    let since = |t: Instant| {
+        if t >= at {
+            millis(t - at)
+        } else {
+            -millis(at - t)
+        }
+    };
+    let settled: Vec<&EchoRecord> = records.iter().filter(|r| r.sent < until).collect();
+    let twice: Vec<&&EchoRecord> = settled.iter().filter(|r| r.answers > 1).collect();
     EchoTrial {
         src: src.to_string(),
-        sent,
+        sent: settled.len(),
+        duplicated_before_failure: twice.iter().filter(|r| r.sent < at).count(),
+        duplicated_span_ms: twice
+            .first()
+            .zip(twice.last())
+            .map(|(a, b)| (since(a.sent), since(b.sent))),
         outage_ms: outage.map(|o| millis(o.from_failure)),
         silence_ms: outage.map(|o| millis(o.silence)),
         last_answer_ms: outage.map(|o| o.last_answer_ms),

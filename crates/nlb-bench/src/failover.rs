@@ -389,7 +389,7 @@ fn run_trials(
                     .lines()
                     .filter(|l| {
                         l.starts_with("---")
-                            || ["peer_down", "view", "Entering", "conflict"]
+                            || ["peer_down", "view", "Entering", "conflict", "stalled"]
                                 .iter()
                                 .any(|k| l.contains(k))
                     })

@@ -6,7 +6,7 @@
 //! (`keepalived -n -l -D -P -f CONF -p PID -r VRRP_PID` under `ip netns exec`); the
 //! system's keepalived service is never used.
 
-use crate::lab::{Lab, Proc, VIP, wait_until};
+use crate::lab::{ECHO_PORT, Lab, Proc, VIP, wait_until};
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -87,7 +87,8 @@ pub(crate) struct NlbCluster {
 impl NlbCluster {
     /// A lab with `hosts` hosts, each running `nlb run` in `mode` with `timers`. Hosts in
     /// `started` start at once and the call waits until they form one view; the others
-    /// wait in the stopped state.
+    /// wait in the stopped state. Rule 1 balances HTTP (TCP port 80), rule 2 the
+    /// datagram echo (UDP port [`ECHO_PORT`]), both by client address.
     pub(crate) fn build(
         nlb: &Path,
         hosts: u8,
@@ -139,7 +140,8 @@ impl NlbCluster {
                 "[cluster]\ninterface = \"eth0\"\nvips = [\"{VIP}\"]\nmode = \"{mode}\"\n\
                  heartbeat_ms = {}\ntolerance = {}\nkey_file = \"{}\"\n\n[host]\nid = {id}\n\
                  initial_state = \"{state}\"\ncontrol_socket = \"{}\"\n\n\
-                 [[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n{}",
+                 [[rule]]\nports = \"80\"\nprotocol = \"tcp\"\naffinity = \"single\"\n\n\
+                 [[rule]]\nports = \"{ECHO_PORT}\"\nprotocol = \"udp\"\naffinity = \"single\"\n{}",
                 timers.heartbeat_ms,
                 timers.tolerance,
                 key.display(),

@@ -14,11 +14,12 @@
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{SigSet, Signal, killpg};
 use nix::unistd::Pid;
+use nlb_lab::echo::EchoServer;
 use nlb_lab::segment::{Segment, inside};
 use nlb_linux::command::run;
 use nlb_linux::netns::NetNs;
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -28,6 +29,9 @@ use std::time::{Duration, Instant};
 
 /// The virtual IP every scenario serves.
 pub(crate) const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+
+/// The UDP port of every host's datagram echo ([`nlb_lab::echo`]), on the VIP.
+pub(crate) const ECHO_PORT: u16 = 7;
 
 /// Extra client addresses (198.18.0.101 and up), rotated by the new-connection load.
 pub(crate) const CLIENTS: u8 = 40;
@@ -209,6 +213,9 @@ pub(crate) struct Lab {
     /// The HTTP server of each host (index `id - 1`), `None` while killed; killed
     /// before the namespaces go.
     servers: Vec<Option<Proc>>,
+    /// The datagram echo of each host (a thread of this process in the host's
+    /// namespace, on the VIP's [`ECHO_PORT`]); stopped before the namespaces go.
+    echoes: Vec<EchoServer>,
     /// The nlb binary, for starting a server again.
     nlb: PathBuf,
     /// The bridge, hosts and client.
@@ -220,7 +227,9 @@ pub(crate) struct Lab {
 impl Lab {
     /// Builds a bridge with `hosts` hosts and a client with [`CLIENTS`] extra addresses,
     /// and starts `nlb serve-http` on port 80 of every host (all addresses, so that the
-    /// same server answers on the host's own address and on the VIP).
+    /// same server answers on the host's own address and on the VIP) and a datagram
+    /// echo on the VIP's UDP port [`ECHO_PORT`] (bound with `IP_FREEBIND`, so it answers
+    /// once the host holds the VIP), both answering `host<id>`.
     pub(crate) fn build(nlb: &Path, hosts: u8, igmp_snooping: bool) -> Result<Lab> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!("{}{}", prefix(), NEXT.fetch_add(1, Ordering::Relaxed));
@@ -233,12 +242,20 @@ impl Lab {
             .with_context(|| format!("could not build the namespace lab {name}"))?;
         let mut lab = Lab {
             servers: (0..hosts).map(|_| None).collect(),
+            echoes: Vec::new(),
             nlb: nlb.to_owned(),
             segment,
             dir: Some(dir),
         };
         for id in 1..=hosts {
             lab.start_server(id)?;
+            let echo = EchoServer::start(
+                lab.host(id),
+                SocketAddrV4::new(VIP, ECHO_PORT),
+                &format!("host{id}"),
+            )
+            .with_context(|| format!("could not start the datagram echo of host {id}"))?;
+            lab.echoes.push(echo);
         }
         Ok(lab)
     }
@@ -369,6 +386,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.servers.clear();
+        self.echoes.clear();
         // Unregistered only once deleted, so that an interrupt in between still
         // removes it.
         if let Some(dir) = self.dir.take() {

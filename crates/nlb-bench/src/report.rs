@@ -2,13 +2,15 @@
 
 use serde::Serialize;
 
-/// Median, p99 and extremes of a sample, in milliseconds.
+/// Median, p90, p99 and extremes of a sample, in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct Summary {
     /// How many values.
     pub(crate) n: usize,
     /// The median (the mean of the two middle values for an even count).
     pub(crate) median: f64,
+    /// The 90th percentile by nearest rank.
+    pub(crate) p90: f64,
     /// The 99th percentile by nearest rank: the maximum for fewer than 100 values.
     pub(crate) p99: f64,
     /// The smallest value.
@@ -31,11 +33,12 @@ impl Summary {
         } else {
             (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
         };
-        let rank = ((0.99 * n as f64).ceil() as usize).clamp(1, n);
+        let rank = |p: f64| ((p * n as f64).ceil() as usize).clamp(1, n);
         Some(Summary {
             n,
             median,
-            p99: sorted[rank - 1],
+            p90: sorted[rank(0.90) - 1],
+            p99: sorted[rank(0.99) - 1],
             min: sorted[0],
             max: sorted[n - 1],
         })
@@ -141,6 +144,11 @@ mod tests {
         assert_eq!((s.median, s.p99, s.min, s.max), (2.5, 5.0, 1.0, 5.0));
         let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
         assert_eq!(Summary::of(&hundred).unwrap().p99, 99.0);
+        assert_eq!(Summary::of(&hundred).unwrap().p90, 90.0);
+        // Ten values: the 9th; five: the largest.
+        let ten: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(Summary::of(&ten).unwrap().p90, 9.0);
+        assert_eq!(Summary::of(&[3.0, 1.0, 5.0, 2.0, 4.0]).unwrap().p90, 5.0);
         assert!(Summary::of(&[]).is_none());
     }
 

@@ -4,6 +4,8 @@
 //! - [`segment`]: a whole Ethernet segment in network namespaces (a Linux bridge, cluster
 //!   hosts, a client with many addresses), and [`segment::inside`] to run code in one of
 //!   them.
+//! - [`echo`]: a UDP datagram echo (a server naming the host that answered, a client
+//!   sending a datagram every few milliseconds) and the outage it measures.
 //! - [`http`]: the HTTP/1.1 client the labs ask the VIP with, one request per connection
 //!   or many on a kept-alive one.
 //! - [`load`]: the one client load generator (new connections on a schedule, keep-alive
@@ -13,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod echo;
 pub mod http;
 pub mod load;
 pub mod segment;

@@ -7,34 +7,69 @@
 //!   cluster MAC), and any ARP packet the kernel sends *from* a VIP (an outbound
 //!   connection sourced from it) gets the cluster MAC as its sender hardware address, so
 //!   no peer ever caches a VIP at one host's own MAC.
-//! - **`netdev`** (unicast mode only): frames to the unicast cluster MAC are marked as
-//!   addressed to this host before the IP layer would drop them as `otherhost`.
-//! - **`inet`**: per packet to a VIP, in order:
-//!   1. rules this host disabled (or all rules, when it is stopped) drop everything;
-//!   2. packets of connections conntrack already knows are accepted (this host has them);
-//!   3. packets conntrack finds invalid (such as the SYN-ACK answering another host's
+//! - **`netdev`**, ingress on the cluster interface, priority -500, **before conntrack**:
+//!   the first stage, which decides by bucket. In unicast mode, frames to the unicast
+//!   cluster MAC are first marked as addressed to this host. Then, per packet to a VIP:
+//!   1. fragments go on to the `inet` chain, which sees them reassembled (conntrack
+//!      defragments at -400), marked [`FRAG_MARK`];
+//!   2. for each rule in order, then the fallback rule ([`Rule::FALLBACK`]), the first
+//!      whose match covers the packet decides: a disabled rule drops it; otherwise its
+//!      bucket ([`Affinity::nft_hash_expr`], exactly as [`nlb_core::filter::decide`]
+//!      computes it) is looked up in the rule's verdict map: **owned** buckets are
+//!      accepted, **draining** buckets (released by this host, which still has
+//!      connections in them) go on to conntrack marked [`DRAIN_MARK`], except TCP
+//!      SYNs, which are dropped; any other bucket is dropped here, and never costs
+//!      conntrack anything.
+//! - **`inet`**, prerouting at -150, after conntrack: the second stage, which knows
+//!   connections. Per packet to a VIP, in order:
+//!   1. this host's own connections (`lo`) are accepted;
+//!   2. rules this host disabled (or all rules, when it is stopped) drop everything;
+//!   3. a new flow in a draining bucket is dropped ([`DRAIN_MARK`]);
+//!   4. packets of connections conntrack already knows are accepted;
+//!   5. packets conntrack finds invalid (such as the SYN-ACK answering another host's
 //!      outbound connection) and new TCP packets that are not a SYN are dropped, so this
 //!      host neither resets nor adopts another host's connection;
-//!   4. for each rule, then the fallback rule ([`Rule::FALLBACK`]): if the flow's
-//!      bucket ([`Affinity::nft_hash_expr`]: `jhash <affinity key> mod 256 seed
-//!      <cluster seed>`, exactly as [`nlb_core::filter::decide`] computes it) is owned,
-//!      accept; otherwise drop.
+//!   6. a new flow that did not come in on the cluster interface (so the first stage did
+//!      not judge it) is dropped;
+//!   7. for each rule, then the fallback rule: a reassembled fragment ([`FRAG_MARK`]) is
+//!      judged by bucket here, against the rule's set of owned buckets; then a new flow
+//!      is accepted if the lease is live.
 //!
-//! **Leases.** The accept rules of step 4 also require `ip daddr @lease`, a set holding
-//! the VIPs with an element timeout. The daemon re-adds them every few heartbeats. If it
-//! is killed, the elements expire and the host stops taking new connections on its own,
+//! **Leases.** The accept rules of step 7 require `ip daddr @lease`, a set holding the
+//! VIPs with an element timeout. The daemon re-adds them every few heartbeats. If it is
+//! killed, the elements expire and the host stops taking new connections on its own,
 //! before its peers (who wait for the failure window) take its buckets over.
 //!
-//! Why the owned buckets are anonymous sets in the rules and not named sets with
-//! timeouts: nft 1.0.6 cannot type a named set for a `jhash` key except with
-//! `typeof jhash ...`, and then `nft list ruleset` crashes (checked in a namespace); a
-//! set of `meta mark` would need the packet mark, which other software uses. Ownership
-//! changes only when the view changes, so rewriting the table atomically then is cheap,
-//! and the lease set carries the per-heartbeat refresh.
+//! **Ownership is elements, not rules.** Each enabled rule slot has a verdict map in the
+//! `netdev` table (`bucket : jump owned` or `bucket : jump draining`; absent: not owned)
+//! and a set of its owned buckets in the `inet` table, both named after the rule
+//! (`rule1`, ..., `default`). A release or a claim is [`Ruleset::update_from`]: one line
+//! of element deletes and adds, one transaction, sent on the daemon's long-lived
+//! `nft -i` session; only a change of the tables' shape (a stopped host, a reload)
+//! rewrites them.
 //!
-//! Every rule of the `inet` chain counts its packets and carries a comment naming it
+//! **The packet mark.** nft 1.0.6 can key a named map by a `jhash` only with
+//! `typeof jhash ...`, and then `nft list ruleset` crashes (checked); so the bucket is
+//! computed into `meta mark` and looked up from there, the same way in both stages.
+//! This is safe for other software that uses marks because: at netdev ingress the mark
+//! of a received packet is 0 (a NIC delivers 0 and a veth scrubs it between namespaces;
+//! only a tc ingress program, which runs before, could have set one); the `netdev`
+//! chain sets it back to 0 before it accepts (chain `owned`), and every other path out
+//! of it is a drop or one of nlb's two marks; the `inet` chain resets those two marks
+//! to 0 before it accepts, and uses the mark as a scratch register only on packets that
+//! carry [`FRAG_MARK`]. So the mark is never nlb's value outside nlb's own chains,
+//! except, for draining and fragmented packets, in prerouting chains of other software
+//! between priorities -500 and -150 (raw, conntrack). A tc ingress program's mark on a
+//! packet to a VIP is overwritten with 0: that is the cost.
+//!
+//! **Fragments.** At netdev ingress a non-first fragment has no transport header, and
+//! `th sport` and `th dport` read payload bytes there (checked: one source got two
+//! buckets), so fragments are judged after reassembly, in the `inet` chain.
+//!
+//! Every judging rule counts its packets and carries a comment naming it
 //! (`established`, `rule1 accept`, `default drop`, ...), which [`parse_counters`] reads
-//! back for the metrics. The fallback rule's counters keep the name `default`, which
+//! back for the metrics: `ruleN drop` counts the packets of buckets this host does not
+//! own, dropped at netdev. The fallback rule's counters keep the name `default`, which
 //! metrics and dashboards already know.
 //!
 //! nft 1.0.6 refuses an `arp` table and an `inet` table that matches `ip daddr` in one
@@ -47,13 +82,58 @@ use nlb_wire::bitmap::BucketBitmap;
 use std::fmt::Write;
 use std::time::Duration;
 
+/// The packet mark the `netdev` chain gives a packet of a draining bucket, for the
+/// `inet` chain, which drops it if it starts a new flow and resets the mark otherwise.
+/// Above 255, so never a bucket.
+pub const DRAIN_MARK: u32 = 0x6e6c_6264;
+/// The packet mark the `netdev` chain gives a fragment, so that the `inet` chain judges
+/// its bucket after reassembly.
+pub const FRAG_MARK: u32 = 0x6e6c_6266;
+
 /// What the kernel should do for one rule slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleState {
     /// Buckets to accept new connections for.
     pub owned: BucketBitmap,
+    /// Buckets this host released and still has connections in: their packets reach
+    /// conntrack, but no new flow is accepted. A bucket in `owned` is owned, whatever
+    /// this says.
+    pub draining: BucketBitmap,
     /// Whether packets of existing connections are accepted.
     pub keep_established: bool,
+}
+
+impl RuleState {
+    /// Nothing owned or draining.
+    pub fn empty(keep_established: bool) -> RuleState {
+        RuleState {
+            owned: BucketBitmap::new(nlb_core::buckets::BUCKETS),
+            draining: BucketBitmap::new(nlb_core::buckets::BUCKETS),
+            keep_established,
+        }
+    }
+
+    /// The verdict of `bucket` in the `netdev` map, if it has one.
+    fn verdict(&self, bucket: u16) -> Option<&'static str> {
+        if self.owned.contains(bucket) {
+            Some("jump owned")
+        } else if self.draining.contains(bucket) {
+            Some("jump draining")
+        } else {
+            None
+        }
+    }
+}
+
+/// How the kernel gets from one [`Ruleset`] to another: [`Ruleset::update_from`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// The kernel already does it.
+    Nothing,
+    /// One line for `nft -i`: element deletes and adds, one transaction.
+    Elements(String),
+    /// The tables' shape changed: [`Ruleset::batches`] must replace them.
+    Tables,
 }
 
 /// The inputs of the ruleset.
@@ -127,24 +207,103 @@ impl Ruleset<'_> {
         out
     }
 
-    /// The `netdev` table, in unicast mode only.
-    pub fn netdev_table(&self) -> Option<String> {
-        if self.config.cluster.mode != ClusterMode::Unicast {
+    /// The name of the map and set of rule slot `slot`, `None` for a disabled rule (it
+    /// has none).
+    fn slot_name(&self, slot: usize) -> Option<String> {
+        let rule = RuleRef::from_slot(self.config, slot).expect("a slot of this config");
+        if rule.rule(self.config).mode == RuleMode::Disabled {
             return None;
         }
-        let macs: Vec<String> = self
-            .config
-            .cluster
-            .vips
-            .iter()
-            .map(|&vip| cluster_mac(vip, ClusterMode::Unicast).to_string())
-            .collect();
-        Some(format!(
-            "table netdev {table} {{\n\tchain ingress {{\n\t\ttype filter hook ingress device \"{dev}\" priority -500; policy accept;\n\t\tether daddr {{ {macs} }} meta pkttype set host\n\t}}\n}}\n",
-            table = self.table(),
-            dev = self.config.cluster.interface,
-            macs = macs.join(", ")
-        ))
+        Some(match rule {
+            RuleRef::Configured(index) => format!("rule{}", index + 1),
+            RuleRef::Fallback => "default".to_owned(),
+        })
+    }
+
+    /// The match of rule slot `slot`, the fallback rule's included (every VIP).
+    fn slot_match(&self, slot: usize) -> String {
+        if slot < self.config.rules.len() {
+            self.rule_match(slot)
+        } else {
+            format!("ip daddr {}", vip_set(self.config))
+        }
+    }
+
+    fn slot_affinity(&self, slot: usize) -> Affinity {
+        let rule = RuleRef::from_slot(self.config, slot).expect("a slot of this config");
+        rule.rule(self.config).affinity
+    }
+
+    /// The `netdev` table: the first stage (see the module documentation).
+    pub fn netdev_table(&self) -> String {
+        let table = self.table();
+        let vips = vip_set(self.config);
+        let mut out = String::new();
+        let _ = writeln!(out, "table netdev {table} {{");
+        for slot in 0..self.rules.len() {
+            let Some(name) = self.slot_name(slot) else {
+                continue;
+            };
+            let state = &self.rules[slot];
+            let elements: Vec<String> = (0..nlb_core::buckets::BUCKETS)
+                .filter_map(|b| state.verdict(b).map(|v| format!("{b} : {v}")))
+                .collect();
+            let _ = write!(out, "\tmap {name} {{\n\t\ttype mark : verdict\n");
+            if !elements.is_empty() {
+                let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
+            }
+            out.push_str("\t}\n");
+        }
+        let _ = writeln!(
+            out,
+            "\tchain owned {{\n\t\tmeta mark set 0 accept\n\t}}"
+        );
+        let _ = writeln!(
+            out,
+            "\tchain draining {{\n\t\ttcp flags & (fin | syn | rst | ack) == syn meta mark set 0 counter drop comment \"draining syn\"\n\t\tmeta mark set {DRAIN_MARK:#x} accept\n\t}}"
+        );
+        let _ = writeln!(
+            out,
+            "\tchain ingress {{\n\t\ttype filter hook ingress device \"{dev}\" priority -500; policy accept;",
+            dev = self.config.cluster.interface
+        );
+        if self.config.cluster.mode == ClusterMode::Unicast {
+            let macs: Vec<String> = self
+                .config
+                .cluster
+                .vips
+                .iter()
+                .map(|&vip| cluster_mac(vip, ClusterMode::Unicast).to_string())
+                .collect();
+            let _ = writeln!(
+                out,
+                "\t\tether daddr {{ {} }} meta pkttype set host",
+                macs.join(", ")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\t\tip daddr {vips} ip frag-off & 0x3fff != 0 meta mark set {FRAG_MARK:#x} counter accept comment \"fragment\""
+        );
+        for slot in 0..self.rules.len() {
+            let matched = self.slot_match(slot);
+            let Some(name) = self.slot_name(slot) else {
+                let index = slot + 1;
+                let _ = writeln!(
+                    out,
+                    "\t\t{matched} counter drop comment \"rule{index} disabled\""
+                );
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "\t\t{matched} meta mark set {} meta mark vmap @{name}",
+                self.hash(self.slot_affinity(slot))
+            );
+            let _ = writeln!(out, "\t\t{matched} counter drop comment \"{name} drop\"");
+        }
+        out.push_str("\t}\n}\n");
+        out
     }
 
     /// The match of a configured rule: VIP, protocol and ports.
@@ -175,11 +334,13 @@ impl Ruleset<'_> {
         affinity.nft_hash_expr(cluster_seed(self.config))
     }
 
-    /// The `inet` table, with the lease set filled.
+    /// The `inet` table, with the lease set filled: the second stage (see the module
+    /// documentation).
     pub fn inet_table(&self) -> String {
         let table = self.table();
         let vips = vip_set(self.config);
         let configured = self.config.rules.len();
+        let interface = &self.config.cluster.interface;
         let mut out = String::new();
         let _ = writeln!(out, "table inet {table} {{");
         let _ = writeln!(
@@ -187,18 +348,30 @@ impl Ruleset<'_> {
             "\tset lease {{\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t\telements = {{ {} }}\n\t}}",
             self.lease_elements()
         );
+        for slot in 0..self.rules.len() {
+            let Some(name) = self.slot_name(slot) else {
+                continue;
+            };
+            let owned = &self.rules[slot].owned;
+            let _ = write!(out, "\tset {name} {{\n\t\ttype mark\n");
+            if !owned.is_empty() {
+                let elements: Vec<String> = owned.iter().map(|b| b.to_string()).collect();
+                let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
+            }
+            out.push_str("\t}\n");
+        }
         let _ = writeln!(
             out,
             "\tchain pre {{\n\t\ttype filter hook prerouting priority -150; policy accept;"
         );
-        // 0. This host's own connections to a VIP (a health check of the local service, a
+        // 1. This host's own connections to a VIP (a health check of the local service, a
         //    local client) come in on `lo`: the buckets share the segment's clients, and
         //    a local client is this host's whatever it owns.
         let _ = writeln!(
             out,
             "\t\tiifname \"lo\" ip daddr {vips} counter accept comment \"local\""
         );
-        // 1. Disabled rules (or a stopped host): drop everything, connections included.
+        // 2. Disabled rules (or a stopped host): drop everything, connections included.
         for slot in 0..configured {
             let dropped = !self.rules[slot].keep_established
                 || self.config.rules[slot].mode == RuleMode::Disabled;
@@ -214,12 +387,22 @@ impl Ruleset<'_> {
         if !self.rules[configured].keep_established {
             let _ = writeln!(out, "\t\tip daddr {vips} counter drop comment \"stopped\"");
         }
-        // 2. Connections this host has.
+        // 3. A draining bucket: only the connections this host has.
+        let _ = writeln!(
+            out,
+            "\t\tip daddr {vips} meta mark {DRAIN_MARK:#x} ct state new counter drop comment \"draining new\""
+        );
+        let _ = writeln!(out, "\t\tip daddr {vips} meta mark {DRAIN_MARK:#x} meta mark set 0");
+        // 4. Connections this host has.
+        let _ = writeln!(
+            out,
+            "\t\tip daddr {vips} meta mark {FRAG_MARK:#x} ct state established,related meta mark set 0"
+        );
         let _ = writeln!(
             out,
             "\t\tip daddr {vips} ct state established,related meta pkttype set host counter accept comment \"established\""
         );
-        // 3. Someone else's connection: conntrack calls a SYN-ACK it has no SYN for
+        // 5. Someone else's connection: conntrack calls a SYN-ACK it has no SYN for
         //    (the reply to another host's outbound connection) invalid, and would pick up
         //    a mid-stream packet as new. Neither may reach this host's TCP stack, which
         //    would answer with a reset.
@@ -231,31 +414,89 @@ impl Ruleset<'_> {
             out,
             "\t\tip daddr {vips} ct state new tcp flags & (fin | syn | rst | ack) != syn counter drop comment \"not syn\""
         );
-        // 4. New flows by rule, then the fallback rule.
+        // 6. Only the cluster interface's traffic was judged by bucket.
+        let _ = writeln!(
+            out,
+            "\t\tiifname != \"{interface}\" ip daddr {vips} counter drop comment \"not via the cluster interface\""
+        );
+        // 7. New flows by rule, then the fallback rule.
         for slot in 0..=configured {
-            let rule = RuleRef::from_slot(self.config, slot).expect("a slot of this config");
-            let Rule { mode, affinity, .. } = *rule.rule(self.config);
-            if mode == RuleMode::Disabled {
+            let Some(name) = self.slot_name(slot) else {
                 continue;
-            }
-            let (name, matched) = match rule {
-                RuleRef::Configured(index) => (format!("rule{}", index + 1), self.rule_match(slot)),
-                // All traffic to the VIPs that the rules before did not take.
-                RuleRef::Fallback => ("default".to_owned(), format!("ip daddr {vips}")),
             };
-            let owned = &self.rules[slot].owned;
-            if !owned.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "\t\t{matched} ip daddr @lease {} {} meta pkttype set host counter accept comment \"{name} accept\"",
-                    self.hash(affinity),
-                    owned_set(affinity, owned)
-                );
-            }
-            let _ = writeln!(out, "\t\t{matched} counter drop comment \"{name} drop\"");
+            let matched = self.slot_match(slot);
+            let _ = writeln!(
+                out,
+                "\t\t{matched} meta mark {FRAG_MARK:#x} meta mark set {} meta mark != @{name} counter drop comment \"{name} fragment drop\"",
+                self.hash(self.slot_affinity(slot))
+            );
+            let _ = writeln!(
+                out,
+                "\t\t{matched} ip daddr @lease meta mark set 0 meta pkttype set host counter accept comment \"{name} accept\""
+            );
+            let _ = writeln!(
+                out,
+                "\t\t{matched} counter drop comment \"{name} no lease\""
+            );
         }
         out.push_str("\t}\n}\n");
         out
+    }
+
+    /// How to get the kernel from `kernel` (what it was last told) to this ruleset:
+    /// element changes if only ownership changed, the tables if anything else did.
+    pub fn update_from(&self, kernel: &[RuleState]) -> Update {
+        if kernel.len() != self.rules.len()
+            || kernel
+                .iter()
+                .zip(self.rules)
+                .any(|(have, want)| have.keep_established != want.keep_established)
+        {
+            return Update::Tables;
+        }
+        let table = self.table();
+        let mut deletes = Vec::new();
+        let mut adds = Vec::new();
+        for (slot, (have, want)) in kernel.iter().zip(self.rules).enumerate() {
+            let Some(name) = self.slot_name(slot) else {
+                continue;
+            };
+            let (mut map_del, mut map_add, mut set_del, mut set_add) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for bucket in 0..nlb_core::buckets::BUCKETS {
+                let (old, new) = (have.verdict(bucket), want.verdict(bucket));
+                if old != new {
+                    if old.is_some() {
+                        map_del.push(bucket.to_string());
+                    }
+                    if let Some(verdict) = new {
+                        map_add.push(format!("{bucket} : {verdict}"));
+                    }
+                }
+                match (have.owned.contains(bucket), want.owned.contains(bucket)) {
+                    (true, false) => set_del.push(bucket.to_string()),
+                    (false, true) => set_add.push(bucket.to_string()),
+                    _ => {}
+                }
+            }
+            let push = |to: &mut Vec<String>, verb: &str, family: &str, elements: Vec<String>| {
+                if !elements.is_empty() {
+                    to.push(format!(
+                        "{verb} element {family} {table} {name} {{ {} }}",
+                        elements.join(", ")
+                    ));
+                }
+            };
+            push(&mut deletes, "delete", "netdev", map_del);
+            push(&mut deletes, "delete", "inet", set_del);
+            push(&mut adds, "add", "netdev", map_add);
+            push(&mut adds, "add", "inet", set_add);
+        }
+        if deletes.is_empty() && adds.is_empty() {
+            return Update::Nothing;
+        }
+        deletes.extend(adds);
+        Update::Elements(format!("{}\n", deletes.join("; ")))
     }
 
     fn lease_elements(&self) -> String {
@@ -280,16 +521,13 @@ impl Ruleset<'_> {
 
     /// Batches for `nft -f`, each atomic, that replace whatever tables of this name
     /// exist (a stale run's included) with these: the `arp` table first, then the
-    /// `netdev` (unicast) and `inet` tables.
+    /// `netdev` and `inet` tables, together.
     pub fn batches(&self) -> Vec<String> {
         let table = self.table();
         let replace = |family: &str, body: String| {
             format!("table {family} {table} {{}}\ndelete table {family} {table}\n{body}")
         };
-        let mut second = String::new();
-        if let Some(netdev) = self.netdev_table() {
-            second.push_str(&replace("netdev", netdev));
-        }
+        let mut second = replace("netdev", self.netdev_table());
         second.push_str(&replace("inet", self.inet_table()));
         vec![replace("arp", self.arp_table()), second]
     }
@@ -321,24 +559,6 @@ impl Ruleset<'_> {
             .map(|family| format!("table {family} {table} {{}}\ndelete table {family} {table}\n"))
             .collect()
     }
-}
-
-/// The buckets of `owned` as the nft set the hash of `affinity` is looked up in.
-///
-/// nft 1.0.6 refuses an interval (`0-15`, in a set or alone) after a hash of a masked
-/// key, as affinity network's `ip saddr & 255.255.255.0` is: "Value 4294967040 exceeds
-/// valid range 0-0" (checked in a namespace, and by `tests/ruleset_agrees.rs`). Single
-/// values load, so those buckets are listed one by one; the others as ranges.
-fn owned_set(affinity: Affinity, owned: &BucketBitmap) -> String {
-    let elements = match affinity {
-        Affinity::Network => owned
-            .iter()
-            .map(|bucket| bucket.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        Affinity::None | Affinity::Single => owned.ranges_text(),
-    };
-    format!("{{ {elements} }}")
 }
 
 /// The packet counters of the `inet` chain, by rule comment, from the JSON of
@@ -408,18 +628,22 @@ mod tests {
         let rules = vec![
             RuleState {
                 owned: owning(&[(0, 86)]),
+                draining: owning(&[(86, 90)]),
+                keep_established: true,
+            },
+            RuleState {
+                owned: owning(&[(0, 3), (7, 8)]),
+                draining: owning(&[]),
                 keep_established: true,
             },
             RuleState {
                 owned: owning(&[]),
-                keep_established: true,
-            },
-            RuleState {
-                owned: owning(&[]),
+                draining: owning(&[]),
                 keep_established: true,
             },
             RuleState {
                 owned: owning(&[(0, 256)]),
+                draining: owning(&[]),
                 keep_established: true,
             },
         ];
@@ -432,25 +656,61 @@ mod tests {
     }
 
     #[test]
-    fn network_affinity_lists_buckets_one_by_one() {
-        let owned = owning(&[(0, 3), (7, 8)]);
-        assert_eq!(owned_set(Affinity::Network, &owned), "{ 0, 1, 2, 7 }");
-        assert_eq!(owned_set(Affinity::Single, &owned), "{ 0-2, 7 }");
-        assert_eq!(owned_set(Affinity::None, &owned), "{ 0-2, 7 }");
+    fn ownership_changes_are_one_line_of_element_changes() {
+        let config = config(
+            "multicast",
+            "[[rule]]\nports = \"80\"\nprotocol = \"tcp\"\n[[rule]]\nports = \"25\"\nprotocol = \"tcp\"\nmode = \"disabled\"\n",
+        );
+        let state = |owned: &[(u16, u16)], draining: &[(u16, u16)]| RuleState {
+            owned: owning(owned),
+            draining: owning(draining),
+            keep_established: true,
+        };
+        let before = vec![state(&[(0, 4)], &[]), state(&[], &[]), state(&[(0, 256)], &[])];
+        // Release 2 and 3 of rule 1 (they drain), claim 9, and let the fallback rule be.
+        let after = vec![
+            state(&[(0, 2), (9, 10)], &[(2, 4)]),
+            state(&[], &[]),
+            state(&[(0, 256)], &[]),
+        ];
+        let ruleset = |rules| Ruleset {
+            config: &config,
+            rules,
+            lease: Duration::from_millis(100),
+        };
+        let table = "nlb_veth_2dh1_1db57edb";
+        assert_eq!(
+            ruleset(&after).update_from(&before),
+            Update::Elements(format!(
+                "delete element netdev {table} rule1 {{ 2, 3 }}; delete element inet {table} rule1 {{ 2, 3 }}; \
+                 add element netdev {table} rule1 {{ 2 : jump draining, 3 : jump draining, 9 : jump owned }}; \
+                 add element inet {table} rule1 {{ 9 }}\n"
+            ))
+        );
+        // Drained: the buckets leave the map; the owned set does not change.
+        let drained = vec![
+            state(&[(0, 2), (9, 10)], &[]),
+            state(&[], &[]),
+            state(&[(0, 256)], &[]),
+        ];
+        assert_eq!(
+            ruleset(&drained).update_from(&after),
+            Update::Elements(format!("delete element netdev {table} rule1 {{ 2, 3 }}\n"))
+        );
+        assert_eq!(ruleset(&drained).update_from(&drained), Update::Nothing);
+        // A stopped host drops connections too: the rules change, so the tables do.
+        let mut stopped = drained.clone();
+        stopped[2].keep_established = false;
+        assert_eq!(ruleset(&stopped).update_from(&drained), Update::Tables);
+        assert_eq!(ruleset(&drained).update_from(&drained[..2]), Update::Tables);
     }
 
     #[test]
     fn unicast_stopped_ruleset_snapshot() {
         let config = config("unicast", "");
         let rules = vec![
-            RuleState {
-                owned: owning(&[]),
-                keep_established: false,
-            },
-            RuleState {
-                owned: owning(&[]),
-                keep_established: false,
-            },
+            RuleState::empty(false),
+            RuleState::empty(false),
         ];
         let ruleset = Ruleset {
             config: &config,

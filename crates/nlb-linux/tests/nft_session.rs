@@ -1,5 +1,6 @@
-//! The `nft --echo -i` session confirms each command, and reports a refused one, so a
-//! failed lease refresh is seen.
+//! The `nft -i` session confirms each command, and reports a refused one, so a failed
+//! lease refresh or ownership change is seen; commands that start with `delete`, or
+//! change nothing, are confirmed too (with `--echo` they printed no `# new generation`).
 
 use nlb_linux::netns::{NetNs, require_root, unique_name};
 use nlb_linux::nft::{NftSession, SessionError};
@@ -28,6 +29,16 @@ fn session_confirms_and_refuses() {
                 assert!(err.to_string().contains("No such file"), "{err}");
                 // The session goes on after a refusal.
                 session.run(refresh, Duration::from_secs(2)).unwrap();
+                let delete = "delete element inet t lease { 198.18.0.10 }\n";
+                session.run(delete, Duration::from_secs(2)).unwrap();
+                // Deleting it again: refused, and nothing else of the line commits.
+                let twice = "add element inet t lease { 198.18.0.11 timeout 1s }; delete element inet t lease { 198.18.0.10 }\n";
+                let err = session.run(twice, Duration::from_secs(2)).unwrap_err();
+                assert!(matches!(err, SessionError::Refused { .. }), "{err}");
+                session.run(refresh, Duration::from_secs(2)).unwrap();
+                // Re-adding what is there changes nothing and prints nothing.
+                let same = "add element inet t lease { 198.18.0.10 }\n";
+                session.run(same, Duration::from_secs(2)).unwrap();
             })
             .join()
             .unwrap();
@@ -36,4 +47,5 @@ fn session_confirms_and_refuses() {
         .exec("nft", &["list", "set", "inet", "t", "lease"], None)
         .unwrap();
     assert!(listed.contains("198.18.0.10"), "{listed}");
+    assert!(!listed.contains("198.18.0.11"), "rolled back: {listed}");
 }

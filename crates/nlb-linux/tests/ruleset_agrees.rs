@@ -121,6 +121,7 @@ fn ownership(slots: usize, rng: &mut StdRng) -> Vec<RuleState> {
             }
             RuleState {
                 owned,
+                draining: BucketBitmap::new(BUCKETS),
                 keep_established: true,
             }
         })

@@ -106,6 +106,13 @@ impl BucketBitmap {
         }
     }
 
+    /// Removes `bucket`; buckets outside `0..count` are ignored.
+    pub fn remove(&mut self, bucket: u16) {
+        if bucket < self.count {
+            self.bytes[usize::from(bucket / 8)] &= !(1 << (bucket % 8));
+        }
+    }
+
     /// Buckets in the set, in increasing order.
     pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
         (0..self.count).filter(|&bucket| self.contains(bucket))

@@ -12,7 +12,7 @@
 //!   cluster MAC are first marked as addressed to this host. Then, per packet to a VIP:
 //!   1. fragments go on to the `inet` chain, which sees them reassembled (conntrack
 //!      defragments at -400), marked [`FRAG_MARK`];
-//!   2. for each rule in order, then the fallback rule ([`Rule::FALLBACK`]), the first
+//!   2. for each rule in order, then the fallback rule ([`Rule::FALLBACK`](nlb_core::config::Rule::FALLBACK)), the first
 //!      whose match covers the packet decides: a disabled rule drops it; otherwise its
 //!      bucket ([`Affinity::nft_hash_expr`], exactly as [`nlb_core::filter::decide`]
 //!      computes it) is looked up in the rule's verdict map: **owned** buckets are
@@ -75,7 +75,7 @@
 //! nft 1.0.6 refuses an `arp` table and an `inet` table that matches `ip daddr` in one
 //! batch ("conflicting protocols"), so [`Ruleset::batches`] returns them separately.
 
-use nlb_core::config::{Affinity, Config, Protocol, Rule, RuleMode};
+use nlb_core::config::{Affinity, Config, Protocol, RuleMode};
 use nlb_core::filter::{RuleRef, cluster_seed};
 use nlb_wire::addressing::{ClusterMode, cluster_mac};
 use nlb_wire::bitmap::BucketBitmap;

@@ -64,6 +64,9 @@ pub(crate) struct DaemonStats {
     /// Health-check results dropped because the loop was busy (by runners since replaced).
     #[serde(default)]
     pub(crate) check_results_dropped: u64,
+    /// Counts of the connections in draining buckets that failed (`ss`).
+    #[serde(default)]
+    pub(crate) drain_count_failures: u64,
 }
 
 impl Default for DaemonStats {
@@ -77,6 +80,7 @@ impl Default for DaemonStats {
             tables_restored: 0,
             vips_restored: 0,
             check_results_dropped: 0,
+            drain_count_failures: 0,
         }
     }
 }

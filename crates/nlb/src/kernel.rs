@@ -1,13 +1,16 @@
 //! The daemon's kernel worker: one thread that runs everything that can block on the
-//! kernel or on a child process (nft batches, lease refreshes on the `nft -i` session,
-//! `ss` connection counts), in the order the protocol loop queued it, and reports each
-//! result back to the loop with the time it completed.
+//! kernel or on a child process (nft batches, lease refreshes and ownership changes on
+//! the `nft -i` session, `ss` connection counts), in the order the protocol loop queued
+//! it, and reports each result back to the loop with the time it completed.
 //!
 //! One thread, first in first out, is part of the ordering contract (see
 //! [`crate::cmd::run`]): a lease refresh queued after a release is applied after it.
 
-use nlb_linux::nft::{NftSession, apply};
-use std::net::Ipv4Addr;
+use nlb_core::config::{Config, Protocol};
+use nlb_core::filter::{Flow, cluster_seed, decide};
+use nlb_linux::nft::{NftSession, SessionError, apply};
+use nlb_wire::bitmap::BucketBitmap;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +24,15 @@ pub(crate) enum Job {
     Apply { id: u64, batches: Vec<String> },
     /// Refresh the lease with this command, on the `nft -i` session.
     Lease { command: String },
+    /// Apply this line of element changes ([`nlb_linux::ruleset::Update::Elements`]) on
+    /// the `nft -i` session; done as [`Done::Applied`].
+    Update { id: u64, line: String },
+    /// Which buckets of each rule slot of `config` hold a TCP connection of this host
+    /// (from a VIP, any state but listening, closed and time-wait).
+    LiveBuckets {
+        config: Box<Config>,
+        submitted: Instant,
+    },
     /// Count the established TCP connections from these VIPs.
     CountConnections { vips: Vec<Ipv4Addr> },
     /// Put a VIP back on the interface.
@@ -42,6 +54,12 @@ pub(crate) enum Done {
         at: Instant,
     },
     Connections(u32),
+    /// The answer to [`Job::LiveBuckets`]: per rule slot, the buckets with a connection;
+    /// `None` if `ss` failed.
+    LiveBuckets {
+        live: Option<Vec<BucketBitmap>>,
+        submitted: Instant,
+    },
     VipAdded {
         vip: Ipv4Addr,
         result: Result<(), String>,
@@ -77,6 +95,15 @@ impl Kernel {
                         Job::Lease { command } => Done::Lease {
                             result: refresh(&mut session, &command),
                             at: Instant::now(),
+                        },
+                        Job::Update { id, line } => Done::Applied {
+                            id,
+                            result: update(&mut session, &line),
+                            at: Instant::now(),
+                        },
+                        Job::LiveBuckets { config, submitted } => Done::LiveBuckets {
+                            live: live_buckets(&config),
+                            submitted,
                         },
                         Job::CountConnections { vips } => {
                             Done::Connections(count_connections(&vips))
@@ -117,26 +144,40 @@ impl Kernel {
     }
 }
 
+/// The session, started if there is none.
+fn live_session(session: &mut Option<NftSession>) -> Result<&mut NftSession, String> {
+    if session.is_none() {
+        let started = NftSession::start()
+            .map_err(|err| format!("cannot start `nft -i` ({err}); is nftables installed?"))?;
+        *session = Some(started);
+    }
+    Ok(session.as_mut().expect("started above"))
+}
+
+/// Applies one line of element changes. Unlike a lease refresh it is not tried again on
+/// a fresh session: a line that timed out may have committed, and its deletes would
+/// then be refused. The caller fails closed and replaces the tables instead.
+fn update(slot: &mut Option<NftSession>, line: &str) -> Result<(), String> {
+    let result = live_session(slot)?.run(line, SESSION_TIMEOUT);
+    match result {
+        Ok(()) => Ok(()),
+        Err(err @ SessionError::Refused { .. }) => Err(err.to_string()),
+        Err(err) => {
+            *slot = None;
+            Err(err.to_string())
+        }
+    }
+}
+
 /// Refreshes the lease on the session, starting one if needed. A session that fails is
 /// dropped and the refresh is tried once on a fresh one, so that a dead `nft -i` costs
 /// one refresh's delay and not the lease.
 fn refresh(session: &mut Option<NftSession>, command: &str) -> Result<(), String> {
     let mut last = String::new();
     for _ in 0..2 {
-        if session.is_none() {
-            match NftSession::start() {
-                Ok(started) => *session = Some(started),
-                Err(err) => {
-                    return Err(format!(
-                        "cannot start `nft -i` ({err}); is nftables installed?"
-                    ));
-                }
-            }
-        }
-        let live = session.as_mut().expect("started above");
-        match live.run(command, SESSION_TIMEOUT) {
+        match live_session(session)?.run(command, SESSION_TIMEOUT) {
             Ok(()) => return Ok(()),
-            Err(err @ nlb_linux::nft::SessionError::Refused { .. }) => {
+            Err(err @ SessionError::Refused { .. }) => {
                 // nft itself said no (the table is gone, say): a new session would too.
                 return Err(err.to_string());
             }
@@ -149,19 +190,55 @@ fn refresh(session: &mut Option<NftSession>, command: &str) -> Result<(), String
     Err(last)
 }
 
+/// The TCP connections in `states` (an `ss` state filter) whose local address is one of
+/// `vips`, as (local, peer); `None` if `ss` fails.
+fn vip_connections(vips: &[Ipv4Addr], states: &[&str]) -> Option<Vec<(SocketAddrV4, SocketAddrV4)>> {
+    let mut out = Vec::new();
+    for vip in vips {
+        let filter = format!("src {vip}");
+        let mut args = vec!["-Htn"];
+        args.extend_from_slice(states);
+        args.push(&filter);
+        let text = nlb_linux::command::run("ss", &args, None).ok()?;
+        // The last two columns are the local and the peer address (ss prints a state
+        // column first when more than one state is asked for).
+        out.extend(text.lines().filter_map(|line| {
+            let mut fields = line.split_whitespace().rev();
+            let peer = fields.next()?.parse().ok()?;
+            let local = fields.next()?.parse().ok()?;
+            Some((local, peer))
+        }));
+    }
+    Some(out)
+}
+
 /// The number of established TCP connections whose local address is one of `vips`
 /// (`ss`), 0 where `ss` fails.
 pub(crate) fn count_connections(vips: &[Ipv4Addr]) -> u32 {
-    let mut total = 0;
-    for vip in vips {
-        let filter = format!("src {vip}");
-        if let Ok(out) =
-            nlb_linux::command::run("ss", &["-Htn", "state", "established", &filter], None)
-        {
-            total += out.lines().filter(|l| !l.trim().is_empty()).count() as u32;
+    vip_connections(vips, &["state", "established"]).map_or(0, |c| c.len() as u32)
+}
+
+/// Per rule slot of `config`, the buckets that hold one of this host's TCP connections
+/// (any state in which the peer may still send: all but listening, closed and
+/// time-wait), by [`decide`], the cluster's one packet decision.
+fn live_buckets(config: &Config) -> Option<Vec<BucketBitmap>> {
+    let states = ["state", "connected", "exclude", "time-wait"];
+    let connections = vip_connections(&config.cluster.vips, &states)?;
+    let mut live = vec![BucketBitmap::new(nlb_core::buckets::BUCKETS); config.rules.len() + 1];
+    for (local, peer) in connections {
+        let flow = Flow {
+            src: *peer.ip(),
+            src_port: peer.port(),
+            dst: *local.ip(),
+            dst_port: local.port(),
+            protocol: Protocol::Tcp,
+        };
+        let decision = decide(config, &[], cluster_seed(config), &flow);
+        if let (Some(bucket), Some(slot)) = (decision.bucket, live.get_mut(decision.slot)) {
+            slot.insert(bucket);
         }
     }
-    total
+    Some(live)
 }
 
 /// Which of `tables` (`family name`) `nft list tables` does not list; none if nft

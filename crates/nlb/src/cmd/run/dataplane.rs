@@ -3,6 +3,11 @@
 //!
 //! Contracts (see the parent module's ordering contract):
 //!
+//! - **Ownership changes are element updates**: while the tables' shape stays (no host
+//!   stop, no reload), what changes is one line of map and set elements
+//!   ([`Ruleset::update_from`]) on the kernel thread's `nft -i` session, well under a
+//!   millisecond; otherwise the tables are replaced as a batch. Either is one
+//!   transaction, and the kernel thread runs one at a time, in order.
 //! - **A release is applied before it is announced**: while the kernel may still accept a
 //!   bucket the node no longer owns ([`releases`]), heartbeats are held back (ARP goes);
 //!   they go out, in order, once the batch is done.
@@ -11,14 +16,17 @@
 //!   and retries the whole ruleset.
 //! - **A lease is refreshed only for what the node owns now**: queued frames and the
 //!   node's timeouts are judged first, and the kernel thread is first in, first out.
+//! - **A released bucket drains** (`drain.rs`) until this host's connections in it
+//!   have ended; the counts run on the kernel thread.
 //! - Nothing here waits for the kernel: jobs go to the kernel thread and come back as
 //!   [`Done`].
 
 use super::{Daemon, FRAMES_BEFORE_TIMEOUT, HELD_HEARTBEATS, RETRY_INTERVAL, log_event};
 use crate::kernel::{Done, Job};
-use nlb_linux::ruleset::{RuleState, Ruleset};
-use nlb_wire::addressing::ClusterMode;
-use nlb_wire::bitmap::BucketBitmap;
+use super::drain::Drains;
+use nlb_core::config::Protocol;
+use nlb_core::filter::RuleRef;
+use nlb_linux::ruleset::{RuleState, Ruleset, Update};
 use std::io::ErrorKind;
 use std::time::Duration;
 
@@ -47,16 +55,17 @@ fn releases(kernel: &[RuleState], wanted: &[RuleState]) -> bool {
         })
 }
 
-/// Nothing owned, existing connections kept, for each of `slots` rule slots: what the
-/// kernel holds before the node has decided anything.
-pub(super) fn unowned_rules(slots: usize) -> Vec<RuleState> {
-    vec![
-        RuleState {
-            owned: BucketBitmap::new(nlb_core::buckets::BUCKETS),
-            keep_established: true,
-        };
-        slots
-    ]
+/// Nothing owned, existing connections kept, every bucket draining, for each of `slots`
+/// rule slots: what the kernel holds before the node has decided anything.
+pub(super) fn unowned_rules(slots: usize) -> (Vec<RuleState>, Drains) {
+    let drains = Drains::all(slots);
+    let rules = (0..slots)
+        .map(|slot| RuleState {
+            draining: drains.bitmap(slot),
+            ..RuleState::empty(true)
+        })
+        .collect();
+    (rules, drains)
 }
 
 impl Daemon {
@@ -93,8 +102,11 @@ impl Daemon {
                 keep_established,
             } = action;
             if let Some(slot) = self.rules.get_mut(rule) {
+                self.drains
+                    .owned_changed(rule, &slot.owned, &owned, keep_established);
                 *slot = RuleState {
                     owned,
+                    draining: self.drains.bitmap(rule),
                     keep_established,
                 };
                 dirty = true;
@@ -163,19 +175,32 @@ impl Daemon {
         {
             return;
         }
-        let batches = self.ruleset().batches();
-        // Healthy: only the inet (and netdev) table changes. Failing: everything, since
-        // whatever failed may have taken the tables with it.
+        // Healthy: element updates, or the netdev and inet tables if their shape
+        // changed. Failing: everything, since whatever failed may have taken the tables
+        // with it.
         let full = !self.healthy || self.full_apply;
-        let batches = if full { batches } else { batches[1..].to_vec() };
-        self.full_apply = false;
-        self.next_apply_id += 1;
-        self.in_flight = Some((self.next_apply_id, self.rules.clone(), full));
+        let update = if full {
+            Update::Tables
+        } else {
+            self.ruleset().update_from(&self.applied)
+        };
         self.apply_dirty = false;
-        self.kernel.submit(Job::Apply {
-            id: self.next_apply_id,
-            batches,
-        });
+        let id = self.next_apply_id + 1;
+        let job = match update {
+            Update::Nothing => return,
+            Update::Elements(line) => Job::Update { id, line },
+            Update::Tables => {
+                let batches = self.ruleset().batches();
+                Job::Apply {
+                    id,
+                    batches: if full { batches } else { batches[1..].to_vec() },
+                }
+            }
+        };
+        self.full_apply = false;
+        self.next_apply_id = id;
+        self.in_flight = Some((id, self.rules.clone(), full));
+        self.kernel.submit(job);
     }
 
     /// A failed apply or lease refresh: fail closed, retry, report.
@@ -211,10 +236,12 @@ impl Daemon {
                 match result {
                     Ok(()) if !self.healthy && !full => {
                         // Queued before the failure: the whole ruleset still has to go in.
+                        self.drains.applied(&rules, at);
                         self.applied = rules;
                         self.apply_dirty = true;
                     }
                     Ok(()) => {
+                        self.drains.applied(&rules, at);
                         self.applied = rules;
                         if !self.healthy {
                             // The whole ruleset went in, the lease set full.
@@ -261,6 +288,31 @@ impl Daemon {
                         "nlb's nft tables were removed (nft flush ruleset?); putting them back");
                     self.full_apply = true;
                     self.apply_dirty = true;
+                }
+            }
+            Done::LiveBuckets { live, submitted } => {
+                self.live_counting = false;
+                let Some(live) = live else {
+                    self.stats.drain_count_failures += 1;
+                    if self.stats.drain_count_failures == 1 {
+                        tracing::warn!(event = "nlb.drain_count_failed",
+                            "`ss` failed: released buckets keep draining (their packets \
+                             go through conntrack) until it works; is iproute2 installed?");
+                    }
+                    return;
+                };
+                let config = &self.config;
+                let takes_udp = |slot| {
+                    RuleRef::from_slot(config, slot)
+                        .is_some_and(|rule| rule.rule(config).protocol != Protocol::Tcp)
+                };
+                let now = std::time::Instant::now();
+                if self.drains.settle(&live, submitted, now, takes_udp) {
+                    for (slot, state) in self.rules.iter_mut().enumerate() {
+                        state.draining = self.drains.bitmap(slot);
+                    }
+                    self.apply_dirty = true;
+                    self.publish_now = true;
                 }
             }
             Done::Connections(count) => {
@@ -320,11 +372,22 @@ impl Daemon {
         }
         self.checking_tables = true;
         let table = self.ruleset().table();
-        let mut tables = vec![format!("arp {table}"), format!("inet {table}")];
-        if self.config.cluster.mode == ClusterMode::Unicast {
-            tables.push(format!("netdev {table}"));
-        }
+        let tables = ["arp", "netdev", "inet"]
+            .map(|family| format!("{family} {table}"))
+            .to_vec();
         self.kernel.submit(Job::CheckTables { tables });
+    }
+
+    /// Queues a count of the connections in draining buckets, if any drain.
+    pub(super) fn count_live_buckets(&mut self) {
+        if self.live_counting || !self.drains.any() {
+            return;
+        }
+        self.live_counting = true;
+        self.kernel.submit(Job::LiveBuckets {
+            config: Box::new(self.config.clone()),
+            submitted: std::time::Instant::now(),
+        });
     }
 
     pub(super) fn count_connections(&mut self) {
@@ -340,6 +403,7 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nlb_wire::bitmap::BucketBitmap;
 
     fn rule(buckets: &[u16]) -> RuleState {
         let mut owned = BucketBitmap::new(nlb_core::buckets::BUCKETS);
@@ -348,7 +412,7 @@ mod tests {
         }
         RuleState {
             owned,
-            keep_established: true,
+            ..RuleState::empty(true)
         }
     }
 

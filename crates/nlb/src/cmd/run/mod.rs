@@ -57,7 +57,9 @@
 //! # Modules
 //!
 //! - `startup.rs`: taking the interface, and giving it back on the way out;
-//! - `dataplane.rs`: nft batches, the lease, held heartbeats, failing closed;
+//! - `dataplane.rs`: nft batches and element updates, the lease, held heartbeats,
+//!   failing closed;
+//! - `drain.rs`: released buckets that still hold this host's connections;
 //! - `link.rs`: the watched interface (deleted, up and down, a new MAC, a VIP removed);
 //! - `reload.rs`: SIGHUP around the core's reload policy, and successors' incarnations;
 //! - `requests.rs`: control requests and the published snapshot;
@@ -69,6 +71,7 @@
 //! then its tables (in that order, for the same reason).
 
 mod dataplane;
+mod drain;
 mod health;
 mod link;
 mod reload;
@@ -214,6 +217,10 @@ struct Daemon {
     rules: Vec<RuleState>,
     /// What the kernel was last told, successfully.
     applied: Vec<RuleState>,
+    /// The buckets that drain (`drain.rs`); `rules` holds them as well.
+    drains: drain::Drains,
+    /// A [`crate::kernel::Job::LiveBuckets`] is queued.
+    live_counting: bool,
     /// The batch on the kernel thread: its id, the rules it applies, and whether it
     /// replaces every table.
     in_flight: Option<(u64, Vec<RuleState>, bool)>,
@@ -417,6 +424,7 @@ async fn daemon(
                 if daemon.node.state() == HostState::Draining {
                     daemon.count_connections();
                 }
+                daemon.count_live_buckets();
             }
         }
         daemon.flush();

@@ -67,7 +67,7 @@ impl Daemon {
                     .node
                     .successor(now, *rejoin.config, self.mac, key, stored);
                 self.config = self.node.config().clone();
-                self.rules = unowned_rules(self.config.rules.len() + 1);
+                (self.rules, self.drains) = unowned_rules(self.config.rules.len() + 1);
                 self.apply_dirty = true;
                 tracing::info!(
                     event = "nlb.reloaded",

@@ -61,7 +61,7 @@ pub(super) async fn start(
     let ifindex = interface_index(&interface).map_err(|e| fail("interface")(e.to_string()))?;
 
     // The kernel must not answer ARP for a VIP before the VIP exists: tables first.
-    let rules = unowned_rules(config.rules.len() + 1);
+    let (rules, mut drains) = unowned_rules(config.rules.len() + 1);
     // The lease ends well inside the failure window, so a killed daemon's host stops
     // taking new connections before its peers take its buckets.
     let lease = Lease::from_config(&config);
@@ -74,6 +74,7 @@ pub(super) async fn start(
     let _ = apply(&[ruleset.legacy_teardown()]);
     apply(&ruleset.batches()).map_err(|e| fail("nft")(e.to_string()))?;
     let lease_until = std::time::Instant::now() + lease.length;
+    drains.applied(&rules, std::time::Instant::now());
     for &vip in &config.cluster.vips {
         add_vip(&interface, vip).map_err(|e| fail("adding the VIP")(e.to_string()))?;
     }
@@ -154,6 +155,8 @@ pub(super) async fn start(
         socket: Arc::new(socket),
         applied: rules.clone(),
         rules,
+        drains,
+        live_counting: false,
         in_flight: None,
         apply_dirty: false,
         next_apply_id: 0,
@@ -242,9 +245,10 @@ pub(super) fn shut_down(
     }) = daemon.node.poll_action()
     {
         if let Some(slot) = daemon.rules.get_mut(rule) {
+            // On the way out nothing drains: the host stops, and then its tables go.
             *slot = RuleState {
                 owned,
-                keep_established,
+                ..RuleState::empty(keep_established)
             };
         }
     }

@@ -10,8 +10,11 @@
 //! - **`netdev`**, ingress on the cluster interface, priority -500, **before conntrack**:
 //!   the first stage, which decides by bucket. In unicast mode, frames to the unicast
 //!   cluster MAC are first marked as addressed to this host. Then, per packet to a VIP:
-//!   1. fragments go on to the `inet` chain, which sees them reassembled (conntrack
-//!      defragments at -400), marked [`FRAG_MARK`];
+//!   1. what this stage cannot judge is *deferred* to the `inet` chain, marked
+//!      [`DEFER_MARK`]: fragments (see below), protocols other than TCP and UDP (ICMP
+//!      errors about this host's connections are `related` in conntrack), and packets to
+//!      a port in the kernel's local port range ([`Ruleset::local_ports`]), which are
+//!      mostly replies to connections this host opened from a VIP, in any bucket;
 //!   2. for each rule in order, then the fallback rule ([`Rule::FALLBACK`](nlb_core::config::Rule::FALLBACK)), the first
 //!      whose match covers the packet decides: a disabled rule drops it; otherwise its
 //!      bucket ([`Affinity::nft_hash_expr`], exactly as [`nlb_core::filter::decide`]
@@ -31,7 +34,7 @@
 //!      host neither resets nor adopts another host's connection;
 //!   6. a new flow that did not come in on the cluster interface (so the first stage did
 //!      not judge it) is dropped;
-//!   7. for each rule, then the fallback rule: a reassembled fragment ([`FRAG_MARK`]) is
+//!   7. for each rule, then the fallback rule: a deferred new flow ([`DEFER_MARK`]) is
 //!      judged by bucket here, against the rule's set of owned buckets; then a new flow
 //!      is accepted if the lease is live.
 //!
@@ -57,14 +60,20 @@
 //! chain sets it back to 0 before it accepts (chain `owned`), and every other path out
 //! of it is a drop or one of nlb's two marks; the `inet` chain resets those two marks
 //! to 0 before it accepts, and uses the mark as a scratch register only on packets that
-//! carry [`FRAG_MARK`]. So the mark is never nlb's value outside nlb's own chains,
-//! except, for draining and fragmented packets, in prerouting chains of other software
+//! carry [`DEFER_MARK`]. So the mark is never nlb's value outside nlb's own chains,
+//! except, for draining and deferred packets, in prerouting chains of other software
 //! between priorities -500 and -150 (raw, conntrack). A tc ingress program's mark on a
 //! packet to a VIP is overwritten with 0: that is the cost.
 //!
 //! **Fragments.** At netdev ingress a non-first fragment has no transport header, and
 //! `th sport` and `th dport` read payload bytes there (checked: one source got two
 //! buckets), so fragments are judged after reassembly, in the `inet` chain.
+//!
+//! **Cost.** Deferred and draining packets pay conntrack on every host, as all packets
+//! did before the netdev stage: a rule whose ports lie in the local port range gets no
+//! early drop. An outbound connection from a VIP with a local port outside that range
+//! (bound by hand) has its replies judged by bucket at netdev, and is cut unless this
+//! host owns the bucket.
 //!
 //! Every judging rule counts its packets and carries a comment naming it
 //! (`established`, `rule1 accept`, `default drop`, ...), which [`parse_counters`] reads
@@ -86,9 +95,12 @@ use std::time::Duration;
 /// `inet` chain, which drops it if it starts a new flow and resets the mark otherwise.
 /// Above 255, so never a bucket.
 pub const DRAIN_MARK: u32 = 0x6e6c_6264;
-/// The packet mark the `netdev` chain gives a fragment, so that the `inet` chain judges
-/// its bucket after reassembly.
-pub const FRAG_MARK: u32 = 0x6e6c_6266;
+/// The packet mark the `netdev` chain gives a packet it defers (a fragment, say), so that
+/// the `inet` chain judges its bucket after conntrack.
+pub const DEFER_MARK: u32 = 0x6e6c_6266;
+
+/// The kernel's default `net.ipv4.ip_local_port_range`.
+pub const DEFAULT_LOCAL_PORTS: (u16, u16) = (32768, 60999);
 
 /// What the kernel should do for one rule slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +157,24 @@ pub struct Ruleset<'a> {
     pub rules: &'a [RuleState],
     /// How long a lease lasts without a refresh.
     pub lease: Duration,
+    /// The kernel's `net.ipv4.ip_local_port_range`, where the replies to connections
+    /// opened from a VIP arrive ([`local_port_range`]).
+    pub local_ports: (u16, u16),
+}
+
+/// `net.ipv4.ip_local_port_range` of this network namespace, or
+/// [`DEFAULT_LOCAL_PORTS`] if it cannot be read.
+pub fn local_port_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut ports = text.split_whitespace().map(|p| p.parse::<u16>());
+            match (ports.next(), ports.next()) {
+                (Some(Ok(low)), Some(Ok(high))) if low <= high => Some((low, high)),
+                _ => None,
+            }
+        })
+        .unwrap_or(DEFAULT_LOCAL_PORTS)
 }
 
 /// The nft table name of a cluster on an interface: `nlb_`, the interface name
@@ -283,7 +313,16 @@ impl Ruleset<'_> {
         }
         let _ = writeln!(
             out,
-            "\t\tip daddr {vips} ip frag-off & 0x3fff != 0 meta mark set {FRAG_MARK:#x} counter accept comment \"fragment\""
+            "\t\tip daddr {vips} ip frag-off & 0x3fff != 0 meta mark set {DEFER_MARK:#x} counter accept comment \"fragment\""
+        );
+        let _ = writeln!(
+            out,
+            "\t\tip daddr {vips} meta l4proto != {{ tcp, udp }} meta mark set {DEFER_MARK:#x} counter accept comment \"not tcp or udp\""
+        );
+        let (low, high) = self.local_ports;
+        let _ = writeln!(
+            out,
+            "\t\tip daddr {vips} th dport {low}-{high} meta mark set {DEFER_MARK:#x} counter accept comment \"local port\""
         );
         for slot in 0..self.rules.len() {
             let matched = self.slot_match(slot);
@@ -396,7 +435,7 @@ impl Ruleset<'_> {
         // 4. Connections this host has.
         let _ = writeln!(
             out,
-            "\t\tip daddr {vips} meta mark {FRAG_MARK:#x} ct state established,related meta mark set 0"
+            "\t\tip daddr {vips} meta mark {DEFER_MARK:#x} ct state established,related meta mark set 0"
         );
         let _ = writeln!(
             out,
@@ -427,7 +466,7 @@ impl Ruleset<'_> {
             let matched = self.slot_match(slot);
             let _ = writeln!(
                 out,
-                "\t\t{matched} meta mark {FRAG_MARK:#x} meta mark set {} meta mark != @{name} counter drop comment \"{name} fragment drop\"",
+                "\t\t{matched} meta mark {DEFER_MARK:#x} meta mark set {} meta mark != @{name} counter drop comment \"{name} deferred drop\"",
                 self.hash(self.slot_affinity(slot))
             );
             let _ = writeln!(
@@ -651,6 +690,7 @@ mod tests {
             config: &config,
             rules: &rules,
             lease: Duration::from_millis(100),
+            local_ports: DEFAULT_LOCAL_PORTS,
         };
         insta::assert_snapshot!(ruleset.batches().join("\n# ---- next batch ----\n"));
     }
@@ -677,6 +717,7 @@ mod tests {
             config: &config,
             rules,
             lease: Duration::from_millis(100),
+            local_ports: DEFAULT_LOCAL_PORTS,
         };
         let table = "nlb_veth_2dh1_1db57edb";
         assert_eq!(
@@ -716,6 +757,7 @@ mod tests {
             config: &config,
             rules: &rules,
             lease: Duration::from_millis(100),
+            local_ports: DEFAULT_LOCAL_PORTS,
         };
         insta::assert_snapshot!(ruleset.batches().join("\n# ---- next batch ----\n"));
         assert_eq!(

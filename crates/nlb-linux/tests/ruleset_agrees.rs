@@ -8,11 +8,15 @@
 //! [`Ruleset`] is loaded into a namespace, and new flows go in through a veth pair:
 //! TCP SYNs and UDP datagrams from distinct sources in 198.18.0.0/15, to both VIPs, to
 //! ports inside each rule's range, just past it, and to a port no rule covers (the
-//! fallback rule). A chain before nlb's (priority -300) records every source that
-//! arrived, one after it (priority -100) every source nlb's chain let through. The test
-//! asserts that the kernel accepted exactly the flows `decide` accepts, and that the
-//! chain's per-rule counters (`rule3 accept`, `default drop`, ...) count what `decide`
-//! says about each flow's rule.
+//! fallback rule). Some buckets the host does not own are *draining* (released, with
+//! connections left): a new flow in one must be dropped too, a TCP SYN at netdev, a UDP
+//! datagram after conntrack. A netdev ingress chain before nlb's (priority -600)
+//! records every source that arrived, an `ip` prerouting chain after nlb's `inet` chain
+//! (priority -100) every source nlb's two stages let through, and counts packets that
+//! reach it with a packet mark (nlb uses the mark as a scratch register and must leave
+//! it 0). The test asserts that the kernel accepted exactly the flows `decide` accepts,
+//! that no mark leaked, and that the per-rule counters of both stages (`rule3 accept`
+//! and `default drop`, `draining syn`, ...) count what `decide` says about each flow.
 //!
 //! Only 198.18.0.0/15 is used, inside a namespace the test creates; dropping the
 //! namespace (also on a panic) deletes everything it built.
@@ -104,11 +108,13 @@ fn config(shapes: &[(usize, Shape)]) -> Config {
 }
 
 /// What the host owns per slot: a random share, except that every fifth slot owns
-/// nothing and the one after it everything.
+/// nothing and the one after it everything; and, of the buckets it does not own, a
+/// random share drains.
 fn ownership(slots: usize, rng: &mut StdRng) -> Vec<RuleState> {
     (0..slots)
         .map(|slot| {
             let mut owned = BucketBitmap::new(BUCKETS);
+            let mut draining = BucketBitmap::new(BUCKETS);
             for bucket in 0..BUCKETS {
                 let take = match slot % 5 {
                     3 => false,
@@ -117,11 +123,13 @@ fn ownership(slots: usize, rng: &mut StdRng) -> Vec<RuleState> {
                 };
                 if take {
                     owned.insert(bucket);
+                } else if rng.random_bool(0.3) {
+                    draining.insert(bucket);
                 }
             }
             RuleState {
                 owned,
-                draining: BucketBitmap::new(BUCKETS),
+                draining,
                 keep_established: true,
             }
         })
@@ -185,16 +193,18 @@ fn frame(flow: &Flow) -> Vec<u8> {
     out
 }
 
-/// The table that records what arrived and what nlb's chain let through.
+/// The tables that record what arrived (before nlb's netdev chain) and what nlb's two
+/// stages let through (after its inet chain).
 fn recorder() -> String {
     format!(
-        "table ip nlbagree {{\n  set seen {{ type ipv4_addr; size 65536; flags dynamic; }}\n  set accepted {{ type ipv4_addr; size 65536; flags dynamic; }}\n  chain before {{\n    type filter hook prerouting priority -300;\n    iifname \"{RECEIVER}\" add @seen {{ ip saddr }}\n  }}\n  chain after {{\n    type filter hook prerouting priority -100;\n    iifname \"{RECEIVER}\" add @accepted {{ ip saddr }} drop\n  }}\n}}\n"
+        "table netdev nlbagree {{\n  set seen {{ type ipv4_addr; size 65536; flags dynamic; }}\n  chain before {{\n    type filter hook ingress device \"{RECEIVER}\" priority -600;\n    ip saddr != 0.0.0.0 add @seen {{ ip saddr }}\n  }}\n}}\ntable ip nlbagree {{\n  set accepted {{ type ipv4_addr; size 65536; flags dynamic; }}\n  chain after {{\n    type filter hook prerouting priority -100;\n    iifname \"{RECEIVER}\" meta mark != 0 counter comment \"mark leaked\"\n    iifname \"{RECEIVER}\" add @accepted {{ ip saddr }} drop\n  }}\n}}\n"
     )
 }
 
-fn read_addresses(ns: &NetNs, set: &str) -> BTreeSet<Ipv4Addr> {
+/// The addresses in set `set` of recorder table `family nlbagree`.
+fn read_addresses(ns: &NetNs, family: &str, set: &str) -> BTreeSet<Ipv4Addr> {
     let json = ns
-        .exec("nft", &["-j", "list", "set", "ip", "nlbagree", set], None)
+        .exec("nft", &["-j", "list", "set", family, "nlbagree", set], None)
         .expect("nft list set");
     let doc: Value = serde_json::from_str(&json).expect("nft prints JSON");
     let mut out = BTreeSet::new();
@@ -213,16 +223,24 @@ fn read_addresses(ns: &NetNs, set: &str) -> BTreeSet<Ipv4Addr> {
     out
 }
 
-/// The counter comment the ruleset uses for `decision`.
-fn counter_name(config: &Config, decision: &Decision) -> String {
+/// The counter comment the ruleset uses for `decision` on `flow`, where the host
+/// drains `draining` (per slot).
+fn counter_name(config: &Config, decision: &Decision, flow: &Flow, draining: &[BucketBitmap]) -> String {
     let name = match decision.rule {
         RuleRef::Configured(index) => format!("rule{}", index + 1),
         RuleRef::Fallback => "default".to_owned(),
     };
+    let drains = decision
+        .bucket
+        .is_some_and(|bucket| draining[decision.slot].contains(bucket));
     if decision.rule.rule(config).mode == RuleMode::Disabled {
         format!("{name} disabled")
     } else if decision.accept {
         format!("{name} accept")
+    } else if drains && flow.protocol == Protocol::Tcp {
+        "draining syn".to_owned()
+    } else if drains {
+        "draining new".to_owned()
     } else {
         format!("{name} drop")
     }
@@ -246,7 +264,7 @@ fn deliver(ns: &NetNs, socket: &PacketSocket, flows: &[Flow]) {
         let mut pause = Duration::from_millis(5);
         let settle = Instant::now() + Duration::from_secs(2);
         loop {
-            let seen = read_addresses(ns, "seen");
+            let seen = read_addresses(ns, "netdev", "seen");
             missing.retain(|flow| !seen.contains(&flow.src));
             if missing.is_empty() || Instant::now() > settle {
                 break;
@@ -300,24 +318,26 @@ fn ruleset_and_decide_agree_for_every_rule_shape() {
                 config: &config,
                 rules: &rules,
                 lease: Duration::from_secs(600),
+                local_ports: nlb_linux::ruleset::DEFAULT_LOCAL_PORTS,
             };
             for batch in ruleset.batches() {
                 ns.nft(&batch)
                     .unwrap_or_else(|e| panic!("round {round}: {e}\n{batch}"));
             }
-            ns.nft("flush set ip nlbagree seen\nflush set ip nlbagree accepted\n")
+            ns.nft("flush set netdev nlbagree seen\nflush set ip nlbagree accepted\n")
                 .expect("flush the recorder");
             let flows = flows(group, &mut used, &mut rng);
             deliver(&ns, &socket, &flows);
 
             let owned: Vec<BucketBitmap> = rules.iter().map(|r| r.owned.clone()).collect();
-            let accepted = read_addresses(&ns, "accepted");
+            let draining: Vec<BucketBitmap> = rules.iter().map(|r| r.draining.clone()).collect();
+            let accepted = read_addresses(&ns, "ip", "accepted");
             let mut expected_counters: BTreeMap<String, u64> = BTreeMap::new();
             let mut disagreements = Vec::new();
             for flow in &flows {
                 let decision = decide(&config, &owned, seed, flow);
                 *expected_counters
-                    .entry(counter_name(&config, &decision))
+                    .entry(counter_name(&config, &decision, flow, &draining))
                     .or_default() += 1;
                 if decision.accept != accepted.contains(&flow.src) {
                     disagreements.push((*flow, decision));
@@ -329,20 +349,36 @@ fn ruleset_and_decide_agree_for_every_rule_shape() {
                 disagreements.len(),
                 flows.len(),
                 &disagreements[..disagreements.len().min(3)],
-                ruleset.inet_table()
+                ruleset.netdev_table()
             );
-            let chain = ns
-                .exec(
-                    "nft",
-                    &["-j", "list", "chain", "inet", &ruleset.table(), "pre"],
-                    None,
-                )
-                .expect("nft list chain");
-            let counters: BTreeMap<String, u64> = parse_counters(&chain)
+            let chain = |family: &str, name: &str| {
+                let json = ns
+                    .exec(
+                        "nft",
+                        &["-j", "list", "chain", family, &ruleset.table(), name],
+                        None,
+                    )
+                    .expect("nft list chain");
+                parse_counters(&json)
+            };
+            let mut counters: BTreeMap<String, u64> = BTreeMap::new();
+            for (name, packets) in chain("netdev", "ingress")
                 .into_iter()
+                .chain(chain("netdev", "draining"))
+                .chain(chain("inet", "pre"))
                 .filter(|&(_, packets)| packets > 0)
-                .collect();
+            {
+                *counters.entry(name).or_default() += packets;
+            }
             assert_eq!(counters, expected_counters, "round {round}");
+            let recorder = ns
+                .exec("nft", &["-j", "list", "chain", "ip", "nlbagree", "after"], None)
+                .expect("nft list chain");
+            assert_eq!(
+                parse_counters(&recorder),
+                vec![("mark leaked".to_owned(), 0)],
+                "round {round}: a packet left nlb's chains with a mark"
+            );
             // Every shape of the round saw flows both ways where it can.
             let accepts = flows.iter().filter(|f| accepted.contains(&f.src)).count();
             assert!(accepts > 0 && accepts < flows.len(), "round {round}");

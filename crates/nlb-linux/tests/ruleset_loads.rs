@@ -57,6 +57,7 @@ fn generated_ruleset_loads_lists_and_refreshes() {
             config: &config,
             rules: &rules,
             lease: Duration::from_millis(300),
+            local_ports: nlb_linux::ruleset::DEFAULT_LOCAL_PORTS,
         };
         // Twice: the second load replaces the first atomically.
         for _ in 0..2 {
@@ -97,7 +98,9 @@ fn generated_ruleset_loads_lists_and_refreshes() {
             "draining new",
             "rule1 accept",
             "rule1 no lease",
-            "rule1 fragment drop",
+            "rule1 deferred drop",
+            "local port",
+            "not tcp or udp",
             "rule1 drop",
             "default drop",
             "fragment",
@@ -125,6 +128,7 @@ fn generated_ruleset_loads_lists_and_refreshes() {
             config: &config,
             rules: &after,
             lease: Duration::from_millis(300),
+            local_ports: nlb_linux::ruleset::DEFAULT_LOCAL_PORTS,
         };
         let Update::Elements(line) = changed.update_from(&rules) else {
             panic!("{mode}: only elements change");

@@ -74,6 +74,7 @@ impl Daemon {
             config: &self.config,
             rules: &self.rules,
             lease: self.lease.length,
+            local_ports: self.local_ports,
         }
     }
 

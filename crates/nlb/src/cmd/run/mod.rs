@@ -221,6 +221,8 @@ struct Daemon {
     drains: drain::Drains,
     /// A [`crate::kernel::Job::LiveBuckets`] is queued.
     live_counting: bool,
+    /// `net.ipv4.ip_local_port_range` at start-up (see [`nlb_linux::ruleset`]).
+    local_ports: (u16, u16),
     /// The batch on the kernel thread: its id, the rules it applies, and whether it
     /// replaces every table.
     in_flight: Option<(u64, Vec<RuleState>, bool)>,

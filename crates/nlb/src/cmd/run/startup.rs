@@ -65,10 +65,12 @@ pub(super) async fn start(
     // The lease ends well inside the failure window, so a killed daemon's host stops
     // taking new connections before its peers take its buckets.
     let lease = Lease::from_config(&config);
+    let local_ports = nlb_linux::ruleset::local_port_range();
     let ruleset = Ruleset {
         config: &config,
         rules: &rules,
         lease: lease.length,
+        local_ports,
     };
     // Leftovers of a daemon killed before table names carried the cluster.
     let _ = apply(&[ruleset.legacy_teardown()]);
@@ -157,6 +159,7 @@ pub(super) async fn start(
         rules,
         drains,
         live_counting: false,
+        local_ports,
         in_flight: None,
         apply_dirty: false,
         next_apply_id: 0,

@@ -284,10 +284,7 @@ impl Ruleset<'_> {
             }
             out.push_str("\t}\n");
         }
-        let _ = writeln!(
-            out,
-            "\tchain owned {{\n\t\tmeta mark set 0 accept\n\t}}"
-        );
+        let _ = writeln!(out, "\tchain owned {{\n\t\tmeta mark set 0 accept\n\t}}");
         let _ = writeln!(
             out,
             "\tchain draining {{\n\t\ttcp flags & (fin | syn | rst | ack) == syn meta mark set 0 counter drop comment \"draining syn\"\n\t\tmeta mark set {DRAIN_MARK:#x} accept\n\t}}"
@@ -431,7 +428,10 @@ impl Ruleset<'_> {
             out,
             "\t\tip daddr {vips} meta mark {DRAIN_MARK:#x} ct state new counter drop comment \"draining new\""
         );
-        let _ = writeln!(out, "\t\tip daddr {vips} meta mark {DRAIN_MARK:#x} meta mark set 0");
+        let _ = writeln!(
+            out,
+            "\t\tip daddr {vips} meta mark {DRAIN_MARK:#x} meta mark set 0"
+        );
         // 4. Connections this host has.
         let _ = writeln!(
             out,
@@ -706,7 +706,11 @@ mod tests {
             draining: owning(draining),
             keep_established: true,
         };
-        let before = vec![state(&[(0, 4)], &[]), state(&[], &[]), state(&[(0, 256)], &[])];
+        let before = vec![
+            state(&[(0, 4)], &[]),
+            state(&[], &[]),
+            state(&[(0, 256)], &[]),
+        ];
         // Release 2 and 3 of rule 1 (they drain), claim 9, and let the fallback rule be.
         let after = vec![
             state(&[(0, 2), (9, 10)], &[(2, 4)]),
@@ -749,10 +753,7 @@ mod tests {
     #[test]
     fn unicast_stopped_ruleset_snapshot() {
         let config = config("unicast", "");
-        let rules = vec![
-            RuleState::empty(false),
-            RuleState::empty(false),
-        ];
+        let rules = vec![RuleState::empty(false), RuleState::empty(false)];
         let ruleset = Ruleset {
             config: &config,
             rules: &rules,

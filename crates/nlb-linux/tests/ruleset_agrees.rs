@@ -225,7 +225,12 @@ fn read_addresses(ns: &NetNs, family: &str, set: &str) -> BTreeSet<Ipv4Addr> {
 
 /// The counter comment the ruleset uses for `decision` on `flow`, where the host
 /// drains `draining` (per slot).
-fn counter_name(config: &Config, decision: &Decision, flow: &Flow, draining: &[BucketBitmap]) -> String {
+fn counter_name(
+    config: &Config,
+    decision: &Decision,
+    flow: &Flow,
+    draining: &[BucketBitmap],
+) -> String {
     let name = match decision.rule {
         RuleRef::Configured(index) => format!("rule{}", index + 1),
         RuleRef::Fallback => "default".to_owned(),
@@ -372,7 +377,11 @@ fn ruleset_and_decide_agree_for_every_rule_shape() {
             }
             assert_eq!(counters, expected_counters, "round {round}");
             let recorder = ns
-                .exec("nft", &["-j", "list", "chain", "ip", "nlbagree", "after"], None)
+                .exec(
+                    "nft",
+                    &["-j", "list", "chain", "ip", "nlbagree", "after"],
+                    None,
+                )
                 .expect("nft list chain");
             assert_eq!(
                 parse_counters(&recorder),

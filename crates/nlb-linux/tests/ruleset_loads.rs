@@ -71,7 +71,10 @@ fn generated_ruleset_loads_lists_and_refreshes() {
         let listed = ns.exec("nft", &["list", "ruleset"], None).unwrap();
         assert!(listed.contains(&format!("table inet {table}")), "{listed}");
         assert!(listed.contains(&format!("table arp {table}")), "{listed}");
-        assert!(listed.contains(&format!("table netdev {table}")), "{listed}");
+        assert!(
+            listed.contains(&format!("table netdev {table}")),
+            "{listed}"
+        );
         assert_eq!(
             listed.contains("meta pkttype set host\n"),
             mode == "unicast",
@@ -147,13 +150,21 @@ fn generated_ruleset_loads_lists_and_refreshes() {
                 .unwrap();
         });
         let map = ns
-            .exec("nft", &["-j", "list", "map", "netdev", &table, "rule1"], None)
+            .exec(
+                "nft",
+                &["-j", "list", "map", "netdev", &table, "rule1"],
+                None,
+            )
             .unwrap();
         let verdicts = map_elements(&map);
         let wanted: Vec<(u64, String)> = (0..130)
             .chain(200..210)
             .map(|b| {
-                let chain = if (10..130).contains(&b) { "owned" } else { "draining" };
+                let chain = if (10..130).contains(&b) {
+                    "owned"
+                } else {
+                    "draining"
+                };
                 (b, chain.to_owned())
             })
             .collect();
@@ -161,7 +172,11 @@ fn generated_ruleset_loads_lists_and_refreshes() {
         let set = ns
             .exec("nft", &["-j", "list", "set", "inet", &table, "rule1"], None)
             .unwrap();
-        assert_eq!(set_elements(&set), (10..130).collect::<Vec<u64>>(), "{mode}");
+        assert_eq!(
+            set_elements(&set),
+            (10..130).collect::<Vec<u64>>(),
+            "{mode}"
+        );
         ns.nft(&ruleset.teardown()).unwrap();
         let listed = ns.exec("nft", &["list", "ruleset"], None).unwrap();
         assert!(!listed.contains("nlb_rs0"), "{listed}");
@@ -194,7 +209,9 @@ fn map_elements(json: &str) -> Vec<(u64, String)> {
         .flatten()
         .map(|pair| {
             let key = pair[0].as_u64().unwrap_or_else(|| panic!("{pair}"));
-            let target = pair[1]["jump"]["target"].as_str().unwrap_or_else(|| panic!("{pair}"));
+            let target = pair[1]["jump"]["target"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{pair}"));
             (key, target.to_owned())
         })
         .collect();

@@ -192,7 +192,10 @@ fn refresh(session: &mut Option<NftSession>, command: &str) -> Result<(), String
 
 /// The TCP connections in `states` (an `ss` state filter) whose local address is one of
 /// `vips`, as (local, peer); `None` if `ss` fails.
-fn vip_connections(vips: &[Ipv4Addr], states: &[&str]) -> Option<Vec<(SocketAddrV4, SocketAddrV4)>> {
+fn vip_connections(
+    vips: &[Ipv4Addr],
+    states: &[&str],
+) -> Option<Vec<(SocketAddrV4, SocketAddrV4)>> {
     let mut out = Vec::new();
     for vip in vips {
         let filter = format!("src {vip}");

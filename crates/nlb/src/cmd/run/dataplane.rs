@@ -21,9 +21,9 @@
 //! - Nothing here waits for the kernel: jobs go to the kernel thread and come back as
 //!   [`Done`].
 
+use super::drain::Drains;
 use super::{Daemon, FRAMES_BEFORE_TIMEOUT, HELD_HEARTBEATS, RETRY_INTERVAL, log_event};
 use crate::kernel::{Done, Job};
-use super::drain::Drains;
 use nlb_core::config::Protocol;
 use nlb_core::filter::RuleRef;
 use nlb_linux::ruleset::{RuleState, Ruleset, Update};
@@ -296,9 +296,11 @@ impl Daemon {
                 let Some(live) = live else {
                     self.stats.drain_count_failures += 1;
                     if self.stats.drain_count_failures == 1 {
-                        tracing::warn!(event = "nlb.drain_count_failed",
+                        tracing::warn!(
+                            event = "nlb.drain_count_failed",
                             "`ss` failed: released buckets keep draining (their packets \
-                             go through conntrack) until it works; is iproute2 installed?");
+                             go through conntrack) until it works; is iproute2 installed?"
+                        );
                     }
                     return;
                 };

@@ -86,7 +86,9 @@ impl Drains {
     pub(super) fn applied(&mut self, applied: &[nlb_linux::ruleset::RuleState], at: Instant) {
         for (draining, state) in self.slots.iter_mut().zip(applied) {
             for (&bucket, since) in draining.iter_mut() {
-                if since.is_none() && state.draining.contains(bucket) && !state.owned.contains(bucket)
+                if since.is_none()
+                    && state.draining.contains(bucket)
+                    && !state.owned.contains(bucket)
                 {
                     *since = Some(at);
                 }

@@ -1,0 +1,130 @@
+//! A released bucket drains (issue 16): the old owner's connections in it go on, new
+//! flows in it go to the new owner, and once those connections have ended the old owner
+//! drops the bucket at netdev ingress, before conntrack.
+
+use crate::common::{VIP, World};
+use crate::serve::{bucket_for, parse_ranges};
+use crate::world;
+use nlb_lab::http::{KeepAlive, http_get};
+use nlb_lab::segment::client_addresses;
+use nlb_linux::netns::require_root;
+use nlb_linux::ruleset::{parse_counters, table_name};
+use nlb_wire::addressing::{ClusterMode, cluster_id};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Host `index`'s netdev verdict of `bucket` in rule 1's map: `owned`, `draining`, or
+/// `None` (dropped at netdev).
+fn verdict(world: &World, index: usize, bucket: u16) -> Option<String> {
+    let table = table_name("eth0", cluster_id(&[VIP]));
+    let json = world.hosts[index]
+        .ns
+        .exec(
+            "nft",
+            &["-j", "list", "map", "netdev", &table, "rule1"],
+            None,
+        )
+        .expect("nft list map");
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    doc["nftables"]
+        .as_array()?
+        .iter()
+        .filter_map(|item| item.get("map")?.get("elem")?.as_array().cloned())
+        .flatten()
+        .find(|pair| pair[0].as_u64() == Some(u64::from(bucket)))
+        .and_then(|pair| Some(pair[1]["jump"]["target"].as_str()?.to_owned()))
+}
+
+/// Host `index`'s packet counter `name` in its netdev chain `chain`.
+fn netdev_counter(world: &World, index: usize, chain: &str, name: &str) -> u64 {
+    let table = table_name("eth0", cluster_id(&[VIP]));
+    let json = world.hosts[index]
+        .ns
+        .exec(
+            "nft",
+            &["-j", "list", "chain", "netdev", &table, chain],
+            None,
+        )
+        .expect("nft list chain");
+    parse_counters(&json)
+        .into_iter()
+        .find(|(comment, _)| comment == name)
+        .map_or(0, |(_, packets)| packets)
+}
+
+#[test]
+fn connections_of_a_moved_bucket_survive_and_then_it_is_dropped_at_netdev() {
+    if !require_root("connections_of_a_moved_bucket_survive_and_then_it_is_dropped_at_netdev") {
+        return;
+    }
+    let world = world(ClusterMode::Multicast, 2);
+    world.start(&[0]);
+    world.wait_converged(&[0]);
+    // A kept-alive connection to host 1 from every client address.
+    let sources: Vec<Ipv4Addr> = client_addresses(crate::CLIENTS).collect();
+    let vip = SocketAddr::from((VIP, 80));
+    let mut sessions: Vec<(Ipv4Addr, KeepAlive)> = world.in_client(|| {
+        sources
+            .iter()
+            .map(|&src| {
+                let mut session = KeepAlive::connect(src, vip).expect("connect");
+                assert_eq!(session.get().expect("first request"), "host1");
+                (src, session)
+            })
+            .collect()
+    });
+
+    // Host 2 joins and takes half the buckets.
+    world.start(&[1]);
+    world.wait_converged(&[0, 1]);
+    let query = world.ctl(1, "query").unwrap();
+    let host2 = parse_ranges(query["owned_ranges"][0].as_str().unwrap());
+    let (mut moved, stayed): (Vec<_>, Vec<_>) = sessions
+        .drain(..)
+        .partition(|(src, _)| host2.contains(bucket_for(&world, *src).1));
+    assert!(!moved.is_empty() && !stayed.is_empty(), "{host2:?}");
+    let (src, _) = moved[0];
+    let bucket = bucket_for(&world, src).1;
+    world.wait_for("host 1 to drain the bucket", Duration::from_secs(5), |w| {
+        verdict(w, 0, bucket).as_deref() == Some("draining")
+    });
+
+    // The moved connections go on with host 1; a new one from the same client goes to
+    // host 2, and host 1 dropped its SYN at netdev as a draining bucket's.
+    let syns_before = netdev_counter(&world, 0, "draining", "draining syn");
+    let mut moved = world.in_client(|| {
+        for (src, session) in &mut moved {
+            assert_eq!(
+                session.get().unwrap_or_else(|e| panic!("{src}: {e}")),
+                "host1"
+            );
+        }
+        assert_eq!(http_get(src, vip).as_deref(), Ok("host2"));
+        moved
+    });
+    assert!(netdev_counter(&world, 0, "draining", "draining syn") > syns_before);
+
+    // The connections end; then host 1 drops the bucket at netdev, before conntrack.
+    moved.clear();
+    world.wait_for(
+        "host 1 to let the bucket go",
+        Duration::from_secs(10),
+        |w| verdict(w, 0, bucket).is_none(),
+    );
+    assert_eq!(verdict(&world, 1, bucket).as_deref(), Some("owned"));
+    let drops_before = netdev_counter(&world, 0, "ingress", "rule1 drop");
+    assert_eq!(
+        world.in_client(|| http_get(src, vip)).as_deref(),
+        Ok("host2")
+    );
+    assert!(netdev_counter(&world, 0, "ingress", "rule1 drop") > drops_before);
+    // The connections of buckets that did not move were never touched.
+    world.in_client(|| {
+        for (src, mut session) in stayed {
+            assert_eq!(
+                session.get().unwrap_or_else(|e| panic!("{src}: {e}")),
+                "host1"
+            );
+        }
+    });
+}

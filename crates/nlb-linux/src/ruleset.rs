@@ -289,6 +289,40 @@ impl Ruleset<'_> {
             out,
             "\tchain draining {{\n\t\ttcp flags & (fin | syn | rst | ack) == syn meta mark set 0 counter drop comment \"draining syn\"\n\t\tmeta mark set {DRAIN_MARK:#x} accept\n\t}}"
         );
+        // One chain per enabled rule: its bucket, looked up in its map.
+        for slot in 0..self.rules.len() {
+            let Some(name) = self.slot_name(slot) else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "\tchain judge_{name} {{\n\t\tmeta mark set {} meta mark vmap @{name}\n\t\tcounter drop comment \"{name} drop\"\n\t}}",
+                self.hash(self.slot_affinity(slot))
+            );
+        }
+        // Packets to a VIP: what cannot be judged here, then the rules in order.
+        let (low, high) = self.local_ports;
+        let _ = writeln!(
+            out,
+            "\tchain vip {{\n\t\tip frag-off & 0x3fff != 0 meta mark set {DEFER_MARK:#x} counter accept comment \"fragment\"\n\t\tmeta l4proto != {{ tcp, udp }} meta mark set {DEFER_MARK:#x} counter accept comment \"not tcp or udp\"\n\t\tth dport {low}-{high} meta mark set {DEFER_MARK:#x} counter accept comment \"local port\""
+        );
+        for slot in 0..self.rules.len() {
+            let matched = self.vip_chain_match(slot);
+            let space = if matched.is_empty() { "" } else { " " };
+            match self.slot_name(slot) {
+                Some(name) => {
+                    let _ = writeln!(out, "\t\t{matched}{space}jump judge_{name}");
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "\t\t{matched}{space}counter drop comment \"rule{} disabled\"",
+                        slot + 1
+                    );
+                }
+            }
+        }
+        out.push_str("\t}\n");
         let _ = writeln!(
             out,
             "\tchain ingress {{\n\t\ttype filter hook ingress device \"{dev}\" priority -500; policy accept;",
@@ -308,38 +342,26 @@ impl Ruleset<'_> {
                 macs.join(", ")
             );
         }
-        let _ = writeln!(
-            out,
-            "\t\tip daddr {vips} ip frag-off & 0x3fff != 0 meta mark set {DEFER_MARK:#x} counter accept comment \"fragment\""
-        );
-        let _ = writeln!(
-            out,
-            "\t\tip daddr {vips} meta l4proto != {{ tcp, udp }} meta mark set {DEFER_MARK:#x} counter accept comment \"not tcp or udp\""
-        );
-        let (low, high) = self.local_ports;
-        let _ = writeln!(
-            out,
-            "\t\tip daddr {vips} th dport {low}-{high} meta mark set {DEFER_MARK:#x} counter accept comment \"local port\""
-        );
-        for slot in 0..self.rules.len() {
-            let matched = self.slot_match(slot);
-            let Some(name) = self.slot_name(slot) else {
-                let index = slot + 1;
-                let _ = writeln!(
-                    out,
-                    "\t\t{matched} counter drop comment \"rule{index} disabled\""
-                );
-                continue;
-            };
-            let _ = writeln!(
-                out,
-                "\t\t{matched} meta mark set {} meta mark vmap @{name}",
-                self.hash(self.slot_affinity(slot))
-            );
-            let _ = writeln!(out, "\t\t{matched} counter drop comment \"{name} drop\"");
-        }
+        let _ = writeln!(out, "\t\tip daddr {vips} jump vip");
         out.push_str("\t}\n}\n");
         out
+    }
+
+    /// The match of rule slot `slot` inside the `netdev` table's `vip` chain, where the
+    /// destination is known to be a VIP: protocol and ports, and the VIP if the rule
+    /// names one; empty for the fallback rule.
+    fn vip_chain_match(&self, slot: usize) -> String {
+        let Some(rule) = self.config.rules.get(slot) else {
+            return String::new();
+        };
+        let all = self.rule_match(slot);
+        match rule.vip {
+            Some(_) => all,
+            None => all
+                .strip_prefix(&format!("ip daddr {} ", vip_set(self.config)))
+                .unwrap_or(&all)
+                .to_owned(),
+        }
     }
 
     /// The match of a configured rule: VIP, protocol and ports.
@@ -600,8 +622,8 @@ impl Ruleset<'_> {
     }
 }
 
-/// The packet counters of the `inet` chain, by rule comment, from the JSON of
-/// `nft -j list chain inet <table> pre`.
+/// The packet counters of nlb's rules, by rule comment, from the JSON of
+/// `nft -j list table <family> <table>` (or of one chain).
 pub fn parse_counters(json: &str) -> Vec<(String, u64)> {
     let Ok(doc) = serde_json::from_str::<serde_json::Value>(json) else {
         return Vec::new();

@@ -85,11 +85,7 @@ fn generated_ruleset_loads_lists_and_refreshes() {
             .exec("nft", &["-j", "list", "chain", "inet", &table, "pre"], None)
             .unwrap();
         let ingress = ns
-            .exec(
-                "nft",
-                &["-j", "list", "chain", "netdev", &table, "ingress"],
-                None,
-            )
+            .exec("nft", &["-j", "list", "table", "netdev", &table], None)
             .unwrap();
         let mut counters = nlb_linux::ruleset::parse_counters(&chain);
         counters.extend(nlb_linux::ruleset::parse_counters(&ingress));

@@ -158,10 +158,17 @@ async fn read_counters(counters: &Counters, table: &str) -> Arc<Vec<(String, u64
         return values.clone();
     }
     let table = table.to_owned();
+    // Both stages: the netdev table counts the packets dropped before conntrack
+    // (`rule1 drop`, `draining syn`), the inet table the rest.
     let read = tokio::task::spawn_blocking(move || {
-        nlb_linux::command::run("nft", &["-j", "list", "chain", "inet", &table, "pre"], None)
-            .map(|json| nlb_linux::ruleset::parse_counters(&json))
-            .unwrap_or_default()
+        ["netdev", "inet"]
+            .iter()
+            .flat_map(|family| {
+                nlb_linux::command::run("nft", &["-j", "list", "table", family, &table], None)
+                    .map(|json| nlb_linux::ruleset::parse_counters(&json))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
     });
     let values = Arc::new(
         tokio::time::timeout(crate::control::CLIENT_DEADLINE, read)

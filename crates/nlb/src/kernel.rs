@@ -5,6 +5,8 @@
 //!
 //! One thread, first in first out, is part of the ordering contract (see
 //! [`crate::cmd::run`]): a lease refresh queued after a release is applied after it.
+//! The daemon runs a second one for the counts of draining buckets' connections
+//! ([`Job::LiveBuckets`]), which need no order and must not delay the first.
 
 use nlb_core::config::{Config, Protocol};
 use nlb_core::filter::{Flow, cluster_seed, decide};
@@ -28,11 +30,10 @@ pub(crate) enum Job {
     /// the `nft -i` session; done as [`Done::Applied`].
     Update { id: u64, line: String },
     /// Which buckets of each rule slot of `config` hold a TCP connection of this host
-    /// (from a VIP, any state but listening, closed and time-wait).
-    LiveBuckets {
-        config: Box<Config>,
-        submitted: Instant,
-    },
+    /// (from a VIP, any state but listening, closed and time-wait). The daemon sends it
+    /// to a second worker of its own, so that a slow `ss` never delays an ownership
+    /// change.
+    LiveBuckets { config: Box<Config> },
     /// Count the established TCP connections from these VIPs.
     CountConnections { vips: Vec<Ipv4Addr> },
     /// Put a VIP back on the interface.
@@ -54,11 +55,11 @@ pub(crate) enum Done {
         at: Instant,
     },
     Connections(u32),
-    /// The answer to [`Job::LiveBuckets`]: per rule slot, the buckets with a connection;
-    /// `None` if `ss` failed.
+    /// The answer to [`Job::LiveBuckets`]: per rule slot, the buckets with a connection,
+    /// listed from `started` on; `None` if `ss` failed.
     LiveBuckets {
         live: Option<Vec<BucketBitmap>>,
-        submitted: Instant,
+        started: Instant,
     },
     VipAdded {
         vip: Ipv4Addr,
@@ -101,10 +102,13 @@ impl Kernel {
                             result: update(&mut session, &line),
                             at: Instant::now(),
                         },
-                        Job::LiveBuckets { config, submitted } => Done::LiveBuckets {
-                            live: live_buckets(&config),
-                            submitted,
-                        },
+                        Job::LiveBuckets { config } => {
+                            let started = Instant::now();
+                            Done::LiveBuckets {
+                                live: live_buckets(&config),
+                                started,
+                            }
+                        }
                         Job::CountConnections { vips } => {
                             Done::Connections(count_connections(&vips))
                         }

@@ -17,7 +17,8 @@
 //! - **A lease is refreshed only for what the node owns now**: queued frames and the
 //!   node's timeouts are judged first, and the kernel thread is first in, first out.
 //! - **A released bucket drains** (`drain.rs`) until this host's connections in it
-//!   have ended; the counts run on the kernel thread.
+//!   have ended; the counts run on a second worker (`counter`), so that they never
+//!   delay an ownership change.
 //! - Nothing here waits for the kernel: jobs go to the kernel thread and come back as
 //!   [`Done`].
 
@@ -291,7 +292,7 @@ impl Daemon {
                     self.apply_dirty = true;
                 }
             }
-            Done::LiveBuckets { live, submitted } => {
+            Done::LiveBuckets { live, started } => {
                 self.live_counting = false;
                 let Some(live) = live else {
                     self.stats.drain_count_failures += 1;
@@ -310,7 +311,7 @@ impl Daemon {
                         .is_some_and(|rule| rule.rule(config).protocol != Protocol::Tcp)
                 };
                 let now = std::time::Instant::now();
-                if self.drains.settle(&live, submitted, now, takes_udp) {
+                if self.drains.settle(&live, started, now, takes_udp) {
                     for (slot, state) in self.rules.iter_mut().enumerate() {
                         state.draining = self.drains.bitmap(slot);
                     }
@@ -387,9 +388,8 @@ impl Daemon {
             return;
         }
         self.live_counting = true;
-        self.kernel.submit(Job::LiveBuckets {
+        self.counter.submit(Job::LiveBuckets {
             config: Box::new(self.config.clone()),
-            submitted: std::time::Instant::now(),
         });
     }
 

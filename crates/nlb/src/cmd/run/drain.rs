@@ -11,11 +11,12 @@
 //! lists this host's TCP sockets on the VIPs with `ss` (all states in which the peer may
 //! still send) and puts each into its rule slot and bucket with
 //! [`nlb_core::filter::decide`], the one packet decision
-//! ([`crate::kernel::Job::LiveBuckets`]). A bucket leaves draining when a count that was
-//! queued after the kernel began draining it finds no connection in it, and, for a rule
-//! that takes UDP (which has no connection `ss` could see), once [`UDP_DRAIN`] has
-//! passed too. The kernel thread is first in first out, so such a count runs after the
-//! release was applied, when no new connection can start in the bucket any more.
+//! ([`crate::kernel::Job::LiveBuckets`], on a worker of its own, so that a slow `ss`
+//! never delays an ownership change). A bucket leaves draining when a count that
+//! started after the kernel began draining it (when the apply that made it draining
+//! had completed, so no new connection could start in it any more) finds no connection
+//! in it, and, for a rule that takes UDP (which has no connection `ss` could see), once
+//! [`UDP_DRAIN`] has passed too.
 //!
 //! Limits: connections that are not this host's sockets (a service behind DNAT, say)
 //! are not seen, and their buckets drain for TCP as soon as the count finds none; if
@@ -101,13 +102,13 @@ impl Drains {
         self.slots.iter().any(|slot| !slot.is_empty())
     }
 
-    /// A count queued at `submitted` found connections in the `live` buckets: the others
-    /// that drained since before then are done (a slot that takes UDP also waits
+    /// A count that started at `started` found connections in the `live` buckets: the
+    /// others that drained since before then are done (a slot that takes UDP also waits
     /// [`UDP_DRAIN`]). True if any bucket left.
     pub(super) fn settle(
         &mut self,
         live: &[BucketBitmap],
-        submitted: Instant,
+        started: Instant,
         now: Instant,
         takes_udp: impl Fn(usize) -> bool,
     ) -> bool {
@@ -119,7 +120,7 @@ impl Drains {
             let udp = takes_udp(slot);
             draining.retain(|&bucket, since| {
                 let done = since.is_some_and(|since| {
-                    since <= submitted
+                    since <= started
                         && !live.contains(bucket)
                         && (!udp || now.duration_since(since) >= UDP_DRAIN)
                 });
@@ -153,7 +154,7 @@ mod tests {
         applied[1].draining = drains.bitmap(1);
         let t1 = t0 + Duration::from_millis(1);
         drains.applied(&applied, t1);
-        // A count queued before the kernel drained them says nothing about them.
+        // A count that started before the kernel drained them says nothing about them.
         assert!(!drains.settle(&[bitmap(&[]), bitmap(&[])], t0, t1, |_| false));
         // A later one: slot 0 keeps bucket 5 (a connection); slot 1 takes UDP and waits.
         let t2 = t1 + Duration::from_millis(1);

@@ -246,6 +246,8 @@ struct Daemon {
     config: Config,
     lease: Lease,
     kernel: Kernel,
+    /// A second worker, for the counts of draining buckets' connections (`drain.rs`).
+    counter: Kernel,
     connections: u32,
     clock: Clock,
     mac: nlb_wire::MacAddr,

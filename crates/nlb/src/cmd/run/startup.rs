@@ -142,6 +142,8 @@ pub(super) async fn start(
         socket = %control_path.display()
     );
     let (done_tx, done) = tokio::sync::mpsc::unbounded_channel();
+    let counter =
+        Kernel::spawn(done_tx.clone()).map_err(|e| fail("counting thread")(e.to_string()))?;
     let kernel = Kernel::spawn(done_tx).map_err(|e| fail("kernel thread")(e.to_string()))?;
     let first = Snapshot {
         node: node.clone(),
@@ -175,6 +177,7 @@ pub(super) async fn start(
         config,
         lease,
         kernel,
+        counter,
         connections: 0,
         clock,
         mac,

@@ -172,7 +172,40 @@ fn flows(shapes: &[(usize, Shape)], used: &mut BTreeSet<Ipv4Addr>, rng: &mut Std
     out
 }
 
-/// A TCP SYN or a UDP datagram of `flow`.
+/// The frames of `flow`: a TCP SYN or a UDP datagram, which goes in two IPv4 fragments
+/// if `fragmented`.
+fn frames(flow: &Flow, fragmented: bool) -> Vec<Vec<u8>> {
+    let whole = frame(flow);
+    if !fragmented {
+        return vec![whole];
+    }
+    // 14 bytes of Ethernet, 20 of IPv4 header (no options), then the UDP header and
+    // payload: the first 32 bytes of it in the first fragment (more fragments), the rest
+    // at offset 32 (4 units of 8 bytes).
+    let (ethernet, ip) = whole.split_at(14);
+    let (header, payload) = ip.split_at(20);
+    let fragment = |data: &[u8], offset_units: u16, more: bool| {
+        let mut header = header.to_vec();
+        header[2..4].copy_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+        let flags_offset = offset_units | if more { 0x2000 } else { 0 };
+        header[6..8].copy_from_slice(&flags_offset.to_be_bytes());
+        header[10..12].copy_from_slice(&[0, 0]);
+        let sum: u32 = header
+            .chunks(2)
+            .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]])))
+            .sum();
+        let folded = (sum & 0xffff) + (sum >> 16);
+        let checksum = !((folded & 0xffff) + (folded >> 16)) as u16;
+        header[10..12].copy_from_slice(&checksum.to_be_bytes());
+        [ethernet, &header, data].concat()
+    };
+    vec![
+        fragment(&payload[..32], 0, true),
+        fragment(&payload[32..], 4, false),
+    ]
+}
+
+/// A TCP SYN or a UDP datagram of `flow` (with a payload long enough to fragment).
 fn frame(flow: &Flow) -> Vec<u8> {
     let ip = PacketBuilder::ethernet2(SENDER_MAC, RECEIVER_MAC).ipv4(
         flow.src.octets(),
@@ -187,7 +220,12 @@ fn frame(flow: &Flow) -> Vec<u8> {
         }
         _ => {
             let builder = ip.udp(flow.src_port, flow.dst_port);
-            builder.write(&mut out, b"nlb agree probe").unwrap();
+            builder
+                .write(
+                    &mut out,
+                    b"nlb agree probe, long enough to go in two fragments",
+                )
+                .unwrap();
         }
     }
     out
@@ -197,7 +235,7 @@ fn frame(flow: &Flow) -> Vec<u8> {
 /// stages let through (after its inet chain).
 fn recorder() -> String {
     format!(
-        "table netdev nlbagree {{\n  set seen {{ type ipv4_addr; size 65536; flags dynamic; }}\n  chain before {{\n    type filter hook ingress device \"{RECEIVER}\" priority -600;\n    ip saddr != 0.0.0.0 add @seen {{ ip saddr }}\n  }}\n}}\ntable ip nlbagree {{\n  set accepted {{ type ipv4_addr; size 65536; flags dynamic; }}\n  chain after {{\n    type filter hook prerouting priority -100;\n    iifname \"{RECEIVER}\" meta mark != 0 counter comment \"mark leaked\"\n    iifname \"{RECEIVER}\" add @accepted {{ ip saddr }} drop\n  }}\n}}\n"
+        "table netdev nlbagree {{\n  set seen {{ type ipv4_addr; size 65536; flags dynamic; }}\n  set tails {{ type ipv4_addr; size 65536; flags dynamic; }}\n  chain before {{\n    type filter hook ingress device \"{RECEIVER}\" priority -600;\n    ip frag-off & 0x1fff == 0 add @seen {{ ip saddr }}\n    ip frag-off & 0x1fff != 0 add @tails {{ ip saddr }}\n  }}\n}}\ntable ip nlbagree {{\n  set accepted {{ type ipv4_addr; size 65536; flags dynamic; }}\n  chain after {{\n    type filter hook prerouting priority -100;\n    iifname \"{RECEIVER}\" meta mark != 0 counter comment \"mark leaked\"\n    iifname \"{RECEIVER}\" add @accepted {{ ip saddr }} drop\n  }}\n}}\n"
     )
 }
 
@@ -251,9 +289,26 @@ fn counter_name(
     }
 }
 
-/// Sends `flows` from the sender end until each has arrived (a frame the receiving
-/// queue dropped never reached netfilter, so it is sent again), within 10 s.
-fn deliver(ns: &NetNs, socket: &PacketSocket, flows: &[Flow]) {
+/// The counter comment the ruleset uses for `decision` on a fragmented flow, judged
+/// reassembled by the inet stage.
+fn fragment_counter_name(config: &Config, decision: &Decision) -> String {
+    let name = match decision.rule {
+        RuleRef::Configured(index) => format!("rule{}", index + 1),
+        RuleRef::Fallback => "default".to_owned(),
+    };
+    if decision.rule.rule(config).mode == RuleMode::Disabled {
+        format!("{name} disabled")
+    } else if decision.accept {
+        format!("{name} accept")
+    } else {
+        format!("{name} deferred drop")
+    }
+}
+
+/// Sends `flows` from the sender end until each has arrived, every fragment of it (a
+/// frame the receiving queue dropped never reached netfilter, so it is sent again),
+/// within 10 s. The flows from `fragmented` go in two fragments.
+fn deliver(ns: &NetNs, socket: &PacketSocket, flows: &[Flow], fragmented: &BTreeSet<Ipv4Addr>) {
     let mut missing: Vec<Flow> = flows.to_vec();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !missing.is_empty() {
@@ -264,13 +319,19 @@ fn deliver(ns: &NetNs, socket: &PacketSocket, flows: &[Flow]) {
             missing.first()
         );
         for flow in &missing {
-            socket.send(&frame(flow)).expect("send frame");
+            for frame in frames(flow, fragmented.contains(&flow.src)) {
+                socket.send(&frame).expect("send frame");
+            }
         }
         let mut pause = Duration::from_millis(5);
         let settle = Instant::now() + Duration::from_secs(2);
         loop {
             let seen = read_addresses(ns, "netdev", "seen");
-            missing.retain(|flow| !seen.contains(&flow.src));
+            let tails = read_addresses(ns, "netdev", "tails");
+            missing.retain(|flow| {
+                !seen.contains(&flow.src)
+                    || (fragmented.contains(&flow.src) && !tails.contains(&flow.src))
+            });
             if missing.is_empty() || Instant::now() > settle {
                 break;
             }
@@ -329,10 +390,17 @@ fn ruleset_and_decide_agree_for_every_rule_shape() {
                 ns.nft(&batch)
                     .unwrap_or_else(|e| panic!("round {round}: {e}\n{batch}"));
             }
-            ns.nft("flush set netdev nlbagree seen\nflush set ip nlbagree accepted\n")
+            ns.nft("flush set netdev nlbagree seen\nflush set netdev nlbagree tails\nflush set ip nlbagree accepted\n")
                 .expect("flush the recorder");
             let flows = flows(group, &mut used, &mut rng);
-            deliver(&ns, &socket, &flows);
+            // A third of the UDP flows in fragments, which the netdev stage cannot judge
+            // (it defers them) and the inet stage judges reassembled.
+            let fragmented: BTreeSet<Ipv4Addr> = flows
+                .iter()
+                .filter(|flow| flow.protocol == Protocol::Udp && rng.random_bool(0.3))
+                .map(|flow| flow.src)
+                .collect();
+            deliver(&ns, &socket, &flows, &fragmented);
 
             let owned: Vec<BucketBitmap> = rules.iter().map(|r| r.owned.clone()).collect();
             let draining: Vec<BucketBitmap> = rules.iter().map(|r| r.draining.clone()).collect();
@@ -341,9 +409,13 @@ fn ruleset_and_decide_agree_for_every_rule_shape() {
             let mut disagreements = Vec::new();
             for flow in &flows {
                 let decision = decide(&config, &owned, seed, flow);
-                *expected_counters
-                    .entry(counter_name(&config, &decision, flow, &draining))
-                    .or_default() += 1;
+                let name = if fragmented.contains(&flow.src) {
+                    *expected_counters.entry("fragment".to_owned()).or_default() += 2;
+                    fragment_counter_name(&config, &decision)
+                } else {
+                    counter_name(&config, &decision, flow, &draining)
+                };
+                *expected_counters.entry(name).or_default() += 1;
                 if decision.accept != accepted.contains(&flow.src) {
                     disagreements.push((*flow, decision));
                 }
@@ -392,9 +464,10 @@ fn ruleset_and_decide_agree_for_every_rule_shape() {
             assert!(accepts > 0 && accepts < flows.len(), "round {round}");
             checked += flows.len();
             eprintln!(
-                "round {round}: {} rules, {} flows, {accepts} accepted; kernel and decide agree on every one",
+                "round {round}: {} rules, {} flows ({} in fragments), {accepts} accepted; kernel and decide agree on every one",
                 config.rules.len(),
-                flows.len()
+                flows.len(),
+                fragmented.len()
             );
         }
     });

@@ -35,7 +35,8 @@ trap cleanup EXIT INT TERM
 ip netns del $C 2>/dev/null || true
 ip netns del $H 2>/dev/null || true
 
-gcc -O2 -fno-strict-aliasing -o "$WORK/blast" bench/nonowner/blast.c
+# The sender of the kernel-facts research (section 4), built as it says.
+gcc -O2 -fno-strict-aliasing -o "$WORK/blast" docs/research/issue16-scripts/blast.c
 SNAP=crates/nlb-linux/src/snapshots/nlb_linux__ruleset__tests__multicast_ruleset_snapshot.snap
 TABLE=nlb_veth_2dh1_1db57edb
 # The snapshot without its insta header: the arp batch, then netdev + inet.

@@ -67,6 +67,12 @@ pub(crate) struct DaemonStats {
     /// Counts of the connections in draining buckets that failed (`ss`).
     #[serde(default)]
     pub(crate) drain_count_failures: u64,
+    /// Counts of the connections in draining buckets that completed.
+    #[serde(default)]
+    pub(crate) drain_counts: u64,
+    /// Buckets draining now, per rule slot (the fallback rule last).
+    #[serde(default)]
+    pub(crate) draining_buckets: Vec<u64>,
 }
 
 impl Default for DaemonStats {
@@ -81,6 +87,8 @@ impl Default for DaemonStats {
             vips_restored: 0,
             check_results_dropped: 0,
             drain_count_failures: 0,
+            drain_counts: 0,
+            draining_buckets: Vec::new(),
         }
     }
 }

@@ -85,6 +85,20 @@ fn connections_of_a_moved_bucket_survive_and_then_it_is_dropped_at_netdev() {
         verdict(w, 0, bucket).as_deref() == Some("draining")
     });
 
+    // Two counts of host 1's connections complete (so at least one started after the
+    // bucket began draining): they find the moved connections, and it still drains.
+    let counts = |w: &World| {
+        w.ctl(0, "query")
+            .and_then(|q| q["daemon"]["drain_counts"].as_u64())
+            .unwrap_or(0)
+    };
+    let before = counts(&world);
+    world.wait_for(
+        "two counts of draining connections",
+        Duration::from_secs(5),
+        |w| counts(w) >= before + 2,
+    );
+    assert_eq!(verdict(&world, 0, bucket).as_deref(), Some("draining"));
     // The moved connections go on with host 1; a new one from the same client goes to
     // host 2, and host 1 dropped its SYN at netdev as a draining bucket's.
     let syns_before = netdev_counter(&world, 0, "draining syn");

@@ -115,6 +115,7 @@ impl Daemon {
             }
         }
         if dirty {
+            self.note_draining();
             self.apply_dirty = true;
             self.publish_now = true;
             tracing::info!(
@@ -305,6 +306,8 @@ impl Daemon {
                     }
                     return;
                 };
+                self.stats.drain_counts += 1;
+                self.publish_now = true;
                 let config = &self.config;
                 let takes_udp = |slot| {
                     RuleRef::from_slot(config, slot)
@@ -315,8 +318,8 @@ impl Daemon {
                     for (slot, state) in self.rules.iter_mut().enumerate() {
                         state.draining = self.drains.bitmap(slot);
                     }
+                    self.note_draining();
                     self.apply_dirty = true;
-                    self.publish_now = true;
                 }
             }
             Done::Connections(count) => {
@@ -380,6 +383,11 @@ impl Daemon {
             .map(|family| format!("{family} {table}"))
             .to_vec();
         self.kernel.submit(Job::CheckTables { tables });
+    }
+
+    /// Publishes how many buckets drain, per rule slot.
+    fn note_draining(&mut self) {
+        self.stats.draining_buckets = self.rules.iter().map(|r| r.draining.len() as u64).collect();
     }
 
     /// Queues a count of the connections in draining buckets, if any drain.

@@ -190,3 +190,22 @@ impl fmt::Debug for BucketBitmap {
 pub(crate) fn bitmap_len(count: u16) -> usize {
     usize::from(count).div_ceil(8)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::BucketBitmap;
+
+    #[test]
+    fn buckets_come_and_go_and_out_of_range_ones_are_ignored() {
+        let mut bitmap = BucketBitmap::new(256);
+        bitmap.insert(7);
+        bitmap.insert(8);
+        bitmap.insert(300);
+        assert_eq!(bitmap.iter().collect::<Vec<_>>(), vec![7, 8]);
+        bitmap.remove(7);
+        bitmap.remove(300);
+        assert_eq!(bitmap.iter().collect::<Vec<_>>(), vec![8]);
+        bitmap.remove(8);
+        assert!(bitmap.is_empty());
+    }
+}

@@ -34,11 +34,16 @@
 //!      host neither resets nor adopts another host's connection;
 //!   6. a new flow that did not come in on the cluster interface (so the first stage did
 //!      not judge it) is dropped;
-//!   7. for each rule, then the fallback rule: a deferred new flow ([`DEFER_MARK`]) is
+//!   7. a new flow the first stage did not mark owned ([`OWNED_MARK`]) or deferred is
+//!      dropped: the `inet` chain never takes an unjudged packet for an owned one, so
+//!      if the `netdev` stage is not running (its hook lost with a re-created device on
+//!      a kernel that does not re-attach it, its chain flushed by hand) the host fails
+//!      closed instead of accepting every bucket;
+//!   8. for each rule, then the fallback rule: a deferred new flow ([`DEFER_MARK`]) is
 //!      judged by bucket here, against the rule's set of owned buckets; then a new flow
 //!      is accepted if the lease is live.
 //!
-//! **Leases.** The accept rules of step 7 require `ip daddr @lease`, a set holding the
+//! **Leases.** The accept rules of step 8 require `ip daddr @lease`, a set holding the
 //! VIPs with an element timeout. The daemon re-adds them every few heartbeats. If it is
 //! killed, the elements expire and the host stops taking new connections on its own,
 //! before its peers (who wait for the failure window) take its buckets over.
@@ -57,13 +62,16 @@
 //! This is safe for other software that uses marks because: at netdev ingress the mark
 //! of a received packet is 0 (a NIC delivers 0 and a veth scrubs it between namespaces;
 //! only a tc ingress program, which runs before, could have set one); the `netdev`
-//! chain sets it back to 0 before it accepts (chain `owned`), and every other path out
-//! of it is a drop or one of nlb's two marks; the `inet` chain resets those two marks
-//! to 0 before it accepts, and uses the mark as a scratch register only on packets that
+//! chain leaves it at one of nlb's three marks ([`OWNED_MARK`], [`DRAIN_MARK`],
+//! [`DEFER_MARK`]) on every path that does not drop; the `inet` chain resets those to 0
+//! before it accepts, and uses the mark as a scratch register only on packets that
 //! carry [`DEFER_MARK`]. So the mark is never nlb's value outside nlb's own chains,
-//! except, for draining and deferred packets, in prerouting chains of other software
-//! between priorities -500 and -150 (raw, conntrack). A tc ingress program's mark on a
-//! packet to a VIP is overwritten with 0: that is the cost.
+//! except in prerouting chains of other software between priorities -500 and -150
+//! (raw, conntrack), and a `meta mark`-based policy there sees nlb's marks. A mark that
+//! a tc ingress program (or XDP metadata) put on a packet to a VIP is lost: nlb's
+//! chains leave it 0. nft 1.0.6 has no way to keep it (no register-to-register
+//! bitwise operations), so nlb does not coexist with software that marks VIP traffic
+//! at tc ingress (Cilium's, for example) and reads the mark later.
 //!
 //! **Fragments.** At netdev ingress a non-first fragment has no transport header, and
 //! `th sport` and `th dport` read payload bytes there (checked: one source got two
@@ -91,6 +99,13 @@ use nlb_wire::bitmap::BucketBitmap;
 use std::fmt::Write;
 use std::time::Duration;
 
+/// The packet mark the `netdev` chain gives a packet of an owned bucket, for the `inet`
+/// chain, which accepts a new flow only with it (or [`DEFER_MARK`], judged there) and
+/// resets it: a packet the first stage did not judge (its hook gone with a re-created
+/// device on a kernel that does not re-attach it, its chain flushed by hand) arrives
+/// with another mark and is dropped, instead of being taken for owned. Above 255, so
+/// never a bucket.
+pub const OWNED_MARK: u32 = 0x6e6c_626f;
 /// The packet mark the `netdev` chain gives a packet of a draining bucket, for the
 /// `inet` chain, which drops it if it starts a new flow and resets the mark otherwise.
 /// Above 255, so never a bucket.
@@ -284,7 +299,10 @@ impl Ruleset<'_> {
             }
             out.push_str("\t}\n");
         }
-        let _ = writeln!(out, "\tchain owned {{\n\t\tmeta mark set 0 accept\n\t}}");
+        let _ = writeln!(
+            out,
+            "\tchain owned {{\n\t\tmeta mark set {OWNED_MARK:#x} accept\n\t}}"
+        );
         let _ = writeln!(
             out,
             "\tchain draining {{\n\t\ttcp flags & (fin | syn | rst | ack) == syn meta mark set 0 counter drop comment \"draining syn\"\n\t\tmeta mark set {DRAIN_MARK:#x} accept\n\t}}"
@@ -457,7 +475,7 @@ impl Ruleset<'_> {
         // 4. Connections this host has.
         let _ = writeln!(
             out,
-            "\t\tip daddr {vips} meta mark {DEFER_MARK:#x} ct state established,related meta mark set 0"
+            "\t\tip daddr {vips} meta mark {{ {OWNED_MARK:#x}, {DEFER_MARK:#x} }} ct state established,related meta mark set 0"
         );
         let _ = writeln!(
             out,
@@ -480,7 +498,13 @@ impl Ruleset<'_> {
             out,
             "\t\tiifname != \"{interface}\" ip daddr {vips} counter drop comment \"not via the cluster interface\""
         );
-        // 7. New flows by rule, then the fallback rule.
+        // 7. Only what the first stage judged: owned there, or deferred to be judged
+        //    here. Anything else did not go through it, and is not taken for owned.
+        let _ = writeln!(
+            out,
+            "\t\tip daddr {vips} meta mark != {{ {OWNED_MARK:#x}, {DEFER_MARK:#x} }} counter drop comment \"not judged\""
+        );
+        // 8. New flows by rule, then the fallback rule.
         for slot in 0..=configured {
             let Some(name) = self.slot_name(slot) else {
                 continue;

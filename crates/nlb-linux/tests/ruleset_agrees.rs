@@ -473,3 +473,86 @@ fn ruleset_and_decide_agree_for_every_rule_shape() {
     });
     assert_eq!(checked, used.len());
 }
+
+/// If the `netdev` stage does not run (its hook gone with a re-created device on a
+/// kernel that does not re-attach it, its chain flushed by hand), the `inet` stage must
+/// not take the unjudged packets for owned ones: nothing new is accepted, whatever the
+/// host owns, and the packets count as `not judged`.
+#[test]
+fn without_the_netdev_stage_nothing_new_is_accepted() {
+    if !nlb_linux::netns::require_root("without_the_netdev_stage_nothing_new_is_accepted") {
+        return;
+    }
+    let ns = NetNs::create(&nlb_linux::netns::unique_name("nlbt-nj")).expect("create namespace");
+    ns.ip(&[
+        "link",
+        "add",
+        SENDER,
+        "address",
+        "02:00:00:00:01:01",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        RECEIVER,
+        "address",
+        "02:00:00:00:01:02",
+    ])
+    .expect("veth pair");
+    ns.ip(&["link", "set", SENDER, "up"]).unwrap();
+    ns.ip(&["link", "set", RECEIVER, "up"]).unwrap();
+    ns.nft(&recorder()).expect("load the recorder");
+    let shapes: Vec<(usize, Shape)> = shapes().into_iter().enumerate().take(6).collect();
+    let config = config(&shapes);
+    let mut rng = StdRng::seed_from_u64(0x006e_6a75_6467);
+    let rules = ownership(config.rules.len() + 1, &mut rng);
+    let ruleset = Ruleset {
+        config: &config,
+        rules: &rules,
+        lease: Duration::from_secs(600),
+        local_ports: nlb_linux::ruleset::DEFAULT_LOCAL_PORTS,
+    };
+    for batch in ruleset.batches() {
+        ns.nft(&batch).expect("load the ruleset");
+    }
+    ns.nft(&format!("flush chain netdev {} ingress\n", ruleset.table()))
+        .expect("flush the netdev hook chain");
+    let flows = flows(&shapes, &mut BTreeSet::new(), &mut rng);
+    let owned: Vec<BucketBitmap> = rules.iter().map(|r| r.owned.clone()).collect();
+    let seed = cluster_seed(&config);
+    assert!(
+        flows
+            .iter()
+            .any(|f| decide(&config, &owned, seed, f).accept),
+        "some flows are in owned buckets"
+    );
+    std::thread::scope(|scope| {
+        let socket = scope
+            .spawn(|| {
+                ns.enter_current_thread().expect("enter namespace");
+                PacketSocket::bind(SENDER).expect("AF_PACKET socket")
+            })
+            .join()
+            .expect("sender thread");
+        deliver(&ns, &socket, &flows, &BTreeSet::new());
+    });
+    let accepted = read_addresses(&ns, "ip", "accepted");
+    assert!(
+        accepted.is_empty(),
+        "{} of {} unjudged flows accepted",
+        accepted.len(),
+        flows.len()
+    );
+    let json = ns
+        .exec(
+            "nft",
+            &["-j", "list", "table", "inet", &ruleset.table()],
+            None,
+        )
+        .expect("nft list table");
+    let not_judged = parse_counters(&json)
+        .into_iter()
+        .find(|(name, _)| name == "not judged")
+        .map_or(0, |(_, packets)| packets);
+    assert!(not_judged > 0, "the unjudged packets are counted");
+}

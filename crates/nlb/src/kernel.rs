@@ -38,7 +38,7 @@ pub(crate) enum Job {
     CountConnections { vips: Vec<Ipv4Addr> },
     /// Put a VIP back on the interface.
     AddVip { interface: String, vip: Ipv4Addr },
-    /// Check that these tables (`family name`) exist.
+    /// Check that these tables (`family name`) exist, and read `ip_local_port_range`.
     CheckTables { tables: Vec<String> },
 }
 
@@ -65,9 +65,11 @@ pub(crate) enum Done {
         vip: Ipv4Addr,
         result: Result<(), String>,
     },
-    /// The tables of a [`Job::CheckTables`] that are missing.
+    /// The tables of a [`Job::CheckTables`] that are missing, and the kernel's
+    /// `ip_local_port_range` now (an operator may change it at run time).
     Tables {
         missing: Vec<String>,
+        local_ports: (u16, u16),
     },
 }
 
@@ -119,6 +121,7 @@ impl Kernel {
                         },
                         Job::CheckTables { tables } => Done::Tables {
                             missing: missing_tables(&tables),
+                            local_ports: nlb_linux::ruleset::local_port_range(),
                         },
                     };
                     if done.send(result).is_err() {
@@ -207,16 +210,35 @@ fn vip_connections(
         args.extend_from_slice(states);
         args.push(&filter);
         let text = nlb_linux::command::run("ss", &args, None).ok()?;
-        // The last two columns are the local and the peer address (ss prints a state
-        // column first when more than one state is asked for).
-        out.extend(text.lines().filter_map(|line| {
-            let mut fields = line.split_whitespace().rev();
-            let peer = fields.next()?.parse().ok()?;
-            let local = fields.next()?.parse().ok()?;
-            Some((local, peer))
-        }));
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            out.push(parse_ss_line(line)?);
+        }
     }
     Some(out)
+}
+
+/// The local and the peer address of one line of `ss -Htn` (the last two columns; ss
+/// prints a state column first when more than one state is asked for). An IPv4 socket
+/// address can come as `198.18.0.10:80`, as `198.18.0.10%eth0:80` (a socket bound to a
+/// device), or as `[::ffff:198.18.0.10]:80` (an IPv4 connection of a dual-stack
+/// socket: `ss` lists those for an IPv4 `src` filter). `None` for anything else: the
+/// caller then calls the whole count failed, since a connection it cannot read must
+/// not let its bucket stop draining.
+fn parse_ss_line(line: &str) -> Option<(SocketAddrV4, SocketAddrV4)> {
+    fn v4(text: &str) -> Option<SocketAddrV4> {
+        let (host, port) = text.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        let host = host.split_once('%').map_or(host, |(host, _scope)| host);
+        let ip = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().ok()?.to_ipv4_mapped()?,
+            None => host.parse::<Ipv4Addr>().ok()?,
+        };
+        Some(SocketAddrV4::new(ip, port))
+    }
+    let mut fields = line.split_whitespace().rev();
+    let peer = v4(fields.next()?)?;
+    let local = v4(fields.next()?)?;
+    Some((local, peer))
 }
 
 /// The number of established TCP connections whose local address is one of `vips`
@@ -263,4 +285,35 @@ fn missing_tables(tables: &[String]) -> Vec<String> {
         .filter(|table| !present.contains(&table.as_str()))
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ss_lines_of_every_ipv4_form_are_read_and_others_fail_the_count() {
+        let addr = |text: &str| text.parse::<SocketAddrV4>().unwrap();
+        // Lines as `ss -Htn state connected exclude time-wait src 198.18.0.10` prints
+        // them (iproute2 6.1): an IPv4 socket, a dual-stack one, one bound to a device.
+        let cases = [
+            "ESTAB 0      0               198.18.0.10:80          198.19.0.7:53128   ",
+            "ESTAB 0      0      [::ffff:198.18.0.10]:80    [::ffff:198.19.0.7]:53128",
+            "SYN-RECV 0   0          198.18.0.10%veth0:80          198.19.0.7:53128",
+        ];
+        for line in cases {
+            assert_eq!(
+                parse_ss_line(line),
+                Some((addr("198.18.0.10:80"), addr("198.19.0.7:53128"))),
+                "{line}"
+            );
+        }
+        for line in [
+            "ESTAB 0 0 [2001:db8::1]:80 [2001:db8::2]:53128",
+            "ESTAB 0 0 198.18.0.10:http 198.19.0.7:53128",
+            "garbage",
+        ] {
+            assert_eq!(parse_ss_line(line), None, "{line}");
+        }
+    }
 }

@@ -282,8 +282,21 @@ impl Daemon {
                 Err(err) => tracing::error!(event = "nlb.vip_restore_failed", vip = %vip,
                     error = %err, "cannot put the VIP back; check `ip addr` on the interface"),
             },
-            Done::Tables { missing } => {
+            Done::Tables {
+                missing,
+                local_ports,
+            } => {
                 self.checking_tables = false;
+                if local_ports != self.local_ports {
+                    // The netdev stage defers the replies to connections opened from a
+                    // VIP by this range: with the old one, those on a new port would be
+                    // judged by bucket and cut.
+                    tracing::info!(event = "nlb.local_ports_changed", from = ?self.local_ports,
+                        to = ?local_ports, "ip_local_port_range changed; replacing the tables");
+                    self.local_ports = local_ports;
+                    self.full_apply = true;
+                    self.apply_dirty = true;
+                }
                 if !missing.is_empty() {
                     self.stats.tables_restored += 1;
                     self.publish_now = true;

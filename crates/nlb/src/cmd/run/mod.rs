@@ -46,7 +46,11 @@
 //! [`TABLE_CHECK_INTERVAL`] the kernel thread checks that nlb's tables are there and, if
 //! one is gone (`nft flush ruleset`), the whole ruleset goes in again
 //! (`nlb.tables_restored`); a missing `inet` table is noticed sooner, by the next lease
-//! refresh failing.
+//! refresh failing. The same check reads `net.ipv4.ip_local_port_range`; if an operator
+//! changed it, the tables are replaced (`nlb.local_ports_changed`), since the `netdev`
+//! stage defers replies to this host's outbound connections from a VIP by that range
+//! (up to one interval late: an outbound connection from a VIP on a port of the new
+//! range, opened within it, can be cut).
 //!
 //! # One daemon per cluster per network namespace
 //!

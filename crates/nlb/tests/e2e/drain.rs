@@ -53,12 +53,46 @@ fn connections_of_a_moved_bucket_survive_and_then_it_is_dropped_at_netdev() {
     if !require_root("connections_of_a_moved_bucket_survive_and_then_it_is_dropped_at_netdev") {
         return;
     }
-    let world = world(ClusterMode::Multicast, 2);
+    moved_bucket_drains(false);
+}
+
+/// The same with host 1's server on a dual-stack socket (`[::]:80`, as nginx with
+/// `ipv6only=off` or Go's `:80` listen): `ss` lists its IPv4 connections as
+/// `[::ffff:...]`, and they must count as well.
+#[test]
+fn connections_of_a_dual_stack_server_keep_their_moved_bucket_draining() {
+    if !require_root("connections_of_a_dual_stack_server_keep_their_moved_bucket_draining") {
+        return;
+    }
+    moved_bucket_drains(true);
+}
+
+fn moved_bucket_drains(dual_stack: bool) {
+    let mut world = world(ClusterMode::Multicast, 2);
     world.start(&[0]);
     world.wait_converged(&[0]);
+    let vip = SocketAddr::from((VIP, 80));
+    if dual_stack {
+        world.kill_server(0);
+        world.children[0] = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                world.hosts[0].ns.name(),
+                crate::common::nlb(),
+            ])
+            .args(["serve-http", "--bind", "[::]:80", "--name", "host1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve-http");
+        let first = client_addresses(1).next().expect("a client address");
+        world.wait_for("the dual-stack server", Duration::from_secs(5), |w| {
+            w.in_client(|| http_get(first, vip)).as_deref() == Ok("host1")
+        });
+    }
     // A kept-alive connection to host 1 from every client address.
     let sources: Vec<Ipv4Addr> = client_addresses(crate::CLIENTS).collect();
-    let vip = SocketAddr::from((VIP, 80));
     let mut sessions: Vec<(Ipv4Addr, KeepAlive)> = world.in_client(|| {
         sources
             .iter()

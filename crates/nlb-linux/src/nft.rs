@@ -80,7 +80,13 @@ pub struct NftSession {
 impl NftSession {
     /// Starts `nft -i`, with a thread reading its stderr.
     pub fn start() -> std::io::Result<NftSession> {
-        let mut child = Command::new("nft")
+        NftSession::start_program("nft")
+    }
+
+    /// Starts `program -i` as the session (`nft`, or a stand-in that misbehaves, for
+    /// tests).
+    pub fn start_program(program: &str) -> std::io::Result<NftSession> {
+        let mut child = Command::new(program)
             .arg("-i")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -141,8 +147,13 @@ impl NftSession {
                 errors.push(line);
             } else if line.trim() == marker {
                 // The marker's own error is the last one; anything before is the
-                // command's.
-                errors.pop();
+                // command's. Without it, this is not the nft the protocol was checked
+                // on, and "no error" would mean nothing: fail closed.
+                if !errors.pop().is_some_and(|e| e.contains("syntax error")) {
+                    return Err(SessionError::Dead(format!(
+                        "nft echoed the marker {marker} without its syntax error"
+                    )));
+                }
                 return match errors.into_iter().next() {
                     None => Ok(()),
                     Some(message) => Err(SessionError::Refused {

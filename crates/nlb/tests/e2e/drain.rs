@@ -2,7 +2,7 @@
 //! flows in it go to the new owner, and once those connections have ended the old owner
 //! drops the bucket at netdev ingress, before conntrack.
 
-use crate::common::{VIP, World};
+use crate::common::{HostSetup, Setup, VIP, World};
 use crate::serve::{bucket_for, parse_ranges};
 use crate::world;
 use nlb_lab::http::{KeepAlive, http_get};
@@ -171,4 +171,67 @@ fn moved_bucket_drains(dual_stack: bool) {
             );
         }
     });
+}
+
+/// A daemon killed and started again over live connections keeps them (with the
+/// default `initial_state = "started"`): it starts with every bucket draining (nothing
+/// owned, connections kept), and its kept-alive connections answer while it rejoins, once
+/// it has, and after the first counts let go of the buckets that hold none.
+#[test]
+fn a_restarted_daemon_keeps_its_hosts_connections() {
+    if !require_root("a_restarted_daemon_keeps_its_hosts_connections") {
+        return;
+    }
+    let mut setup = Setup::new("nlbt", ClusterMode::Multicast, 2, crate::CLIENTS);
+    setup.stopped = false;
+    let mut world = World::build(setup, |_| HostSetup::default());
+    world.wait_converged(&[0, 1]);
+    let vip = SocketAddr::from((VIP, 80));
+    let sources: Vec<Ipv4Addr> = client_addresses(crate::CLIENTS).collect();
+    let mut sessions: Vec<(Ipv4Addr, String, KeepAlive)> = world.in_client(|| {
+        sources
+            .iter()
+            .map(|&src| {
+                let mut session = KeepAlive::connect(src, vip).expect("connect");
+                let host = session.get().expect("first request");
+                (src, host, session)
+            })
+            .collect()
+    });
+    assert!(
+        sessions.iter().any(|(_, host, _)| host == "host2"),
+        "some connections are host 2's"
+    );
+    let answer_all =
+        |world: &World, sessions: &mut Vec<(Ipv4Addr, String, KeepAlive)>, when: &str| {
+            world.in_client(|| {
+                for (src, host, session) in sessions.iter_mut() {
+                    assert_eq!(
+                        session
+                            .get()
+                            .unwrap_or_else(|e| panic!("{when}: {src}: {e}")),
+                        *host,
+                        "{when}: {src}"
+                    );
+                }
+            });
+        };
+    world.kill_daemon(1);
+    world.start_daemon(1);
+    world.wait_for("host 2's new daemon", Duration::from_secs(10), |w| {
+        w.ctl(1, "query").is_some()
+    });
+    answer_all(&world, &mut sessions, "restarted");
+    world.wait_converged(&[0, 1]);
+    answer_all(&world, &mut sessions, "rejoined");
+    let counts = |w: &World| {
+        w.ctl(1, "query")
+            .and_then(|q| q["daemon"]["drain_counts"].as_u64())
+            .unwrap_or(0)
+    };
+    let before = counts(&world);
+    world.wait_for("two drain counts", Duration::from_secs(5), |w| {
+        counts(w) >= before + 2
+    });
+    answer_all(&world, &mut sessions, "after two counts");
 }

@@ -6,7 +6,7 @@ use crate::common::{HostSetup, Setup, VIP, World};
 use crate::serve::{bucket_for, parse_ranges};
 use crate::world;
 use nlb_lab::http::{KeepAlive, http_get};
-use nlb_lab::segment::client_addresses;
+use nlb_lab::segment::{CLIENT, client_addresses, inside};
 use nlb_linux::netns::require_root;
 use nlb_linux::ruleset::{parse_counters, table_name};
 use nlb_wire::addressing::{ClusterMode, cluster_id};
@@ -234,4 +234,62 @@ fn a_restarted_daemon_keeps_its_hosts_connections() {
         counts(w) >= before + 2
     });
     answer_all(&world, &mut sessions, "after two counts");
+}
+
+/// The `netdev` stage defers replies to connections opened from a VIP by the kernel's
+/// local port range; when an operator changes the range, the tables follow it, and a
+/// connection from the VIP on a port of the new range works on every host, whether or
+/// not it owns the reply's bucket.
+#[test]
+fn connections_from_the_vip_work_after_the_local_port_range_changes() {
+    if !require_root("connections_from_the_vip_work_after_the_local_port_range_changes") {
+        return;
+    }
+    let world = world(ClusterMode::Multicast, 2);
+    world.start_all();
+    let listener = world.in_client(|| std::net::TcpListener::bind((CLIENT, 9000)).unwrap());
+    for host in &world.hosts {
+        host.ns
+            .exec(
+                "sysctl",
+                &["-qw", "net.ipv4.ip_local_port_range=20000 20999"],
+                None,
+            )
+            .expect("sysctl");
+    }
+    let table = table_name("eth0", cluster_id(&[VIP]));
+    world.wait_for(
+        "the tables to follow the range",
+        Duration::from_secs(5),
+        |w| {
+            w.hosts.iter().all(|h| {
+                h.ns.exec("nft", &["list", "chain", "netdev", &table, "vip"], None)
+                    .is_ok_and(|chain| chain.contains("th dport 20000-20999"))
+            })
+        },
+    );
+    for host in &world.hosts {
+        let connected = inside(&host.ns, || {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.bind(&SocketAddr::from((VIP, 0)).into()).unwrap();
+            socket
+                .connect_timeout(
+                    &SocketAddr::from((CLIENT, 9000)).into(),
+                    Duration::from_secs(3),
+                )
+                .map(|()| socket.local_addr().unwrap().as_socket().unwrap().port())
+        })
+        .unwrap();
+        let port = connected
+            .unwrap_or_else(|e| panic!("host {} could not connect from the VIP: {e}", host.id));
+        assert!(
+            (20000..=20999).contains(&port),
+            "host {}: port {port}",
+            host.id
+        );
+        let (accepted, peer) = listener.accept().unwrap();
+        assert_eq!(peer, SocketAddr::from((VIP, port)));
+        drop(accepted);
+    }
 }

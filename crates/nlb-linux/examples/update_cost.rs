@@ -12,7 +12,7 @@
 use nlb_core::buckets::BUCKETS;
 use nlb_core::config::Config;
 use nlb_linux::nft::{NftSession, apply};
-use nlb_linux::ruleset::{DEFAULT_LOCAL_PORTS, RuleState, Ruleset, Update};
+use nlb_linux::ruleset::{DEFAULT_DRAIN_IDLE, DEFAULT_LOCAL_PORTS, RuleState, Ruleset, Update};
 use nlb_wire::bitmap::BucketBitmap;
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,7 @@ fn main() {
         rules,
         lease: Duration::from_secs(600),
         local_ports: DEFAULT_LOCAL_PORTS,
+        drain_idle: DEFAULT_DRAIN_IDLE,
     };
     apply(&ruleset(&claimed).batches()).expect("load the ruleset");
     let (Update::Elements(release), Update::Elements(claim)) = (

@@ -106,10 +106,55 @@ use std::time::Duration;
 /// with another mark and is dropped, instead of being taken for owned. Above 255, so
 /// never a bucket.
 pub const OWNED_MARK: u32 = 0x6e6c_626f;
-/// The packet mark the `netdev` chain gives a packet of a draining bucket, for the
-/// `inet` chain, which drops it if it starts a new flow and resets the mark otherwise.
-/// Above 255, so never a bucket.
-pub const DRAIN_MARK: u32 = 0x6e6c_6264;
+/// The high half of the packet mark the `netdev` chain gives a packet of a draining
+/// bucket: [`drain_mark`] puts the rule slot and the bucket in the low half, so that the
+/// `inet` chain, which drops the packet if it starts a new flow, can note the bucket
+/// active in `@recent` if conntrack finds it established, and resets the mark. Never a
+/// bucket, [`OWNED_MARK`] or [`DEFER_MARK`] (their high half is `0x6e6c`).
+pub const DRAIN_TAG: u32 = 0x6e6d_0000;
+/// The mask of [`DRAIN_TAG`].
+pub const DRAIN_TAG_MASK: u32 = 0xffff_0000;
+
+/// The mark of a draining packet of `bucket` in rule slot `slot` ([`DRAIN_TAG`]), and
+/// the key of that bucket in the `inet` table's `recent` set.
+pub fn drain_mark(slot: usize, bucket: u16) -> u32 {
+    debug_assert!(slot <= nlb_core::config::MAX_RULES && bucket < 256);
+    DRAIN_TAG | (slot as u32) << 8 | u32::from(bucket)
+}
+
+/// How long a released bucket stays in the `recent` set after the last packet of this
+/// host's connections in it (and after its release): `[host] drain_idle_ms`'s default
+/// ([`nlb_core::config::DEFAULT_DRAIN_IDLE_MS`]).
+pub const DEFAULT_DRAIN_IDLE: Duration =
+    Duration::from_millis(nlb_core::config::DEFAULT_DRAIN_IDLE_MS as u64);
+
+/// The (rule slot, bucket) of each element of the `recent` set, from the JSON of
+/// `nft -j list set inet <table> recent`; `None` if it cannot be read, so that the
+/// caller lets nothing stop draining.
+pub fn parse_recent(json: &str) -> Option<Vec<(usize, u16)>> {
+    let doc = serde_json::from_str::<serde_json::Value>(json).ok()?;
+    let set = doc["nftables"]
+        .as_array()?
+        .iter()
+        .find_map(|item| item.get("set"))?;
+    let Some(elements) = set.get("elem") else {
+        return Some(Vec::new());
+    };
+    elements
+        .as_array()?
+        .iter()
+        .map(|element| {
+            // `{"elem": {"val": N, "timeout": .., "expires": ..}}`, or a bare N.
+            let value = element
+                .get("elem")
+                .map_or(element, |e| &e["val"])
+                .as_u64()?;
+            let mark = u32::try_from(value).ok()?;
+            (mark & DRAIN_TAG_MASK == DRAIN_TAG)
+                .then(|| ((mark >> 8 & 0xff) as usize, (mark & 0xff) as u16))
+        })
+        .collect()
+}
 /// The packet mark the `netdev` chain gives a packet it defers (a fragment, say), so that
 /// the `inet` chain judges its bucket after conntrack.
 pub const DEFER_MARK: u32 = 0x6e6c_6266;
@@ -140,15 +185,21 @@ impl RuleState {
         }
     }
 
-    /// The verdict of `bucket` in the `netdev` map, if it has one.
-    fn verdict(&self, bucket: u16) -> Option<&'static str> {
+    /// The verdict of `bucket` in the `netdev` map of the rule named `name`, if it has
+    /// one.
+    fn verdict(&self, bucket: u16, name: &str) -> Option<String> {
         if self.owned.contains(bucket) {
-            Some("jump owned")
+            Some("jump owned".to_owned())
         } else if self.draining.contains(bucket) {
-            Some("jump draining")
+            Some(format!("jump draining_{name}"))
         } else {
             None
         }
+    }
+
+    /// Whether `bucket` drains (and is not owned).
+    fn drains(&self, bucket: u16) -> bool {
+        self.draining.contains(bucket) && !self.owned.contains(bucket)
     }
 }
 
@@ -175,6 +226,9 @@ pub struct Ruleset<'a> {
     /// The kernel's `net.ipv4.ip_local_port_range`, where the replies to connections
     /// opened from a VIP arrive ([`local_port_range`]).
     pub local_ports: (u16, u16),
+    /// How long a draining bucket stays in the `recent` set after its release and after
+    /// each packet of a connection conntrack knows in it ([`DEFAULT_DRAIN_IDLE`]).
+    pub drain_idle: Duration,
 }
 
 /// `net.ipv4.ip_local_port_range` of this network namespace, or
@@ -291,7 +345,7 @@ impl Ruleset<'_> {
             };
             let state = &self.rules[slot];
             let elements: Vec<String> = (0..nlb_core::buckets::BUCKETS)
-                .filter_map(|b| state.verdict(b).map(|v| format!("{b} : {v}")))
+                .filter_map(|b| state.verdict(b, &name).map(|v| format!("{b} : {v}")))
                 .collect();
             let _ = write!(out, "\tmap {name} {{\n\t\ttype mark : verdict\n");
             if !elements.is_empty() {
@@ -303,15 +357,18 @@ impl Ruleset<'_> {
             out,
             "\tchain owned {{\n\t\tmeta mark set {OWNED_MARK:#x} accept\n\t}}"
         );
-        let _ = writeln!(
-            out,
-            "\tchain draining {{\n\t\ttcp flags & (fin | syn | rst | ack) == syn meta mark set 0 counter drop comment \"draining syn\"\n\t\tmeta mark set {DRAIN_MARK:#x} accept\n\t}}"
-        );
-        // One chain per enabled rule: its bucket, looked up in its map.
+        // One chain per enabled rule: its bucket, looked up in its map; a draining
+        // bucket's packets get the rule slot and the bucket in the mark (`drain_mark`,
+        // the mark is the bucket when the map jumps).
         for slot in 0..self.rules.len() {
             let Some(name) = self.slot_name(slot) else {
                 continue;
             };
+            let _ = writeln!(
+                out,
+                "\tchain draining_{name} {{\n\t\ttcp flags & (fin | syn | rst | ack) == syn meta mark set 0 counter drop comment \"draining syn\"\n\t\tmeta mark set meta mark | {:#x} accept\n\t}}",
+                drain_mark(slot, 0)
+            );
             let _ = writeln!(
                 out,
                 "\tchain judge_{name} {{\n\t\tmeta mark set {} meta mark vmap @{name}\n\t\tcounter drop comment \"{name} drop\"\n\t}}",
@@ -436,6 +493,29 @@ impl Ruleset<'_> {
             }
             out.push_str("\t}\n");
         }
+        // The draining buckets with recent activity: filled with every draining bucket
+        // (a rewrite restarts their time), refreshed by their established packets. At
+        // most one element per bucket of each slot.
+        let idle = millis(self.drain_idle);
+        let recent: Vec<String> = (0..self.rules.len())
+            .filter(|&slot| self.slot_name(slot).is_some())
+            .flat_map(|slot| {
+                let state = &self.rules[slot];
+                (0..nlb_core::buckets::BUCKETS)
+                    .filter(|&b| state.drains(b))
+                    .map(move |b| drain_mark(slot, b))
+            })
+            .map(|mark| format!("{mark:#x} timeout {idle}"))
+            .collect();
+        let _ = write!(
+            out,
+            "\tset recent {{\n\t\ttype mark\n\t\tsize {}\n\t\tflags dynamic,timeout\n\t\ttimeout {idle}\n",
+            self.rules.len().max(1) * usize::from(nlb_core::buckets::BUCKETS)
+        );
+        if !recent.is_empty() {
+            let _ = writeln!(out, "\t\telements = {{ {} }}", recent.join(", "));
+        }
+        out.push_str("\t}\n");
         let _ = writeln!(
             out,
             "\tchain pre {{\n\t\ttype filter hook prerouting priority -150; policy accept;"
@@ -463,15 +543,18 @@ impl Ruleset<'_> {
         if !self.rules[configured].keep_established {
             let _ = writeln!(out, "\t\tip daddr {vips} counter drop comment \"stopped\"");
         }
-        // 3. A draining bucket: only the connections this host has.
+        // 3. A draining bucket: only the connections this host has, and each of their
+        //    packets keeps the bucket in `recent` (so draining) for `drain_idle` more.
+        let drain = format!("meta mark & {DRAIN_TAG_MASK:#x} == {DRAIN_TAG:#x}");
         let _ = writeln!(
             out,
-            "\t\tip daddr {vips} meta mark {DRAIN_MARK:#x} ct state new counter drop comment \"draining new\""
+            "\t\tip daddr {vips} {drain} ct state new counter drop comment \"draining new\""
         );
         let _ = writeln!(
             out,
-            "\t\tip daddr {vips} meta mark {DRAIN_MARK:#x} meta mark set 0"
+            "\t\tip daddr {vips} {drain} ct state established update @recent {{ meta mark timeout {idle} }} counter comment \"draining established\""
         );
+        let _ = writeln!(out, "\t\tip daddr {vips} {drain} meta mark set 0");
         // 4. Connections this host has.
         let _ = writeln!(
             out,
@@ -540,8 +623,10 @@ impl Ruleset<'_> {
             return Update::Tables;
         }
         let table = self.table();
+        let idle = millis(self.drain_idle);
         let mut deletes = Vec::new();
         let mut adds = Vec::new();
+        let mut recent = Vec::new();
         for (slot, (have, want)) in kernel.iter().zip(self.rules).enumerate() {
             let Some(name) = self.slot_name(slot) else {
                 continue;
@@ -549,13 +634,18 @@ impl Ruleset<'_> {
             let (mut map_del, mut map_add, mut set_del, mut set_add) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for bucket in 0..nlb_core::buckets::BUCKETS {
-                let (old, new) = (have.verdict(bucket), want.verdict(bucket));
+                let (old, new) = (have.verdict(bucket, &name), want.verdict(bucket, &name));
                 if old != new {
                     if old.is_some() {
                         map_del.push(bucket.to_string());
                     }
                     if let Some(verdict) = new {
                         map_add.push(format!("{bucket} : {verdict}"));
+                    }
+                    // A bucket that starts to drain is recent from its release on, in
+                    // the same transaction (re-adding an element restarts its time).
+                    if want.drains(bucket) {
+                        recent.push(format!("{:#x} timeout {idle}", drain_mark(slot, bucket)));
                     }
                 }
                 match (have.owned.contains(bucket), want.owned.contains(bucket)) {
@@ -576,6 +666,12 @@ impl Ruleset<'_> {
             push(&mut deletes, "delete", "inet", set_del);
             push(&mut adds, "add", "netdev", map_add);
             push(&mut adds, "add", "inet", set_add);
+        }
+        if !recent.is_empty() {
+            adds.push(format!(
+                "add element inet {table} recent {{ {} }}",
+                recent.join(", ")
+            ));
         }
         if deletes.is_empty() && adds.is_empty() {
             return Update::Nothing;
@@ -737,6 +833,7 @@ mod tests {
             rules: &rules,
             lease: Duration::from_millis(100),
             local_ports: DEFAULT_LOCAL_PORTS,
+            drain_idle: DEFAULT_DRAIN_IDLE,
         };
         insta::assert_snapshot!(ruleset.batches().join("\n# ---- next batch ----\n"));
     }
@@ -768,14 +865,16 @@ mod tests {
             rules,
             lease: Duration::from_millis(100),
             local_ports: DEFAULT_LOCAL_PORTS,
+            drain_idle: DEFAULT_DRAIN_IDLE,
         };
         let table = "nlb_veth_2dh1_1db57edb";
         assert_eq!(
             ruleset(&after).update_from(&before),
             Update::Elements(format!(
                 "delete element netdev {table} rule1 {{ 2, 3 }}; delete element inet {table} rule1 {{ 2, 3 }}; \
-                 add element netdev {table} rule1 {{ 2 : jump draining, 3 : jump draining, 9 : jump owned }}; \
-                 add element inet {table} rule1 {{ 9 }}\n"
+                 add element netdev {table} rule1 {{ 2 : jump draining_rule1, 3 : jump draining_rule1, 9 : jump owned }}; \
+                 add element inet {table} rule1 {{ 9 }}; \
+                 add element inet {table} recent {{ 0x6e6d0002 timeout 300000ms, 0x6e6d0003 timeout 300000ms }}\n"
             ))
         );
         // Drained: the buckets leave the map; the owned set does not change.
@@ -789,6 +888,17 @@ mod tests {
             Update::Elements(format!("delete element netdev {table} rule1 {{ 2, 3 }}\n"))
         );
         assert_eq!(ruleset(&drained).update_from(&drained), Update::Nothing);
+        assert_eq!(
+            parse_recent(
+                r#"{"nftables": [{"metainfo": {}}, {"set": {"name": "recent", "elem": [{"elem": {"val": 1852637445, "timeout": 300, "expires": 299}}, 1852639746]}}]}"#
+            ),
+            Some(vec![(1, 5), (10, 2)])
+        );
+        assert_eq!(
+            parse_recent(r#"{"nftables": [{"set": {"name": "recent"}}]}"#),
+            Some(vec![])
+        );
+        assert_eq!(parse_recent("garbage"), None);
         // A stopped host drops connections too: the rules change, so the tables do.
         let mut stopped = drained.clone();
         stopped[2].keep_established = false;
@@ -805,6 +915,7 @@ mod tests {
             rules: &rules,
             lease: Duration::from_millis(100),
             local_ports: DEFAULT_LOCAL_PORTS,
+            drain_idle: DEFAULT_DRAIN_IDLE,
         };
         insta::assert_snapshot!(ruleset.batches().join("\n# ---- next batch ----\n"));
         assert_eq!(

@@ -15,7 +15,7 @@
 //! (priority -100) every source nlb's two stages let through, and counts packets that
 //! reach it with a packet mark (nlb uses the mark as a scratch register and must leave
 //! it 0). The test asserts that the kernel accepted exactly the flows `decide` accepts,
-//! that no mark leaked, and that the per-rule counters of both stages (`rule3 accept`
+//! that no mark leaked, that no new flow put a bucket in the `recent` set, and that the per-rule counters of both stages (`rule3 accept`
 //! and `default drop`, `draining syn`, ...) count what `decide` says about each flow.
 //!
 //! Only 198.18.0.0/15 is used, inside a namespace the test creates; dropping the
@@ -385,6 +385,7 @@ fn ruleset_and_decide_agree_for_every_rule_shape() {
                 rules: &rules,
                 lease: Duration::from_secs(600),
                 local_ports: nlb_linux::ruleset::DEFAULT_LOCAL_PORTS,
+                drain_idle: nlb_linux::ruleset::DEFAULT_DRAIN_IDLE,
             };
             for batch in ruleset.batches() {
                 ns.nft(&batch)
@@ -392,6 +393,27 @@ fn ruleset_and_decide_agree_for_every_rule_shape() {
             }
             ns.nft("flush set netdev nlbagree seen\nflush set netdev nlbagree tails\nflush set ip nlbagree accepted\n")
                 .expect("flush the recorder");
+            // Loaded with every draining bucket of the enabled rules, by slot.
+            let recent = ns
+                .exec(
+                    "nft",
+                    &["-j", "list", "set", "inet", &ruleset.table(), "recent"],
+                    None,
+                )
+                .expect("nft list set");
+            let mut loaded = nlb_linux::ruleset::parse_recent(&recent).expect("recent");
+            loaded.sort_unstable();
+            let wanted: Vec<(usize, u16)> = (0..rules.len())
+                .filter(|&slot| {
+                    RuleRef::from_slot(&config, slot)
+                        .is_some_and(|r| r.rule(&config).mode != RuleMode::Disabled)
+                })
+                .flat_map(|slot| rules[slot].draining.iter().map(move |b| (slot, b)))
+                .collect();
+            assert_eq!(loaded, wanted, "round {round}");
+            // Empty, so that what a new flow would put in it shows.
+            ns.nft(&format!("flush set inet {} recent\n", ruleset.table()))
+                .expect("flush recent");
             let flows = flows(group, &mut used, &mut rng);
             // A third of the UDP flows in fragments, which the netdev stage cannot judge
             // (it defers them) and the inet stage judges reassembled.
@@ -447,6 +469,20 @@ fn ruleset_and_decide_agree_for_every_rule_shape() {
                 *counters.entry(name).or_default() += packets;
             }
             assert_eq!(counters, expected_counters, "round {round}");
+            // Only packets of connections conntrack knows keep a bucket recent: new
+            // flows (a flood included) add nothing.
+            let recent = ns
+                .exec(
+                    "nft",
+                    &["-j", "list", "set", "inet", &ruleset.table(), "recent"],
+                    None,
+                )
+                .expect("nft list set");
+            assert_eq!(
+                nlb_linux::ruleset::parse_recent(&recent),
+                Some(vec![]),
+                "round {round}: new flows made buckets recent"
+            );
             let recorder = ns
                 .exec(
                     "nft",
@@ -511,6 +547,7 @@ fn without_the_netdev_stage_nothing_new_is_accepted() {
         rules: &rules,
         lease: Duration::from_secs(600),
         local_ports: nlb_linux::ruleset::DEFAULT_LOCAL_PORTS,
+        drain_idle: nlb_linux::ruleset::DEFAULT_DRAIN_IDLE,
     };
     for batch in ruleset.batches() {
         ns.nft(&batch).expect("load the ruleset");

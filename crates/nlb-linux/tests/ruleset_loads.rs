@@ -58,6 +58,7 @@ fn generated_ruleset_loads_lists_and_refreshes() {
             rules: &rules,
             lease: Duration::from_millis(300),
             local_ports: nlb_linux::ruleset::DEFAULT_LOCAL_PORTS,
+            drain_idle: nlb_linux::ruleset::DEFAULT_DRAIN_IDLE,
         };
         // Twice: the second load replaces the first atomically.
         for _ in 0..2 {
@@ -128,6 +129,7 @@ fn generated_ruleset_loads_lists_and_refreshes() {
             rules: &after,
             lease: Duration::from_millis(300),
             local_ports: nlb_linux::ruleset::DEFAULT_LOCAL_PORTS,
+            drain_idle: nlb_linux::ruleset::DEFAULT_DRAIN_IDLE,
         };
         let Update::Elements(line) = changed.update_from(&rules) else {
             panic!("{mode}: only elements change");
@@ -159,7 +161,7 @@ fn generated_ruleset_loads_lists_and_refreshes() {
                 let chain = if (10..130).contains(&b) {
                     "owned"
                 } else {
-                    "draining"
+                    "draining_rule1"
                 };
                 (b, chain.to_owned())
             })

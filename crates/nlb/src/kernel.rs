@@ -30,10 +30,11 @@ pub(crate) enum Job {
     /// the `nft -i` session; done as [`Done::Applied`].
     Update { id: u64, line: String },
     /// Which buckets of each rule slot of `config` hold a TCP connection of this host
-    /// (from a VIP, any state but listening, closed and time-wait). The daemon sends it
-    /// to a second worker of its own, so that a slow `ss` never delays an ownership
-    /// change.
-    LiveBuckets { config: Box<Config> },
+    /// (from a VIP, any state but listening, closed and time-wait), or are in the
+    /// `recent` set of the inet table `table` (a packet of a connection conntrack knows
+    /// came in them lately, or they were released lately). The daemon sends it to a
+    /// second worker of its own, so that a slow `ss` never delays an ownership change.
+    LiveBuckets { config: Box<Config>, table: String },
     /// Count the established TCP connections from these VIPs.
     CountConnections { vips: Vec<Ipv4Addr> },
     /// Put a VIP back on the interface.
@@ -104,10 +105,10 @@ impl Kernel {
                             result: update(&mut session, &line),
                             at: Instant::now(),
                         },
-                        Job::LiveBuckets { config } => {
+                        Job::LiveBuckets { config, table } => {
                             let started = Instant::now();
                             Done::LiveBuckets {
-                                live: live_buckets(&config),
+                                live: live_buckets(&config, &table),
                                 started,
                             }
                         }
@@ -249,11 +250,22 @@ pub(crate) fn count_connections(vips: &[Ipv4Addr]) -> u32 {
 
 /// Per rule slot of `config`, the buckets that hold one of this host's TCP connections
 /// (any state in which the peer may still send: all but listening, closed and
-/// time-wait), by [`decide`], the cluster's one packet decision.
-fn live_buckets(config: &Config) -> Option<Vec<BucketBitmap>> {
+/// time-wait), by [`decide`], the cluster's one packet decision, and the buckets in
+/// the `recent` set of the inet table `table`. `None` if either cannot be read.
+fn live_buckets(config: &Config, table: &str) -> Option<Vec<BucketBitmap>> {
+    let mut live = vec![BucketBitmap::new(nlb_core::buckets::BUCKETS); config.rules.len() + 1];
+    // The set first: a bucket that leaves it after the listing was idle, and one that
+    // `ss` lists later is live.
+    let json =
+        nlb_linux::command::run("nft", &["-j", "list", "set", "inet", table, "recent"], None)
+            .ok()?;
+    for (slot, bucket) in nlb_linux::ruleset::parse_recent(&json)? {
+        if let Some(slot) = live.get_mut(slot) {
+            slot.insert(bucket);
+        }
+    }
     let states = ["state", "connected", "exclude", "time-wait"];
     let connections = vip_connections(&config.cluster.vips, &states)?;
-    let mut live = vec![BucketBitmap::new(nlb_core::buckets::BUCKETS); config.rules.len() + 1];
     for (local, peer) in connections {
         let flow = Flow {
             src: *peer.ip(),

@@ -72,7 +72,7 @@ pub use check::{DEFAULT_FALL, DEFAULT_INTERVAL_MS, DEFAULT_RISE, DEFAULT_TIMEOUT
 pub use cluster::ClusterConfig;
 pub use error::ConfigError;
 pub use fingerprint::field_name;
-pub use host::{HostConfig, InitialState};
+pub use host::{DEFAULT_DRAIN_IDLE_MS, HostConfig, InitialState};
 pub use rule::{Affinity, Protocol, Rule, RuleMode};
 
 use error::Locator;

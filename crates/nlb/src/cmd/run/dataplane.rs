@@ -17,16 +17,15 @@
 //! - **A lease is refreshed only for what the node owns now**: queued frames and the
 //!   node's timeouts are judged first, and the kernel thread is first in, first out.
 //! - **A released bucket drains** (`drain.rs`) until this host's connections in it
-//!   have ended; the counts run on a second worker (`counter`), so that they never
-//!   delay an ownership change.
+//!   have ended (its sockets) and gone idle (conntrack's, in the `recent` set); the
+//!   counts run on a second worker (`counter`), so that they never delay an ownership
+//!   change.
 //! - Nothing here waits for the kernel: jobs go to the kernel thread and come back as
 //!   [`Done`].
 
 use super::drain::Drains;
 use super::{Daemon, FRAMES_BEFORE_TIMEOUT, HELD_HEARTBEATS, RETRY_INTERVAL, log_event};
 use crate::kernel::{Done, Job};
-use nlb_core::config::Protocol;
-use nlb_core::filter::RuleRef;
 use nlb_linux::ruleset::{RuleState, Ruleset, Update};
 use std::io::ErrorKind;
 use std::time::Duration;
@@ -76,6 +75,7 @@ impl Daemon {
             rules: &self.rules,
             lease: self.lease.length,
             local_ports: self.local_ports,
+            drain_idle: Duration::from_millis(u64::from(self.config.host.drain_idle_ms)),
         }
     }
 
@@ -313,21 +313,16 @@ impl Daemon {
                     if self.stats.drain_count_failures == 1 {
                         tracing::warn!(
                             event = "nlb.drain_count_failed",
-                            "`ss` failed: released buckets keep draining (their packets \
-                             go through conntrack) until it works; is iproute2 installed?"
+                            "`ss` or `nft list set` failed: released buckets keep draining \
+                             (their packets go through conntrack) until they work; is \
+                             iproute2 installed?"
                         );
                     }
                     return;
                 };
                 self.stats.drain_counts += 1;
                 self.publish_now = true;
-                let config = &self.config;
-                let takes_udp = |slot| {
-                    RuleRef::from_slot(config, slot)
-                        .is_some_and(|rule| rule.rule(config).protocol != Protocol::Tcp)
-                };
-                let now = std::time::Instant::now();
-                if self.drains.settle(&live, started, now, takes_udp) {
+                if self.drains.settle(&live, started) {
                     for (slot, state) in self.rules.iter_mut().enumerate() {
                         state.draining = self.drains.bitmap(slot);
                     }
@@ -411,6 +406,7 @@ impl Daemon {
         self.live_counting = true;
         self.counter.submit(Job::LiveBuckets {
             config: Box::new(self.config.clone()),
+            table: self.ruleset().table(),
         });
     }
 

@@ -2,25 +2,34 @@
 //!
 //! The `netdev` stage drops a bucket this host does not own before conntrack
 //! ([`nlb_linux::ruleset`]). A bucket it released is not dropped at once: it *drains*
-//! (`jump draining` in the rule's map): its packets still reach conntrack, so this
+//! (`jump draining_<rule>` in the rule's map): its packets still reach conntrack, so this
 //! host's connections in it go on, while new flows in it are dropped (a TCP SYN at
 //! netdev, a new UDP flow after conntrack). Releasing a bucket into draining is a
 //! release: the ordering contract treats it as one.
 //!
-//! How the daemon knows a bucket has drained: off the protocol loop, the kernel thread
-//! lists this host's TCP sockets on the VIPs with `ss` (all states in which the peer may
-//! still send) and puts each into its rule slot and bucket with
-//! [`nlb_core::filter::decide`], the one packet decision
-//! ([`crate::kernel::Job::LiveBuckets`], on a worker of its own, so that a slow `ss`
-//! never delays an ownership change). A bucket leaves draining when a count that
-//! started after the kernel began draining it (when the apply that made it draining
-//! had completed, so no new connection could start in it any more) finds no connection
-//! in it, and, for a rule that takes UDP (which has no connection `ss` could see), once
-//! [`UDP_DRAIN`] has passed too.
+//! How the daemon knows a bucket has drained: off the protocol loop, a worker
+//! ([`crate::kernel::Job::LiveBuckets`], its own, so that a slow count never delays an
+//! ownership change) reads two things:
 //!
-//! Limits: connections that are not this host's sockets (a service behind DNAT, say)
-//! are not seen, and their buckets drain for TCP as soon as the count finds none; if
-//! `ss` fails, nothing leaves draining (it costs conntrack work, not connections).
+//! - the kernel's **`recent` set** (in the `inet` table, [`nlb_linux::ruleset`]): a
+//!   draining bucket is in it, with a timeout of `[host] drain_idle_ms`, from the
+//!   transaction that releases it, and each packet of it that conntrack finds
+//!   established (a connection of this host: a socket, a service behind DNAT, a UDP
+//!   flow) restarts that timeout. So it holds the buckets in which any of this host's
+//!   connections was active lately, whatever serves them;
+//! - this host's TCP sockets on the VIPs, from `ss` (all states in which the peer may
+//!   still send), each put into its rule slot and bucket with
+//!   [`nlb_core::filter::decide`], the one packet decision: these keep their bucket
+//!   however long they are idle.
+//!
+//! A bucket leaves draining when a count that started after the kernel began draining
+//! it (when the apply that made it draining had completed, so its `recent` element was
+//! in and no new connection could start in it any more) finds it in neither.
+//!
+//! Limits: a connection that is not a socket of this host (behind DNAT, or UDP) and
+//! sends nothing for `drain_idle_ms` loses its bucket, and then its packets are dropped
+//! at netdev; if `ss` or `nft` fails, nothing leaves draining (it costs conntrack work,
+//! not connections).
 //!
 //! At start-up and after a reload that rejoins, every bucket of every rule drains: a
 //! restarted daemon's host keeps the connections it has, and the first count lets go of
@@ -29,11 +38,7 @@
 use nlb_core::buckets::BUCKETS;
 use nlb_wire::bitmap::BucketBitmap;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
-/// How long a released bucket of a rule that takes UDP drains at least: a UDP flow has
-/// no socket to count, and conntrack forgets an unanswered one after 30 s.
-pub(super) const UDP_DRAIN: Duration = Duration::from_secs(60);
+use std::time::Instant;
 
 /// The draining buckets of each rule slot.
 #[derive(Debug)]
@@ -102,28 +107,18 @@ impl Drains {
         self.slots.iter().any(|slot| !slot.is_empty())
     }
 
-    /// A count that started at `started` found connections in the `live` buckets: the
-    /// others that drained since before then are done (a slot that takes UDP also waits
-    /// [`UDP_DRAIN`]). True if any bucket left.
-    pub(super) fn settle(
-        &mut self,
-        live: &[BucketBitmap],
-        started: Instant,
-        now: Instant,
-        takes_udp: impl Fn(usize) -> bool,
-    ) -> bool {
+    /// A count that started at `started` found the `live` buckets (sockets, or in
+    /// `recent`): the others that drained since before then are done. True if any
+    /// bucket left.
+    pub(super) fn settle(&mut self, live: &[BucketBitmap], started: Instant) -> bool {
         let mut changed = false;
         for (slot, draining) in self.slots.iter_mut().enumerate() {
             let Some(live) = live.get(slot) else {
                 continue;
             };
-            let udp = takes_udp(slot);
             draining.retain(|&bucket, since| {
-                let done = since.is_some_and(|since| {
-                    since <= started
-                        && !live.contains(bucket)
-                        && (!udp || now.duration_since(since) >= UDP_DRAIN)
-                });
+                let done =
+                    since.is_some_and(|since| since <= started && !live.contains(bucket));
                 changed |= done;
                 !done
             });
@@ -136,6 +131,7 @@ impl Drains {
 mod tests {
     use super::*;
     use nlb_linux::ruleset::RuleState;
+    use std::time::Duration;
 
     fn bitmap(buckets: &[u16]) -> BucketBitmap {
         let mut out = BucketBitmap::new(BUCKETS);
@@ -148,21 +144,22 @@ mod tests {
         let mut drains = Drains::all(2);
         let t0 = Instant::now();
         // Nothing applied yet: no count settles anything.
-        assert!(!drains.settle(&[bitmap(&[]), bitmap(&[])], t0, t0, |_| false));
+        assert!(!drains.settle(&[bitmap(&[]), bitmap(&[])], t0));
         let mut applied = vec![RuleState::empty(true), RuleState::empty(true)];
         applied[0].draining = drains.bitmap(0);
         applied[1].draining = drains.bitmap(1);
         let t1 = t0 + Duration::from_millis(1);
         drains.applied(&applied, t1);
         // A count that started before the kernel drained them says nothing about them.
-        assert!(!drains.settle(&[bitmap(&[]), bitmap(&[])], t0, t1, |_| false));
-        // A later one: slot 0 keeps bucket 5 (a connection); slot 1 takes UDP and waits.
+        assert!(!drains.settle(&[bitmap(&[]), bitmap(&[])], t0));
+        // A later one: slot 0 keeps bucket 5 (a socket, or recent), slot 1 all of them.
         let t2 = t1 + Duration::from_millis(1);
-        assert!(drains.settle(&[bitmap(&[5]), bitmap(&[])], t2, t2, |slot| slot == 1));
+        let all = drains.bitmap(1);
+        assert!(drains.settle(&[bitmap(&[5]), all], t2));
         assert_eq!(drains.bitmap(0), bitmap(&[5]));
         assert_eq!(drains.bitmap(1).len(), usize::from(BUCKETS));
-        let later = t2 + UDP_DRAIN;
-        assert!(drains.settle(&[bitmap(&[5]), bitmap(&[7])], later, later, |s| s == 1));
+        let later = t2 + Duration::from_millis(1);
+        assert!(drains.settle(&[bitmap(&[5]), bitmap(&[7])], later));
         assert_eq!(drains.bitmap(1), bitmap(&[7]));
         assert!(drains.any());
 
@@ -171,7 +168,7 @@ mod tests {
         assert!(drains.bitmap(0).is_empty());
         drains.owned_changed(0, &bitmap(&[5, 6]), &bitmap(&[6]), true);
         assert_eq!(drains.bitmap(0), bitmap(&[5]));
-        assert!(!drains.settle(&[bitmap(&[]), bitmap(&[7])], later, later, |_| false));
+        assert!(!drains.settle(&[bitmap(&[]), bitmap(&[7])], later));
         // Stopped: the slot keeps no connections, so nothing drains.
         drains.owned_changed(1, &bitmap(&[]), &bitmap(&[]), false);
         assert!(drains.bitmap(1).is_empty());

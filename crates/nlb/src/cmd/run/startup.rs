@@ -71,6 +71,7 @@ pub(super) async fn start(
         rules: &rules,
         lease: lease.length,
         local_ports,
+        drain_idle: std::time::Duration::from_millis(u64::from(config.host.drain_idle_ms)),
     };
     // Leftovers of a daemon killed before table names carried the cluster.
     let _ = apply(&[ruleset.legacy_teardown()]);

@@ -4,14 +4,30 @@
 
 use crate::common::{HostSetup, Setup, VIP, World};
 use crate::serve::{bucket_for, parse_ranges};
-use crate::world;
+use crate::world_with;
 use nlb_lab::http::{KeepAlive, http_get};
 use nlb_lab::segment::{CLIENT, client_addresses, inside};
 use nlb_linux::netns::require_root;
 use nlb_linux::ruleset::{parse_counters, table_name};
 use nlb_wire::addressing::{ClusterMode, cluster_id};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The `[host] drain_idle_ms` of these tests: a released bucket stays draining this
+/// long after the last packet of one of its old owner's connections.
+const IDLE: Duration = Duration::from_secs(3);
+
+/// A host set up with [`IDLE`] and `rule` (the default rule if `None`).
+fn idle_hosts(rule: Option<&str>) -> HostSetup {
+    HostSetup {
+        rule: rule.map(str::to_owned),
+        host_extra: Some(format!("drain_idle_ms = {}\n", IDLE.as_millis())),
+        ..HostSetup::default()
+    }
+}
 
 /// Host `index`'s netdev verdict of `bucket` in rule 1's map: `owned`, `draining`, or
 /// `None` (dropped at netdev).
@@ -68,7 +84,7 @@ fn connections_of_a_dual_stack_server_keep_their_moved_bucket_draining() {
 }
 
 fn moved_bucket_drains(dual_stack: bool) {
-    let mut world = world(ClusterMode::Multicast, 2);
+    let mut world = world_with(ClusterMode::Multicast, 2, |_| idle_hosts(None));
     world.start(&[0]);
     world.wait_converged(&[0]);
     let vip = SocketAddr::from((VIP, 80));
@@ -116,7 +132,7 @@ fn moved_bucket_drains(dual_stack: bool) {
     let (src, _) = moved[0];
     let bucket = bucket_for(&world, src).1;
     world.wait_for("host 1 to drain the bucket", Duration::from_secs(5), |w| {
-        verdict(w, 0, bucket).as_deref() == Some("draining")
+        verdict(w, 0, bucket).as_deref() == Some("draining_rule1")
     });
 
     // Two counts of host 1's connections complete (so at least one started after the
@@ -132,7 +148,10 @@ fn moved_bucket_drains(dual_stack: bool) {
         Duration::from_secs(5),
         |w| counts(w) >= before + 2,
     );
-    assert_eq!(verdict(&world, 0, bucket).as_deref(), Some("draining"));
+    assert_eq!(
+        verdict(&world, 0, bucket).as_deref(),
+        Some("draining_rule1")
+    );
     // The moved connections go on with host 1; a new one from the same client goes to
     // host 2, and host 1 dropped its SYN at netdev as a draining bucket's.
     let syns_before = netdev_counter(&world, 0, "draining syn");
@@ -245,7 +264,7 @@ fn connections_from_the_vip_work_after_the_local_port_range_changes() {
     if !require_root("connections_from_the_vip_work_after_the_local_port_range_changes") {
         return;
     }
-    let world = world(ClusterMode::Multicast, 2);
+    let world = crate::world(ClusterMode::Multicast, 2);
     world.start_all();
     let listener = world.in_client(|| std::net::TcpListener::bind((CLIENT, 9000)).unwrap());
     for host in &world.hosts {
@@ -292,4 +311,306 @@ fn connections_from_the_vip_work_after_the_local_port_range_changes() {
         assert_eq!(peer, SocketAddr::from((VIP, port)));
         drop(accepted);
     }
+}
+
+/// Host 1's completed counts of draining connections.
+fn drain_counts(world: &World) -> u64 {
+    world
+        .ctl(0, "query")
+        .and_then(|q| q["daemon"]["drain_counts"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Host 2 joins a cluster of host 1; the sources of `sources` whose bucket moved to it,
+/// and one moved bucket, once host 1 drains it.
+fn join_second_host(world: &World, sources: &[Ipv4Addr]) -> (Vec<Ipv4Addr>, u16) {
+    world.start(&[1]);
+    world.wait_converged(&[0, 1]);
+    let query = world.ctl(1, "query").unwrap();
+    let host2 = parse_ranges(query["owned_ranges"][0].as_str().unwrap());
+    let moved: Vec<Ipv4Addr> = sources
+        .iter()
+        .copied()
+        .filter(|&src| host2.contains(bucket_for(world, src).1))
+        .collect();
+    assert!(
+        !moved.is_empty() && moved.len() < sources.len(),
+        "{host2:?}"
+    );
+    let bucket = bucket_for(world, moved[0]).1;
+    world.wait_for("host 1 to drain the bucket", Duration::from_secs(5), |w| {
+        verdict(w, 0, bucket).as_deref() == Some("draining_rule1")
+    });
+    (moved, bucket)
+}
+
+/// Waits until host 1 drops `bucket` at netdev, and checks that it did not before
+/// `idle_since` was [`IDLE`] ago: the connections in it were idle that long.
+fn wait_dropped_once_idle(world: &World, bucket: u16, idle_since: Instant) {
+    world.wait_for(
+        "host 1 to let the idle bucket go",
+        IDLE + Duration::from_secs(10),
+        |w| verdict(w, 0, bucket).is_none(),
+    );
+    assert!(
+        idle_since.elapsed() >= IDLE,
+        "the bucket went after {:?} idle, before {IDLE:?}",
+        idle_since.elapsed()
+    );
+    assert_eq!(verdict(world, 1, bucket).as_deref(), Some("owned"));
+}
+
+/// A TCP connection to a service behind DNAT on the old owner (no socket on the VIP,
+/// so `ss` never sees it: Docker's `-p 80:80`, kube-proxy) keeps its moved bucket
+/// draining while it talks, well past the idle time and many counts; once it has been
+/// idle for the idle time, the bucket is dropped at netdev.
+#[test]
+fn a_connection_behind_dnat_keeps_its_moved_bucket_while_it_talks() {
+    if !require_root("a_connection_behind_dnat_keeps_its_moved_bucket_while_it_talks") {
+        return;
+    }
+    let mut world = world_with(ClusterMode::Multicast, 2, |_| idle_hosts(None));
+    // Host 1 serves VIP:80 through DNAT to a server on another of its addresses.
+    world.kill_server(0);
+    let ns = &world.hosts[0].ns;
+    ns.exec("ip", &["addr", "add", "198.18.99.1/32", "dev", "lo"], None)
+        .expect("ip addr");
+    ns.nft(&format!(
+        "table ip dnattest {{\n\tchain pre {{\n\t\ttype nat hook prerouting priority -100;\n\t\tip daddr {VIP} tcp dport 80 dnat to 198.18.99.1:8080\n\t}}\n}}\n"
+    ))
+    .expect("the DNAT table");
+    world.children[0] = std::process::Command::new("ip")
+        .args(["netns", "exec", ns.name(), crate::common::nlb()])
+        .args([
+            "serve-http",
+            "--bind",
+            "198.18.99.1:8080",
+            "--name",
+            "host1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve-http");
+    world.start(&[0]);
+    world.wait_converged(&[0]);
+    let vip = SocketAddr::from((VIP, 80));
+    let sources: Vec<Ipv4Addr> = client_addresses(crate::CLIENTS).collect();
+    let first = sources[0];
+    world.wait_for("the server behind DNAT", Duration::from_secs(5), |w| {
+        w.in_client(|| http_get(first, vip)).as_deref() == Ok("host1")
+    });
+    let mut sessions: HashMap<Ipv4Addr, KeepAlive> = world.in_client(|| {
+        sources
+            .iter()
+            .map(|&src| {
+                let mut session = KeepAlive::connect(src, vip).expect("connect");
+                assert_eq!(session.get().expect("first request"), "host1");
+                (src, session)
+            })
+            .collect()
+    });
+    // No socket of host 1 is on the VIP: only conntrack knows these connections.
+    let listed = world.hosts[0]
+        .ns
+        .exec(
+            "ss",
+            &["-Htn", "state", "connected", "src", &VIP.to_string()],
+            None,
+        )
+        .expect("ss");
+    assert!(listed.trim().is_empty(), "{listed}");
+
+    let (moved, bucket) = join_second_host(&world, &sources);
+    // The moved connections talk for three idle times, through several counts.
+    let before = drain_counts(&world);
+    let talking = Instant::now();
+    let idle_since = loop {
+        world.in_client(|| {
+            for src in &moved {
+                let session = sessions.get_mut(src).expect("a session");
+                assert_eq!(
+                    session
+                        .get()
+                        .unwrap_or_else(|e| panic!("{src} after {:?}: {e}", talking.elapsed())),
+                    "host1"
+                );
+            }
+        });
+        // Their last packets: idle from here on.
+        if talking.elapsed() >= 3 * IDLE {
+            break Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(drain_counts(&world) >= before + 2, "counts ran meanwhile");
+    assert_eq!(
+        verdict(&world, 0, bucket).as_deref(),
+        Some("draining_rule1")
+    );
+    // A new connection from a moved source goes to host 2 (its SYN, dropped by host 1,
+    // is no packet of a connection host 1 knows).
+    assert_eq!(
+        world.in_client(|| http_get(moved[0], vip)).as_deref(),
+        Ok("host2")
+    );
+    // Idle: the bucket goes, and its packets are dropped at netdev.
+    wait_dropped_once_idle(&world, bucket, idle_since);
+    let drops_before = netdev_counter(&world, 0, "rule1 drop");
+    assert_eq!(
+        world.in_client(|| http_get(moved[0], vip)).as_deref(),
+        Ok("host2")
+    );
+    assert!(netdev_counter(&world, 0, "rule1 drop") > drops_before);
+    // The connections of buckets that did not move were never touched.
+    world.in_client(|| {
+        for (src, session) in sessions.iter_mut().filter(|(src, _)| !moved.contains(src)) {
+            assert_eq!(
+                session.get().unwrap_or_else(|e| panic!("{src}: {e}")),
+                "host1"
+            );
+        }
+    });
+}
+
+/// A UDP server in a host's namespace on VIP:80 that answers every datagram with its
+/// name and counts them by peer; stopped when dropped.
+struct UdpEcho {
+    received: Arc<Mutex<HashMap<SocketAddr, u32>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    fn start(ns: &nlb_linux::netns::NetNs, name: &'static str) -> UdpEcho {
+        // Bound before the daemon puts the VIP on the interface, as `serve-http` is.
+        let socket = inside(ns, || -> std::io::Result<std::net::UdpSocket> {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+            socket.set_freebind_v4(true)?;
+            socket.bind(&SocketAddr::from((VIP, 80)).into())?;
+            Ok(socket.into())
+        })
+        .expect("enter the namespace")
+        .expect("bind VIP:80/udp");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let received = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (received, stop) = (received.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                        *received.lock().unwrap().entry(peer).or_default() += 1;
+                        let _ = socket.send_to(name.as_bytes(), peer);
+                    }
+                }
+            })
+        };
+        UdpEcho {
+            received,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn count(&self, peer: SocketAddr) -> u32 {
+        self.received
+            .lock()
+            .unwrap()
+            .get(&peer)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A UDP flow that lasts several idle times (the old rule let a UDP rule's bucket go
+/// after a fixed 60 s, cutting QUIC or a VPN) keeps reaching its old owner after its
+/// bucket moved, for as long as it goes on; once idle for the idle time, the bucket is
+/// dropped at netdev.
+#[test]
+fn a_long_udp_flow_keeps_its_moved_bucket_while_it_lasts() {
+    if !require_root("a_long_udp_flow_keeps_its_moved_bucket_while_it_lasts") {
+        return;
+    }
+    let rule = "[[rule]]\nports = \"80\"\nprotocol = \"both\"\naffinity = \"single\"\n";
+    let world = world_with(ClusterMode::Multicast, 2, |_| idle_hosts(Some(rule)));
+    let host1 = UdpEcho::start(&world.hosts[0].ns, "host1");
+    let _host2 = UdpEcho::start(&world.hosts[1].ns, "host2");
+    world.start(&[0]);
+    world.wait_converged(&[0]);
+    let vip = SocketAddr::from((VIP, 80));
+    let sources: Vec<Ipv4Addr> = client_addresses(crate::CLIENTS).collect();
+    // One flow per source, answered by host 1 (so conntrack calls it established).
+    let flows: Vec<(Ipv4Addr, std::net::UdpSocket)> = world.in_client(|| {
+        sources
+            .iter()
+            .map(|&src| {
+                let socket = std::net::UdpSocket::bind((src, 0)).expect("bind");
+                socket.connect(vip).expect("connect");
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
+                socket.send(b"hello").unwrap();
+                let mut buf = [0u8; 16];
+                let len = socket.recv(&mut buf).expect("host 1 answers");
+                assert_eq!(&buf[..len], b"host1");
+                (src, socket)
+            })
+            .collect()
+    });
+    let (moved, bucket) = join_second_host(&world, &sources);
+    let moved: Vec<&(Ipv4Addr, std::net::UdpSocket)> = flows
+        .iter()
+        .filter(|(src, _)| moved.contains(src))
+        .collect();
+    // The moved flows go on for three idle times: host 1 gets every datagram.
+    let before = drain_counts(&world);
+    let lasting = Instant::now();
+    let idle_since = loop {
+        for (src, socket) in &moved {
+            let peer = socket.local_addr().unwrap();
+            let had = host1.count(peer);
+            socket.send(b"more").unwrap();
+            world.wait_for(
+                &format!(
+                    "host 1 to get {src}'s datagram after {:?}",
+                    lasting.elapsed()
+                ),
+                Duration::from_secs(2),
+                |_| host1.count(peer) > had,
+            );
+        }
+        // Host 1 had the last datagrams (and answered them): idle from here on.
+        if lasting.elapsed() >= 3 * IDLE {
+            break Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(drain_counts(&world) >= before + 2, "counts ran meanwhile");
+    assert_eq!(
+        verdict(&world, 0, bucket).as_deref(),
+        Some("draining_rule1")
+    );
+    wait_dropped_once_idle(&world, bucket, idle_since);
+    // Now the old owner drops the flow's datagrams at netdev.
+    let drops_before = netdev_counter(&world, 0, "rule1 drop");
+    let (_, socket) = moved[0];
+    let had = host1.count(socket.local_addr().unwrap());
+    socket.send(b"late").unwrap();
+    world.wait_for("the netdev drop", Duration::from_secs(2), |w| {
+        netdev_counter(w, 0, "rule1 drop") > drops_before
+    });
+    assert_eq!(host1.count(socket.local_addr().unwrap()), had);
 }

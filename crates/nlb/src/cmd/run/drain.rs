@@ -117,8 +117,7 @@ impl Drains {
                 continue;
             };
             draining.retain(|&bucket, since| {
-                let done =
-                    since.is_some_and(|since| since <= started && !live.contains(bucket));
+                let done = since.is_some_and(|since| since <= started && !live.contains(bucket));
                 changed |= done;
                 !done
             });

@@ -19,15 +19,17 @@
 //!      whose match covers the packet decides: a disabled rule drops it; otherwise its
 //!      bucket ([`Affinity::nft_hash_expr`], exactly as [`nlb_core::filter::decide`]
 //!      computes it) is looked up in the rule's verdict map: **owned** buckets are
-//!      accepted, **draining** buckets (released by this host, which still has
-//!      connections in them) go on to conntrack marked [`DRAIN_MARK`], except TCP
-//!      SYNs, which are dropped; any other bucket is dropped here, and never costs
-//!      conntrack anything.
+//!      accepted, **draining** buckets (released by this host, which may still have
+//!      connections in them) go on to conntrack marked with [`drain_mark`] (the rule
+//!      slot and the bucket), except TCP SYNs, which are dropped; any other bucket is
+//!      dropped here, and never costs conntrack anything.
 //! - **`inet`**, prerouting at -150, after conntrack: the second stage, which knows
 //!   connections. Per packet to a VIP, in order:
 //!   1. this host's own connections (`lo`) are accepted;
 //!   2. rules this host disabled (or all rules, when it is stopped) drop everything;
-//!   3. a new flow in a draining bucket is dropped ([`DRAIN_MARK`]);
+//!   3. a new flow in a draining bucket is dropped ([`DRAIN_TAG`]); a packet of a
+//!      draining bucket that conntrack finds established puts its [`drain_mark`] in
+//!      the `recent` set, or restarts its timeout there (see **Draining** below);
 //!   4. packets of connections conntrack already knows are accepted;
 //!   5. packets conntrack finds invalid (such as the SYN-ACK answering another host's
 //!      outbound connection) and new TCP packets that are not a SYN are dropped, so this
@@ -49,7 +51,7 @@
 //! before its peers (who wait for the failure window) take its buckets over.
 //!
 //! **Ownership is elements, not rules.** Each enabled rule slot has a verdict map in the
-//! `netdev` table (`bucket : jump owned` or `bucket : jump draining`; absent: not owned)
+//! `netdev` table (`bucket : jump owned` or `bucket : jump draining_<rule>`; absent: not owned)
 //! and a set of its owned buckets in the `inet` table, both named after the rule
 //! (`rule1`, ..., `default`). A release or a claim is [`Ruleset::update_from`]: one line
 //! of element deletes and adds, one transaction, sent on the daemon's long-lived
@@ -62,8 +64,8 @@
 //! This is safe for other software that uses marks because: at netdev ingress the mark
 //! of a received packet is 0 (a NIC delivers 0 and a veth scrubs it between namespaces;
 //! only a tc ingress program, which runs before, could have set one); the `netdev`
-//! chain leaves it at one of nlb's three marks ([`OWNED_MARK`], [`DRAIN_MARK`],
-//! [`DEFER_MARK`]) on every path that does not drop; the `inet` chain resets those to 0
+//! chain leaves it at one of nlb's marks ([`OWNED_MARK`], [`DEFER_MARK`], or a
+//! [`drain_mark`]: [`DRAIN_TAG`] in the high half) on every path that does not drop; the `inet` chain resets those to 0
 //! before it accepts, and uses the mark as a scratch register only on packets that
 //! carry [`DEFER_MARK`]. So the mark is never nlb's value outside nlb's own chains,
 //! except in prerouting chains of other software between priorities -500 and -150
@@ -72,6 +74,38 @@
 //! chains leave it 0. nft 1.0.6 has no way to keep it (no register-to-register
 //! bitwise operations), so nlb does not coexist with software that marks VIP traffic
 //! at tc ingress (Cilium's, for example) and reads the mark later.
+//!
+//! **Draining.** A released bucket stays draining (its packets reach conntrack, so this
+//! host's connections in it go on) while any connection of this host in it is alive,
+//! whatever serves it: a socket, a service behind DNAT (which has no socket on the VIP),
+//! a UDP flow. The kernel keeps the evidence in the `inet` table's **`recent` set**
+//! (`type mark`, `flags dynamic,timeout`, at most 256 elements per rule slot, keyed by
+//! [`drain_mark`]): the transaction that releases a bucket adds it with a timeout of
+//! [`Ruleset::drain_idle`] (`[host] drain_idle_ms`, default [`DEFAULT_DRAIN_IDLE`]), a
+//! rewrite of the tables puts every draining bucket in it again, and every packet of a
+//! draining bucket that conntrack finds `established` restarts its timeout
+//! (`update @recent`). The daemon lets a bucket go (deletes its verdict, so it is
+//! dropped at netdev again) only once it is neither in `recent` nor holds one of this
+//! host's sockets (`ss`). Only this host's confirmed connections are `established`
+//! here: the new owner's connections, seen by every host, are new to this host's
+//! conntrack (their SYNs never got through, their UDP datagrams are dropped as new) and
+//! are never confirmed, so they refresh nothing, and a flood to a released bucket costs
+//! conntrack's lookup, as it did before the netdev stage, and adds no state. Owners pay
+//! nothing: only draining packets reach the rule. A connection this host cannot see as
+//! a socket and that sends nothing for `drain_idle` is cut when its bucket goes; the
+//! default, 300 s, is longer than conntrack's UDP stream timeout (120 s), so it never
+//! cuts a UDP flow conntrack still keeps, and longer than most TCP keepalive intervals
+//! set for NAT (Linux's default, 2 h, is not: such a connection, idle longer, loses its
+//! packets at netdev after the move and times out).
+//!
+//! Checked on kernel 6.18 with nft 1.0.6: sets belong to one table, so the set is in
+//! the `inet` table, where conntrack's verdict is known (`ct` is refused at netdev),
+//! and the `netdev` stage does not read it (its verdict map keeps `draining` until the
+//! daemon sees the element gone); `meta mark set meta mark | 0x6e6d0100` (a bitwise
+//! operation with a constant) loads at netdev, `update @recent { meta mark timeout T }`
+//! from the -150 prerouting chain adds and refreshes elements (a DNAT'd connection's
+//! packets are `established` there, before the -100 DNAT), `add element` of an element
+//! that is there restarts its timeout, and `nft list ruleset` prints all of it.
 //!
 //! **Fragments.** At netdev ingress a non-first fragment has no transport header, and
 //! `th sport` and `th dport` read payload bytes there (checked: one source got two

@@ -1,6 +1,7 @@
-//! A released bucket drains (issue 16): the old owner's connections in it go on, new
-//! flows in it go to the new owner, and once those connections have ended the old owner
-//! drops the bucket at netdev ingress, before conntrack.
+//! A released bucket drains (issue 16): the old owner's connections in it (its sockets,
+//! a service behind DNAT, UDP flows) go on, new flows in it go to the new owner, and
+//! once those connections have ended (sockets) or gone idle (`drain_idle_ms`) the old
+//! owner drops the bucket at netdev ingress, before conntrack.
 
 use crate::common::{HostSetup, Setup, VIP, World};
 use crate::serve::{bucket_for, parse_ranges};

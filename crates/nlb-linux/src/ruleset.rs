@@ -163,8 +163,8 @@ pub const DEFAULT_DRAIN_IDLE: Duration =
     Duration::from_millis(nlb_core::config::DEFAULT_DRAIN_IDLE_MS as u64);
 
 /// The (rule slot, bucket) of each element of the `recent` set, from the JSON of
-/// `nft -j list set inet <table> recent`; `None` if it cannot be read, so that the
-/// caller lets nothing stop draining.
+/// `nft -j list set inet <table> recent`; `None` if it cannot be read or holds anything
+/// but drain marks, so that the caller lets nothing stop draining.
 pub fn parse_recent(json: &str) -> Option<Vec<(usize, u16)>> {
     let doc = serde_json::from_str::<serde_json::Value>(json).ok()?;
     let set = doc["nftables"]
@@ -185,7 +185,7 @@ pub fn parse_recent(json: &str) -> Option<Vec<(usize, u16)>> {
                 .as_u64()?;
             let mark = u32::try_from(value).ok()?;
             (mark & DRAIN_TAG_MASK == DRAIN_TAG)
-                .then(|| ((mark >> 8 & 0xff) as usize, (mark & 0xff) as u16))
+                .then_some(((mark >> 8 & 0xff) as usize, (mark & 0xff) as u16))
         })
         .collect()
 }

@@ -51,8 +51,8 @@
 //! before its peers (who wait for the failure window) take its buckets over.
 //!
 //! **Ownership is elements, not rules.** Each enabled rule slot has a verdict map in the
-//! `netdev` table (`bucket : jump owned` or `bucket : jump draining_<rule>`; absent: not owned)
-//! and a set of its owned buckets in the `inet` table, both named after the rule
+//! `netdev` table (`bucket : jump owned` or `bucket : jump draining_<rule>`; absent:
+//! not owned) and a set of its owned buckets in the `inet` table, both named after the rule
 //! (`rule1`, ..., `default`). A release or a claim is [`Ruleset::update_from`]: one line
 //! of element deletes and adds, one transaction, sent on the daemon's long-lived
 //! `nft -i` session; only a change of the tables' shape (a stopped host, a reload)
@@ -65,11 +65,12 @@
 //! of a received packet is 0 (a NIC delivers 0 and a veth scrubs it between namespaces;
 //! only a tc ingress program, which runs before, could have set one); the `netdev`
 //! chain leaves it at one of nlb's marks ([`OWNED_MARK`], [`DEFER_MARK`], or a
-//! [`drain_mark`]: [`DRAIN_TAG`] in the high half) on every path that does not drop; the `inet` chain resets those to 0
-//! before it accepts, and uses the mark as a scratch register only on packets that
-//! carry [`DEFER_MARK`]. So the mark is never nlb's value outside nlb's own chains,
-//! except in prerouting chains of other software between priorities -500 and -150
-//! (raw, conntrack), and a `meta mark`-based policy there sees nlb's marks. A mark that
+//! [`drain_mark`]: [`DRAIN_TAG`] in the high half) on every path that does not drop;
+//! the `inet` chain resets those to 0 before it accepts, and uses the mark as a scratch
+//! register only on packets that carry [`DEFER_MARK`]. So the mark is never nlb's value
+//! outside nlb's own chains, except in prerouting chains of other software between
+//! priorities -500 and -150 (raw, conntrack), and a `meta mark`-based policy there sees
+//! nlb's marks. A mark that
 //! a tc ingress program (or XDP metadata) put on a packet to a VIP is lost: nlb's
 //! chains leave it 0. nft 1.0.6 has no way to keep it (no register-to-register
 //! bitwise operations), so nlb does not coexist with software that marks VIP traffic
@@ -189,6 +190,7 @@ pub fn parse_recent(json: &str) -> Option<Vec<(usize, u16)>> {
         })
         .collect()
 }
+
 /// The packet mark the `netdev` chain gives a packet it defers (a fragment, say), so that
 /// the `inet` chain judges its bucket after conntrack.
 pub const DEFER_MARK: u32 = 0x6e6c_6266;

@@ -393,15 +393,18 @@ fn ruleset_and_decide_agree_for_every_rule_shape() {
             }
             ns.nft("flush set netdev nlbagree seen\nflush set netdev nlbagree tails\nflush set ip nlbagree accepted\n")
                 .expect("flush the recorder");
+            let recent = || {
+                let json = ns
+                    .exec(
+                        "nft",
+                        &["-j", "list", "set", "inet", &ruleset.table(), "recent"],
+                        None,
+                    )
+                    .expect("nft list set");
+                nlb_linux::ruleset::parse_recent(&json)
+            };
             // Loaded with every draining bucket of the enabled rules, by slot.
-            let recent = ns
-                .exec(
-                    "nft",
-                    &["-j", "list", "set", "inet", &ruleset.table(), "recent"],
-                    None,
-                )
-                .expect("nft list set");
-            let mut loaded = nlb_linux::ruleset::parse_recent(&recent).expect("recent");
+            let mut loaded = recent().expect("recent");
             loaded.sort_unstable();
             let wanted: Vec<(usize, u16)> = (0..rules.len())
                 .filter(|&slot| {
@@ -471,15 +474,8 @@ fn ruleset_and_decide_agree_for_every_rule_shape() {
             assert_eq!(counters, expected_counters, "round {round}");
             // Only packets of connections conntrack knows keep a bucket recent: new
             // flows (a flood included) add nothing.
-            let recent = ns
-                .exec(
-                    "nft",
-                    &["-j", "list", "set", "inet", &ruleset.table(), "recent"],
-                    None,
-                )
-                .expect("nft list set");
             assert_eq!(
-                nlb_linux::ruleset::parse_recent(&recent),
+                recent(),
                 Some(vec![]),
                 "round {round}: new flows made buckets recent"
             );

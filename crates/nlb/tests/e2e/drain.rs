@@ -345,6 +345,24 @@ fn join_second_host(world: &World, sources: &[Ipv4Addr]) -> (Vec<Ipv4Addr>, u16)
     (moved, bucket)
 }
 
+/// Runs `exchange` (given the time since the first) every half second for three
+/// [`IDLE`] times; checks that host 1's counts ran meanwhile and `bucket` still drains;
+/// returns when the last exchange ended: idle from then on.
+fn keep_going(world: &World, bucket: u16, mut exchange: impl FnMut(Duration)) -> Instant {
+    let before = drain_counts(world);
+    let start = Instant::now();
+    let idle_since = loop {
+        exchange(start.elapsed());
+        if start.elapsed() >= 3 * IDLE {
+            break Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(drain_counts(world) >= before + 2, "counts ran meanwhile");
+    assert_eq!(verdict(world, 0, bucket).as_deref(), Some("draining_rule1"));
+    idle_since
+}
+
 /// Waits until host 1 drops `bucket` at netdev, and checks that it did not before
 /// `idle_since` was [`IDLE`] ago: the connections in it were idle that long.
 fn wait_dropped_once_idle(world: &World, bucket: u16, idle_since: Instant) {
@@ -424,31 +442,19 @@ fn a_connection_behind_dnat_keeps_its_moved_bucket_while_it_talks() {
 
     let (moved, bucket) = join_second_host(&world, &sources);
     // The moved connections talk for three idle times, through several counts.
-    let before = drain_counts(&world);
-    let talking = Instant::now();
-    let idle_since = loop {
+    let idle_since = keep_going(&world, bucket, |talking| {
         world.in_client(|| {
             for src in &moved {
                 let session = sessions.get_mut(src).expect("a session");
                 assert_eq!(
                     session
                         .get()
-                        .unwrap_or_else(|e| panic!("{src} after {:?}: {e}", talking.elapsed())),
+                        .unwrap_or_else(|e| panic!("{src} after {talking:?}: {e}")),
                     "host1"
                 );
             }
         });
-        // Their last packets: idle from here on.
-        if talking.elapsed() >= 3 * IDLE {
-            break Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    assert!(drain_counts(&world) >= before + 2, "counts ran meanwhile");
-    assert_eq!(
-        verdict(&world, 0, bucket).as_deref(),
-        Some("draining_rule1")
-    );
+    });
     // A new connection from a moved source goes to host 2 (its SYN, dropped by host 1,
     // is no packet of a connection host 1 knows).
     assert_eq!(
@@ -561,11 +567,17 @@ fn a_long_udp_flow_keeps_its_moved_bucket_while_it_lasts() {
                 let socket = std::net::UdpSocket::bind((src, 0)).expect("bind");
                 socket.connect(vip).expect("connect");
                 socket
-                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .set_read_timeout(Some(Duration::from_secs(1)))
                     .unwrap();
-                socket.send(b"hello").unwrap();
+                // Sent again while unanswered, as a UDP client does (the first
+                // datagrams can wait on ARP under load).
                 let mut buf = [0u8; 16];
-                let len = socket.recv(&mut buf).expect("host 1 answers");
+                let len = (0..5)
+                    .find_map(|_| {
+                        socket.send(b"hello").unwrap();
+                        socket.recv(&mut buf).ok()
+                    })
+                    .unwrap_or_else(|| panic!("host 1 answers {src}"));
                 assert_eq!(&buf[..len], b"host1");
                 (src, socket)
             })
@@ -576,34 +588,20 @@ fn a_long_udp_flow_keeps_its_moved_bucket_while_it_lasts() {
         .iter()
         .filter(|(src, _)| moved.contains(src))
         .collect();
-    // The moved flows go on for three idle times: host 1 gets every datagram.
-    let before = drain_counts(&world);
-    let lasting = Instant::now();
-    let idle_since = loop {
+    // The moved flows go on for three idle times: host 1 gets (and answers) every
+    // datagram.
+    let idle_since = keep_going(&world, bucket, |lasting| {
         for (src, socket) in &moved {
             let peer = socket.local_addr().unwrap();
             let had = host1.count(peer);
             socket.send(b"more").unwrap();
             world.wait_for(
-                &format!(
-                    "host 1 to get {src}'s datagram after {:?}",
-                    lasting.elapsed()
-                ),
+                &format!("host 1 to get {src}'s datagram after {lasting:?}"),
                 Duration::from_secs(2),
                 |_| host1.count(peer) > had,
             );
         }
-        // Host 1 had the last datagrams (and answered them): idle from here on.
-        if lasting.elapsed() >= 3 * IDLE {
-            break Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    assert!(drain_counts(&world) >= before + 2, "counts ran meanwhile");
-    assert_eq!(
-        verdict(&world, 0, bucket).as_deref(),
-        Some("draining_rule1")
-    );
+    });
     wait_dropped_once_idle(&world, bucket, idle_since);
     // Now the old owner drops the flow's datagrams at netdev.
     let drops_before = netdev_counter(&world, 0, "rule1 drop");

@@ -6,7 +6,8 @@
 //! One thread, first in first out, is part of the ordering contract (see
 //! [`crate::cmd::run`]): a lease refresh queued after a release is applied after it.
 //! The daemon runs a second one for the counts of draining buckets' connections
-//! ([`Job::LiveBuckets`]), which need no order and must not delay the first.
+//! ([`Job::LiveBuckets`]: `ss` and the `recent` set), which need no order and must not
+//! delay the first.
 
 use nlb_core::config::{Config, Protocol};
 use nlb_core::filter::{Flow, cluster_seed, decide};

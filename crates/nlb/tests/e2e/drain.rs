@@ -110,16 +110,7 @@ fn moved_bucket_drains(dual_stack: bool) {
     }
     // A kept-alive connection to host 1 from every client address.
     let sources: Vec<Ipv4Addr> = client_addresses(crate::CLIENTS).collect();
-    let mut sessions: Vec<(Ipv4Addr, KeepAlive)> = world.in_client(|| {
-        sources
-            .iter()
-            .map(|&src| {
-                let mut session = KeepAlive::connect(src, vip).expect("connect");
-                assert_eq!(session.get().expect("first request"), "host1");
-                (src, session)
-            })
-            .collect()
-    });
+    let mut sessions: Vec<(Ipv4Addr, KeepAlive)> = host1_sessions(&world, &sources);
 
     // Host 2 joins and takes half the buckets.
     world.start(&[1]);
@@ -314,6 +305,21 @@ fn connections_from_the_vip_work_after_the_local_port_range_changes() {
     }
 }
 
+/// A kept-alive connection to VIP:80 from each of `sources`, answered by host 1.
+fn host1_sessions(world: &World, sources: &[Ipv4Addr]) -> Vec<(Ipv4Addr, KeepAlive)> {
+    let vip = SocketAddr::from((VIP, 80));
+    world.in_client(|| {
+        sources
+            .iter()
+            .map(|&src| {
+                let mut session = KeepAlive::connect(src, vip).expect("connect");
+                assert_eq!(session.get().expect("first request"), "host1");
+                (src, session)
+            })
+            .collect()
+    })
+}
+
 /// Host 1's completed counts of draining connections.
 fn drain_counts(world: &World) -> u64 {
     world
@@ -419,16 +425,8 @@ fn a_connection_behind_dnat_keeps_its_moved_bucket_while_it_talks() {
     world.wait_for("the server behind DNAT", Duration::from_secs(5), |w| {
         w.in_client(|| http_get(first, vip)).as_deref() == Ok("host1")
     });
-    let mut sessions: HashMap<Ipv4Addr, KeepAlive> = world.in_client(|| {
-        sources
-            .iter()
-            .map(|&src| {
-                let mut session = KeepAlive::connect(src, vip).expect("connect");
-                assert_eq!(session.get().expect("first request"), "host1");
-                (src, session)
-            })
-            .collect()
-    });
+    let mut sessions: HashMap<Ipv4Addr, KeepAlive> =
+        host1_sessions(&world, &sources).into_iter().collect();
     // No socket of host 1 is on the VIP: only conntrack knows these connections.
     let listed = world.hosts[0]
         .ns

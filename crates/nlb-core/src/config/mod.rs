@@ -226,8 +226,27 @@ id = 1
         assert_eq!(config.cluster.tolerance, DEFAULT_TOLERANCE);
         assert_eq!(config.failure_window_ms(), 150);
         assert_eq!(config.host.initial_state, InitialState::Started);
+        assert_eq!(config.host.drain_idle_ms, DEFAULT_DRAIN_IDLE_MS);
         assert_eq!(config.rules, vec![Rule::catch_all()]);
         assert_eq!(config.metrics_listen, None);
+    }
+
+    #[test]
+    fn drain_idle_is_a_host_setting_from_a_second_to_a_day() {
+        let with = |line: &str| parse(&MINIMAL.replace("id = 1\n", &format!("id = 1\n{line}\n")));
+        assert_eq!(
+            with("drain_idle_ms = 3000").unwrap().host.drain_idle_ms,
+            3000
+        );
+        for bad in ["drain_idle_ms = 999", "drain_idle_ms = 86400001"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("host.drain_idle_ms"), "{bad}: {err}");
+        }
+        // Not in the fingerprint: hosts may differ.
+        assert_eq!(
+            with("drain_idle_ms = 3000").unwrap().fingerprint(),
+            parse(MINIMAL).unwrap().fingerprint()
+        );
     }
 
     #[test]

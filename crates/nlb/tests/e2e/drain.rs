@@ -401,7 +401,7 @@ fn a_connection_behind_dnat_keeps_its_moved_bucket_while_it_talks() {
     ns.exec("ip", &["addr", "add", "198.18.99.1/32", "dev", "lo"], None)
         .expect("ip addr");
     ns.nft(&format!(
-        "table ip dnattest {{\n\tchain pre {{\n\t\ttype nat hook prerouting priority -100;\n\t\tip daddr {VIP} tcp dport 80 dnat to 198.18.99.1:8080\n\t}}\n}}\n"
+        "table ip dnattest {{\n\tchain pre {{\n\t\ttype nat hook prerouting priority -100;\n\t\tip daddr {VIP} tcp dport 80 dnat to 198.18.99.1:8080\n\t}}\n\tchain after {{\n\t\ttype filter hook prerouting priority -90;\n\t\tip daddr 198.18.99.1 meta mark != 0 counter comment \"mark leaked\"\n\t\tip daddr 198.18.99.1 counter comment \"seen\"\n\t}}\n}}\n"
     ))
     .expect("the DNAT table");
     world.children[0] = std::process::Command::new("ip")
@@ -467,6 +467,15 @@ fn a_connection_behind_dnat_keeps_its_moved_bucket_while_it_talks() {
         Ok("host2")
     );
     assert!(netdev_counter(&world, 0, "rule1 drop") > drops_before);
+    // nlb's marks stayed inside its chains: every packet after them (DNAT'd, of every
+    // phase, the draining bucket's included) has mark 0.
+    let dnat = world.hosts[0]
+        .ns
+        .exec("nft", &["-j", "list", "table", "ip", "dnattest"], None)
+        .expect("nft list table");
+    let counters = parse_counters(&dnat);
+    assert_eq!(counters[0], ("mark leaked".to_owned(), 0), "{counters:?}");
+    assert!(counters[1].0 == "seen" && counters[1].1 > 0, "{counters:?}");
     // The connections of buckets that did not move were never touched.
     world.in_client(|| {
         for (src, session) in sessions.iter_mut().filter(|(src, _)| !moved.contains(src)) {

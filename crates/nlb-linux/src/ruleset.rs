@@ -86,18 +86,21 @@
 //! rewrite of the tables puts every draining bucket in it again, and every packet of a
 //! draining bucket that conntrack finds `established` restarts its timeout
 //! (`update @recent`). The daemon lets a bucket go (deletes its verdict, so it is
-//! dropped at netdev again) only once it is neither in `recent` nor holds one of this
-//! host's sockets (`ss`). Only this host's confirmed connections are `established`
+//! dropped at netdev again) only once it is not in `recent`, holds none of this host's
+//! sockets (`ss`) and none of conntrack's entries to a VIP that are not over
+//! (`conntrack -L`, DNAT'd ones included; see the daemon's `drain.rs`). Only this host's confirmed connections are `established`
 //! here: the new owner's connections, seen by every host, are new to this host's
 //! conntrack (their SYNs never got through, their UDP datagrams are dropped as new) and
 //! are never confirmed, so they refresh nothing, and a flood to a released bucket costs
 //! conntrack's lookup, as it did before the netdev stage, and adds no state. Owners pay
-//! nothing: only draining packets reach the rule. A connection this host cannot see as
-//! a socket and that sends nothing for `drain_idle` is cut when its bucket goes; the
-//! default, 300 s, is longer than conntrack's UDP stream timeout (120 s), so it never
-//! cuts a UDP flow conntrack still keeps, and longer than most TCP keepalive intervals
-//! set for NAT (Linux's default, 2 h, is not: such a connection, idle longer, loses its
-//! packets at netdev after the move and times out).
+//! nothing: only draining packets reach the rule. With conntrack's entries counted, a
+//! connection keeps its bucket as long as conntrack keeps it, idle or not (as on
+//! `main`), and `recent` only adds up to `drain_idle` of draining after its last
+//! packet. Without the `conntrack` tool, a connection this host cannot see as a socket
+//! and that sends nothing for `drain_idle` is cut when its bucket goes; the default,
+//! 300 s, is longer than conntrack's UDP stream timeout (120 s), so it never cuts a UDP
+//! flow conntrack still keeps, and longer than most TCP keepalive intervals set for NAT
+//! (Linux's default, 2 h, is not).
 //!
 //! Checked on kernel 6.18 with nft 1.0.6: sets belong to one table, so the set is in
 //! the `inet` table, where conntrack's verdict is known (`ct` is refused at netdev),

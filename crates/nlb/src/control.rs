@@ -73,6 +73,10 @@ pub(crate) struct DaemonStats {
     /// Buckets draining now, per rule slot (the fallback rule last).
     #[serde(default)]
     pub(crate) draining_buckets: Vec<u64>,
+    /// What the last count of draining buckets' connections read: `ss, recent,
+    /// conntrack`, or `ss, recent` without the `conntrack` tool; empty before one.
+    #[serde(default)]
+    pub(crate) drain_sources: String,
 }
 
 impl Default for DaemonStats {
@@ -89,6 +93,7 @@ impl Default for DaemonStats {
             drain_count_failures: 0,
             drain_counts: 0,
             draining_buckets: Vec::new(),
+            drain_sources: String::new(),
         }
     }
 }

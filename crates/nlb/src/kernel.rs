@@ -6,8 +6,8 @@
 //! One thread, first in first out, is part of the ordering contract (see
 //! [`crate::cmd::run`]): a lease refresh queued after a release is applied after it.
 //! The daemon runs a second one for the counts of draining buckets' connections
-//! ([`Job::LiveBuckets`]: `ss` and the `recent` set), which need no order and must not
-//! delay the first.
+//! ([`Job::LiveBuckets`]: conntrack, `ss` and the `recent` set), which need no order
+//! and must not delay the first.
 
 use nlb_core::config::{Config, Protocol};
 use nlb_core::filter::{Flow, cluster_seed, decide};
@@ -30,11 +30,12 @@ pub(crate) enum Job {
     /// Apply this line of element changes ([`nlb_linux::ruleset::Update::Elements`]) on
     /// the `nft -i` session; done as [`Done::Applied`].
     Update { id: u64, line: String },
-    /// Which buckets of each rule slot of `config` hold a TCP connection of this host
-    /// (from a VIP, any state but listening, closed and time-wait), or are in the
-    /// `recent` set of the inet table `table` (a packet of a connection conntrack knows
-    /// came in them lately, or they were released lately). The daemon sends it to a
-    /// second worker of its own, so that a slow `ss` never delays an ownership change.
+    /// Which buckets of each rule slot of `config` hold a conntrack entry to a VIP that
+    /// is not over, or a TCP connection of this host (from a VIP, any state but
+    /// listening, closed and time-wait), or are in the `recent` set of the inet table
+    /// `table` (a packet of a connection conntrack knows came in them lately, or they
+    /// were released lately). The daemon sends it to a second worker of its own, so
+    /// that a slow count never delays an ownership change.
     LiveBuckets { config: Box<Config>, table: String },
     /// Count the established TCP connections from these VIPs.
     CountConnections { vips: Vec<Ipv4Addr> },
@@ -58,9 +59,11 @@ pub(crate) enum Done {
     },
     Connections(u32),
     /// The answer to [`Job::LiveBuckets`]: per rule slot, the buckets with a connection,
-    /// listed from `started` on; `None` if `ss` failed.
+    /// listed from `started` on; `None` if `ss`, `nft` or `conntrack` failed; and what
+    /// the count read.
     LiveBuckets {
         live: Option<Vec<BucketBitmap>>,
+        sources: DrainSources,
         started: Instant,
     },
     VipAdded {
@@ -108,8 +111,10 @@ impl Kernel {
                         },
                         Job::LiveBuckets { config, table } => {
                             let started = Instant::now();
+                            let (live, sources) = live_buckets(&config, &table);
                             Done::LiveBuckets {
-                                live: live_buckets(&config, &table),
+                                live,
+                                sources,
                                 started,
                             }
                         }
@@ -249,38 +254,205 @@ pub(crate) fn count_connections(vips: &[Ipv4Addr]) -> u32 {
     vip_connections(vips, &["state", "established"]).map_or(0, |c| c.len() as u32)
 }
 
-/// Per rule slot of `config`, the buckets that hold one of this host's TCP connections
-/// (any state in which the peer may still send: all but listening, closed and
-/// time-wait), by [`decide`], the cluster's one packet decision, and the buckets in
-/// the `recent` set of the inet table `table`. `None` if either cannot be read.
-fn live_buckets(config: &Config, table: &str) -> Option<Vec<BucketBitmap>> {
+/// What a count of the draining buckets' connections read: always this host's TCP
+/// sockets (`ss`) and the `recent` set; conntrack's entries too unless the `conntrack`
+/// tool is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DrainSources {
+    /// `ss`, `recent` and conntrack.
+    WithConntrack,
+    /// `ss` and `recent` only: `conntrack` (Debian package `conntrack`) is not installed.
+    WithoutConntrack,
+}
+
+/// Per rule slot of `config`, the buckets that hold one of this host's connections:
+/// the buckets in the `recent` set of the inet table `table`, those of this host's TCP
+/// sockets on the VIPs (any state in which the peer may still send: all but listening,
+/// closed and time-wait), and those of conntrack's TCP and UDP entries whose original
+/// destination is a VIP (a TCP entry in any state but time-wait and close), each put
+/// into its slot and bucket by [`live_flow`]. `None` if any of them cannot be read;
+/// without the `conntrack` tool, the first two only ([`DrainSources`]).
+fn live_buckets(config: &Config, table: &str) -> (Option<Vec<BucketBitmap>>, DrainSources) {
     let mut live = vec![BucketBitmap::new(nlb_core::buckets::BUCKETS); config.rules.len() + 1];
+    let seed = cluster_seed(config);
     // The set first: a bucket that leaves it after the listing was idle, and one that
-    // `ss` lists later is live.
-    let json =
-        nlb_linux::command::run("nft", &["-j", "list", "set", "inet", table, "recent"], None)
-            .ok()?;
-    for (slot, bucket) in nlb_linux::ruleset::parse_recent(&json)? {
-        if let Some(slot) = live.get_mut(slot) {
-            slot.insert(bucket);
+    // `ss` or conntrack lists later is live.
+    let counted = (|| {
+        let json =
+            nlb_linux::command::run("nft", &["-j", "list", "set", "inet", table, "recent"], None)
+                .ok()?;
+        for (slot, bucket) in nlb_linux::ruleset::parse_recent(&json)? {
+            if let Some(slot) = live.get_mut(slot) {
+                slot.insert(bucket);
+            }
+        }
+        let states = ["state", "connected", "exclude", "time-wait"];
+        for (local, peer) in vip_connections(&config.cluster.vips, &states)? {
+            let flow = Flow {
+                src: *peer.ip(),
+                src_port: peer.port(),
+                dst: *local.ip(),
+                dst_port: local.port(),
+                protocol: Protocol::Tcp,
+            };
+            live_flow(config, seed, &mut live, &flow);
+        }
+        Some(())
+    })();
+    if counted.is_none() {
+        return (None, DrainSources::WithConntrack);
+    }
+    let mut sources = DrainSources::WithConntrack;
+    for &vip in &config.cluster.vips {
+        match conntrack_flows(vip, |flow| live_flow(config, seed, &mut live, flow)) {
+            Conntrack::Listed => {}
+            Conntrack::Missing => sources = DrainSources::WithoutConntrack,
+            Conntrack::Failed => return (None, sources),
         }
     }
-    let states = ["state", "connected", "exclude", "time-wait"];
-    let connections = vip_connections(&config.cluster.vips, &states)?;
-    for (local, peer) in connections {
-        let flow = Flow {
-            src: *peer.ip(),
-            src_port: peer.port(),
-            dst: *local.ip(),
-            dst_port: local.port(),
-            protocol: Protocol::Tcp,
-        };
-        let decision = decide(config, &[], cluster_seed(config), &flow);
-        if let (Some(bucket), Some(slot)) = (decision.bucket, live.get_mut(decision.slot)) {
-            slot.insert(bucket);
+    (Some(live), sources)
+}
+
+/// Marks `flow`'s rule slot and bucket live in `live`, by [`decide`], the cluster's one
+/// packet decision (`seed`: [`cluster_seed`] of `config`).
+fn live_flow(config: &Config, seed: u32, live: &mut [BucketBitmap], flow: &Flow) {
+    let decision = decide(config, &[], seed, flow);
+    if let (Some(bucket), Some(slot)) = (decision.bucket, live.get_mut(decision.slot)) {
+        slot.insert(bucket);
+    }
+}
+
+/// The most conntrack entries one VIP's listing may hold; beyond it the count fails
+/// (the buckets keep draining) rather than parse without end.
+const CONNTRACK_MAX_ENTRIES: u64 = 16 << 20;
+/// The longest line of `conntrack -L` read (a line is about 250 bytes).
+const CONNTRACK_MAX_LINE: u64 = 4096;
+
+/// How a conntrack listing went.
+#[derive(Debug, PartialEq, Eq)]
+enum Conntrack {
+    Listed,
+    /// The `conntrack` tool is not installed.
+    Missing,
+    /// It failed, printed a line [`parse_conntrack_line`] cannot read, or too many.
+    Failed,
+}
+
+/// Streams `conntrack -L -f ipv4 --orig-dst vip` and gives `each` the flow of every
+/// live TCP or UDP entry ([`parse_conntrack_line`]) as its original tuple: the client
+/// as source, the VIP as destination, whatever DNAT made of the reply. Stores no entry.
+fn conntrack_flows(vip: Ipv4Addr, mut each: impl FnMut(&Flow)) -> Conntrack {
+    use std::io::{BufRead, BufReader, Read};
+    let vip_text = vip.to_string();
+    let child = std::process::Command::new("conntrack")
+        .args(["-L", "-f", "ipv4", "--orig-dst", &vip_text])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Conntrack::Missing,
+        Err(_) => return Conntrack::Failed,
+    };
+    let Some(stdout) = child.stdout.take() else {
+        return Conntrack::Failed;
+    };
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    let mut entries = 0u64;
+    let mut ok = true;
+    loop {
+        line.clear();
+        match (&mut reader)
+            .take(CONNTRACK_MAX_LINE)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => {
+                ok = false;
+                break;
+            }
+        }
+        entries += 1;
+        let text = std::str::from_utf8(&line).ok();
+        if line.last() != Some(&b'\n') || entries > CONNTRACK_MAX_ENTRIES || text.is_none() {
+            ok = false;
+            break;
+        }
+        let text = text.unwrap_or_default();
+        if text.trim().is_empty() {
+            continue;
+        }
+        match parse_conntrack_line(text) {
+            Some(Some(flow)) if flow.dst == vip => each(&flow),
+            Some(None) => {}
+            _ => {
+                ok = false;
+                break;
+            }
         }
     }
-    Some(live)
+    if !ok {
+        let _ = child.kill();
+    }
+    let status = child.wait();
+    if ok && status.is_ok_and(|s| s.success()) {
+        Conntrack::Listed
+    } else {
+        Conntrack::Failed
+    }
+}
+
+/// One line of `conntrack -L` (conntrack-tools 1.4): `Some(Some(flow))` for a TCP or
+/// UDP entry whose connection may still carry packets, its original tuple as the flow;
+/// `Some(None)` for an entry that counts for nothing (a TCP one in `TIME_WAIT` or
+/// `CLOSE`, or another protocol's); `None` for a line it cannot read, which fails the
+/// whole count, as an unreadable `ss` line does.
+fn parse_conntrack_line(line: &str) -> Option<Option<Flow>> {
+    let mut fields = line.split_whitespace();
+    let protocol = match (fields.next()?, fields.next()?) {
+        ("tcp", "6") => Protocol::Tcp,
+        ("udp", "17") => Protocol::Udp,
+        (name, number) => {
+            // Another protocol's entry (icmp 1, sctp 132, ...; its name, number and
+            // timeout): well formed, not counted.
+            number.parse::<u8>().ok()?;
+            fields.next()?.parse::<u64>().ok()?;
+            return name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                .then_some(None);
+        }
+    };
+    let _timeout: u64 = fields.next()?.parse().ok()?;
+    let mut rest = fields.peekable();
+    if protocol == Protocol::Tcp {
+        let state = rest.next()?;
+        if !state.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') || state.is_empty() {
+            return None;
+        }
+        if matches!(state, "TIME_WAIT" | "CLOSE") {
+            return Some(None);
+        }
+    }
+    // The original tuple: the first src=, dst=, sport=, dport=, in that order.
+    let mut value = |key: &str| -> Option<&str> {
+        let field = rest.next()?;
+        field.strip_prefix(key)?.strip_prefix('=')
+    };
+    let src: Ipv4Addr = value("src")?.parse().ok()?;
+    let dst: Ipv4Addr = value("dst")?.parse().ok()?;
+    let src_port: u16 = value("sport")?.parse().ok()?;
+    let dst_port: u16 = value("dport")?.parse().ok()?;
+    Some(Some(Flow {
+        src,
+        src_port,
+        dst,
+        dst_port,
+        protocol,
+    }))
 }
 
 /// Which of `tables` (`family name`) `nft list tables` does not list; none if nft
@@ -327,6 +499,49 @@ mod tests {
             "garbage",
         ] {
             assert_eq!(parse_ss_line(line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn conntrack_lines_give_their_original_tuple_and_unreadable_ones_fail_the_count() {
+        let flow = |src: [u8; 4], sport, dport, protocol| Flow {
+            src: Ipv4Addr::from(src),
+            src_port: sport,
+            dst: Ipv4Addr::new(198, 18, 0, 10),
+            dst_port: dport,
+            protocol,
+        };
+        // Lines as `conntrack -L -f ipv4 --orig-dst 198.18.0.10` prints them (1.4.7): a
+        // DNAT'd TCP connection (its reply from the server behind it), a UDP flow.
+        let dnat = "tcp      6 431999 ESTABLISHED src=198.19.0.7 dst=198.18.0.10 sport=53128 dport=80 src=198.18.99.1 dst=198.19.0.7 sport=8080 dport=53128 [ASSURED] mark=0 use=1";
+        assert_eq!(
+            parse_conntrack_line(dnat),
+            Some(Some(flow([198, 19, 0, 7], 53128, 80, Protocol::Tcp)))
+        );
+        let udp = "udp      17 29 src=198.19.0.8 dst=198.18.0.10 sport=5000 dport=53 [UNREPLIED] src=198.18.0.10 dst=198.19.0.8 sport=53 dport=5000 mark=0 use=1";
+        assert_eq!(
+            parse_conntrack_line(udp),
+            Some(Some(flow([198, 19, 0, 8], 5000, 53, Protocol::Udp)))
+        );
+        let fin = "tcp      6 117 FIN_WAIT src=198.19.0.7 dst=198.18.0.10 sport=1 dport=80 src=198.18.0.10 dst=198.19.0.7 sport=80 dport=1 [ASSURED] mark=0 use=1";
+        assert!(matches!(parse_conntrack_line(fin), Some(Some(_))));
+        // Over: counted as nothing; another protocol: nothing.
+        for line in [
+            "tcp      6 117 TIME_WAIT src=198.19.0.7 dst=198.18.0.10 sport=1 dport=80 src=198.18.0.10 dst=198.19.0.7 sport=80 dport=1 [ASSURED] mark=0 use=1",
+            "tcp      6 9 CLOSE src=198.19.0.7 dst=198.18.0.10 sport=1 dport=80 src=198.18.0.10 dst=198.19.0.7 sport=80 dport=1 mark=0 use=1",
+            "icmp     1 29 src=198.19.0.7 dst=198.18.0.10 type=8 code=0 id=7 src=198.18.0.10 dst=198.19.0.7 type=0 code=0 id=7 mark=0 use=1",
+        ] {
+            assert_eq!(parse_conntrack_line(line), Some(None), "{line}");
+        }
+        for line in [
+            "garbage",
+            "tcp      6 431999 ESTABLISHED src=2001:db8::1 dst=2001:db8::2 sport=1 dport=80",
+            "tcp      6 431999 src=198.19.0.7 dst=198.18.0.10 sport=1 dport=80",
+            "udp      17 29 dst=198.18.0.10 src=198.19.0.8 sport=5000 dport=53",
+            "tcp      6 431999 ESTABLISHED src=198.19.0.7 dst=198.18.0.10 sport=x dport=80",
+            "ipv4     2 tcp      6 431999 ESTABLISHED src=198.19.0.7 dst=198.18.0.10 sport=1 dport=80",
+        ] {
+            assert_eq!(parse_conntrack_line(line), None, "{line}");
         }
     }
 }

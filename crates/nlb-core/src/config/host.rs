@@ -33,8 +33,10 @@ pub struct HostConfig {
     pub control_group: Option<String>,
     /// How long a bucket this host released keeps reaching conntrack after the last
     /// packet of this host's connections in it (`drain_idle_ms`, 1 s to 1 day, default
-    /// [`DEFAULT_DRAIN_IDLE_MS`]): a connection this host cannot see as a socket (behind
-    /// DNAT, or UDP) that stays idle for longer loses its packets to this host.
+    /// [`DEFAULT_DRAIN_IDLE_MS`]), at least: the bucket also stays while conntrack holds
+    /// any of its flows that is not over. Without the `conntrack` tool, a connection
+    /// this host cannot see as a socket (behind DNAT, or UDP) that stays idle for longer
+    /// loses its packets to this host.
     pub drain_idle_ms: u32,
 }
 

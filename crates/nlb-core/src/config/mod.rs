@@ -15,7 +15,7 @@
 //! initial_state = "started"           # started | stopped | suspended
 //! control_socket = "/run/nlb/nlb.sock"
 //! control_group = "nlb"               # optional: members may use the control socket
-//! drain_idle_ms = 300000              # a released bucket lets go this long after its last packet
+//! drain_idle_ms = 300000              # a released bucket lets go this long after its last packet (and once conntrack holds none of its flows)
 //!
 //! [[rule]]                            # none = one rule for everything (Rule::catch_all)
 //! vip = "all"

@@ -387,8 +387,9 @@ fn wait_dropped_once_idle(world: &World, bucket: u16, idle_since: Instant) {
 
 /// A TCP connection to a service behind DNAT on the old owner (no socket on the VIP,
 /// so `ss` never sees it: Docker's `-p 80:80`, kube-proxy) keeps its moved bucket
-/// draining while it talks, well past the idle time and many counts; once it has been
-/// idle for the idle time, the bucket is dropped at netdev.
+/// draining while it talks, well past the idle time and many counts, and while it is
+/// idle for longer than the idle time (conntrack holds it), then talks again; once it
+/// has closed, FIN both ways, the bucket is dropped at netdev.
 #[test]
 fn a_connection_behind_dnat_keeps_its_moved_bucket_while_it_talks() {
     if !require_root("a_connection_behind_dnat_keeps_its_moved_bucket_while_it_talks") {
@@ -440,18 +441,21 @@ fn a_connection_behind_dnat_keeps_its_moved_bucket_while_it_talks() {
 
     let (moved, bucket) = join_second_host(&world, &sources);
     // The moved connections talk for three idle times, through several counts.
-    let idle_since = keep_going(&world, bucket, |talking| {
+    // Each moved connection asks once and host 1 answers; `when` names the moment.
+    let talk = |sessions: &mut HashMap<Ipv4Addr, KeepAlive>, when: &str| {
         world.in_client(|| {
             for src in &moved {
                 let session = sessions.get_mut(src).expect("a session");
+                let answer = session.get();
                 assert_eq!(
-                    session
-                        .get()
-                        .unwrap_or_else(|e| panic!("{src} after {talking:?}: {e}")),
+                    answer.unwrap_or_else(|e| panic!("{src} {when}: {e}")),
                     "host1"
                 );
             }
         });
+    };
+    let idle_since = keep_going(&world, bucket, |talking| {
+        talk(&mut sessions, &format!("after {talking:?}"));
     });
     // A new connection from a moved source goes to host 2 (its SYN, dropped by host 1,
     // is no packet of a connection host 1 knows).
@@ -459,8 +463,43 @@ fn a_connection_behind_dnat_keeps_its_moved_bucket_while_it_talks() {
         world.in_client(|| http_get(moved[0], vip)).as_deref(),
         Ok("host2")
     );
-    // Idle: the bucket goes, and its packets are dropped at netdev.
-    wait_dropped_once_idle(&world, bucket, idle_since);
+    // Idle for longer than the idle time: the `recent` element is gone, but conntrack
+    // still holds the connections, so counts that started since keep the bucket.
+    let sources_read = world
+        .ctl(0, "query")
+        .and_then(|q| Some(q["daemon"]["drain_sources"].as_str()?.to_owned()));
+    assert_eq!(sources_read.as_deref(), Some("ss, recent, conntrack"));
+    world.wait_for(
+        "idle for the idle time",
+        IDLE + Duration::from_secs(5),
+        |_| idle_since.elapsed() > IDLE,
+    );
+    let counts = drain_counts(&world);
+    world.wait_for("two counts since", Duration::from_secs(10), |w| {
+        drain_counts(w) >= counts + 2
+    });
+    assert!(idle_since.elapsed() > IDLE);
+    assert_eq!(
+        verdict(&world, 0, bucket).as_deref(),
+        Some("draining_rule1")
+    );
+    // And they talk again.
+    talk(
+        &mut sessions,
+        &format!("after {:?} idle", idle_since.elapsed()),
+    );
+    // Closed (FIN both ways): conntrack's entries are in TIME_WAIT, over; once the last
+    // packets are the idle time old, the bucket goes and is dropped at netdev.
+    world.in_client(|| {
+        for src in &moved {
+            let session = sessions.remove(src).expect("a session");
+            session
+                .close()
+                .unwrap_or_else(|e| panic!("{src} closes: {e}"));
+        }
+    });
+    let closed_at = Instant::now();
+    wait_dropped_once_idle(&world, bucket, closed_at);
     let drops_before = netdev_counter(&world, 0, "rule1 drop");
     assert_eq!(
         world.in_client(|| http_get(moved[0], vip)).as_deref(),
@@ -551,8 +590,8 @@ impl Drop for UdpEcho {
 
 /// A UDP flow that lasts several idle times (the old rule let a UDP rule's bucket go
 /// after a fixed 60 s, cutting QUIC or a VPN) keeps reaching its old owner after its
-/// bucket moved, for as long as it goes on; once idle for the idle time, the bucket is
-/// dropped at netdev.
+/// bucket moved, for as long as it goes on; once idle for the idle time (and forgotten
+/// by conntrack), the bucket is dropped at netdev.
 #[test]
 fn a_long_udp_flow_keeps_its_moved_bucket_while_it_lasts() {
     if !require_root("a_long_udp_flow_keeps_its_moved_bucket_while_it_lasts") {
@@ -560,6 +599,23 @@ fn a_long_udp_flow_keeps_its_moved_bucket_while_it_lasts() {
     }
     let rule = "[[rule]]\nports = \"80\"\nprotocol = \"both\"\naffinity = \"single\"\n";
     let world = world_with(ClusterMode::Multicast, 2, |_| idle_hosts(Some(rule)));
+    // Host 1's conntrack forgets an idle UDP flow after the idle time (its own
+    // namespace's setting; 30 s and 120 s by default), so that the bucket can go soon
+    // after: while conntrack holds the flow, the drain count keeps it.
+    let idle_secs = IDLE.as_secs().to_string();
+    for name in ["udp_timeout", "udp_timeout_stream"] {
+        world.hosts[0]
+            .ns
+            .exec(
+                "sysctl",
+                &[
+                    "-qw",
+                    &format!("net.netfilter.nf_conntrack_{name}={idle_secs}"),
+                ],
+                None,
+            )
+            .expect("sysctl");
+    }
     let host1 = UdpEcho::start(&world.hosts[0].ns, "host1");
     let _host2 = UdpEcho::start(&world.hosts[1].ns, "host2");
     world.start(&[0]);

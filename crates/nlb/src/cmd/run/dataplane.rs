@@ -25,7 +25,7 @@
 
 use super::drain::Drains;
 use super::{Daemon, FRAMES_BEFORE_TIMEOUT, HELD_HEARTBEATS, RETRY_INTERVAL, log_event};
-use crate::kernel::{Done, Job};
+use crate::kernel::{Done, DrainSources, Job};
 use nlb_linux::ruleset::{RuleState, Ruleset, Update};
 use std::io::ErrorKind;
 use std::time::Duration;
@@ -306,16 +306,37 @@ impl Daemon {
                     self.apply_dirty = true;
                 }
             }
-            Done::LiveBuckets { live, started } => {
+            Done::LiveBuckets {
+                live,
+                sources,
+                started,
+            } => {
                 self.live_counting = false;
+                let named = match sources {
+                    DrainSources::WithConntrack => "ss, recent, conntrack",
+                    DrainSources::WithoutConntrack => "ss, recent",
+                };
+                if live.is_some() && self.stats.drain_sources != named {
+                    if sources == DrainSources::WithoutConntrack {
+                        tracing::warn!(
+                            event = "nlb.drain_without_conntrack",
+                            "the `conntrack` tool is not installed: a released bucket drains \
+                             until this host's sockets in it are gone and its connections \
+                             have been idle for drain_idle_ms, so a connection that is no \
+                             socket of this host (behind DNAT) and idles longer loses it \
+                             (Debian: apt-get install conntrack)"
+                        );
+                    }
+                    self.stats.drain_sources = named.to_owned();
+                }
                 let Some(live) = live else {
                     self.stats.drain_count_failures += 1;
                     if self.stats.drain_count_failures == 1 {
                         tracing::warn!(
                             event = "nlb.drain_count_failed",
-                            "`ss` or `nft list set` failed: released buckets keep draining \
-                             (their packets go through conntrack) until they work; is \
-                             iproute2 installed?"
+                            "`ss`, `nft list set` or `conntrack -L` failed: released \
+                             buckets keep draining (their packets go through conntrack) \
+                             until they work; is iproute2 installed?"
                         );
                     }
                     return;

@@ -9,27 +9,40 @@
 //!
 //! How the daemon knows a bucket has drained: off the protocol loop, a worker
 //! ([`crate::kernel::Job::LiveBuckets`], its own, so that a slow count never delays an
-//! ownership change) reads two things:
+//! ownership change) reads three things, and puts each connection it finds into its
+//! rule slot and bucket with [`nlb_core::filter::decide`], the one packet decision
+//! (one function for all of them, `live_flow` in `kernel.rs`):
 //!
+//! - **conntrack's entries** whose original destination is a VIP (`conntrack -L -f ipv4
+//!   --orig-dst <VIP>`, streamed: per bucket a bit, no entry kept, at most
+//!   16 Mi lines per VIP): every TCP entry but those that are over (`TIME_WAIT`,
+//!   `CLOSE`) and every UDP entry, whatever serves it, a socket or a service behind
+//!   DNAT (the original tuple is the client's and the VIP's, whatever DNAT made of the
+//!   reply). These keep their bucket however long they are idle, as long as conntrack
+//!   keeps them, as on `main`, where a released bucket's packets always reached
+//!   conntrack;
+//! - this host's TCP sockets on the VIPs, from `ss` (all states in which the peer may
+//!   still send): a socket whose conntrack entry is gone (idle past conntrack's TCP
+//!   timeout) still keeps its bucket;
 //! - the kernel's **`recent` set** (in the `inet` table, [`nlb_linux::ruleset`]): a
 //!   draining bucket is in it, with a timeout of `[host] drain_idle_ms`, from the
 //!   transaction that releases it, and each packet of it that conntrack finds
-//!   established (a connection of this host: a socket, a service behind DNAT, a UDP
-//!   flow) restarts that timeout. So it holds the buckets in which any of this host's
-//!   connections was active lately, whatever serves them;
-//! - this host's TCP sockets on the VIPs, from `ss` (all states in which the peer may
-//!   still send), each put into its rule slot and bucket with
-//!   [`nlb_core::filter::decide`], the one packet decision: these keep their bucket
-//!   however long they are idle.
+//!   established restarts that timeout. With conntrack's entries counted it adds no
+//!   connection (a packet conntrack finds established has an entry, which the count
+//!   lists), only up to `drain_idle_ms` of draining after the last packet; it is what
+//!   keeps a non-socket connection's bucket when the `conntrack` tool is missing.
 //!
 //! A bucket leaves draining when a count that started after the kernel began draining
 //! it (when the apply that made it draining had completed, so its `recent` element was
-//! in and no new connection could start in it any more) finds it in neither.
+//! in and no new connection could start in it any more) finds it in none of them.
 //!
-//! Limits: a connection that is not a socket of this host (behind DNAT, or UDP) and
-//! sends nothing for `drain_idle_ms` loses its bucket, and then its packets are dropped
-//! at netdev; if `ss` or `nft` fails, nothing leaves draining (it costs conntrack work,
-//! not connections).
+//! Limits: without the `conntrack` tool (Debian package `conntrack`; the daemon says so
+//! once in its log, and `nlb query --json` shows `drain_sources` without `conntrack`),
+//! a connection that is not a socket of this host (behind DNAT, or UDP) and sends
+//! nothing for `drain_idle_ms` loses its bucket, and then its packets are dropped at
+//! netdev. If `ss`, `nft` or `conntrack` fails, prints a line it cannot read, or lists
+//! more than the bound, nothing leaves draining (it costs conntrack work, not
+//! connections).
 //!
 //! At start-up and after a reload that rejoins, every bucket of every rule drains: a
 //! restarted daemon's host keeps the connections it has, and the first count lets go of
@@ -107,8 +120,8 @@ impl Drains {
         self.slots.iter().any(|slot| !slot.is_empty())
     }
 
-    /// A count that started at `started` found the `live` buckets (sockets, or in
-    /// `recent`): the others that drained since before then are done. True if any
+    /// A count that started at `started` found the `live` buckets (conntrack entries,
+    /// sockets, or in `recent`): the others that drained since before then are done. True if any
     /// bucket left.
     pub(super) fn settle(&mut self, live: &[BucketBitmap], started: Instant) -> bool {
         let mut changed = false;

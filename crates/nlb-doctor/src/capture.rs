@@ -101,7 +101,7 @@ struct Interface {
 pub const MAX_TS_NS: i64 = 1 << 62;
 
 /// Buffer the reader starts with; grown up to [`MAX_BUFFER`] for jumbo records.
-const INITIAL_BUFFER: usize = 1 << 20;
+const INITIAL_BUFFER: usize = 1 << 16;
 /// Largest record accepted: 256 KiB is libpcap's biggest snap length; pcapng blocks may
 /// add options, so allow some margin.
 const MAX_BUFFER: usize = 16 << 20;

@@ -33,7 +33,7 @@ pub mod report;
 
 pub use analyzer::{Analyzer, Settings};
 pub use capture::{CaptureError, CaptureReader, End, LinkType};
-pub use finding::{Finding, Kind, Severity};
+pub use finding::{Details, Finding, Kind, Severity};
 pub use report::{CaptureSummary, Report};
 
 use std::io::Read;

@@ -18,6 +18,7 @@ use crate::link::Vlan;
 use foldhash::{HashMap, HashSet};
 use nlb_wire::MacAddr;
 use nlb_wire::addressing::{NlbMac, classify_mac};
+use nlb_wire::bitmap::BucketBitmap;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -54,6 +55,9 @@ pub struct Counters {
     pub unsupported_link: u64,
     /// Addresses not tracked because the tables were full.
     pub untracked: u64,
+    /// nlb heartbeats seen twice (the same sender, incarnation and sequence): a capture
+    /// that holds a frame twice (`tcpdump -i any` on a bridge), or a loop. Counted once.
+    pub duplicate_heartbeats: u64,
 }
 
 /// ARP activity per second, for the timeline.
@@ -149,6 +153,21 @@ pub(crate) enum Subject {
     ClusterHost { cluster: ClusterKey, host_id: u32 },
     /// The station whose frames arrive damaged.
     Station(MacAddr),
+    /// Two senders (host id, MAC) of one nlb cluster whose heartbeats claim buckets at
+    /// once, the lower first; the buckets are in `Model::overlaps`.
+    OwnerPair {
+        cluster: ClusterKey,
+        hosts: [(u8, MacAddr); 2],
+    },
+    /// Flows from a VIP (the record's IP) port to one client, answered from two MACs
+    /// (the lower first); IP protocol 6 or 17. The client ports are in
+    /// `Model::answered_ports`.
+    Answer {
+        protocol: u8,
+        port: u16,
+        client: Ipv4Addr,
+        macs: [MacAddr; 2],
+    },
     /// The catch-all for a kind's findings beyond [`MAX_RECORDS`].
     Overflow,
 }
@@ -172,6 +191,37 @@ pub(crate) enum Evidence {
     /// A request storm and the unanswered addresses it asked for that are not listed
     /// separately.
     Storm { unanswered: u64 },
+    /// What the second MAC's answers to a flow were.
+    Answers(Answers),
+    /// The latest replayed heartbeat: its host id, the (incarnation, sequence) it
+    /// carried and the newest one seen from that host before it.
+    Replay {
+        host_id: u8,
+        got: (u32, u64),
+        newest: (u32, u64),
+    },
+}
+
+/// The frames of a `double_answer` from the second MAC, by what they were.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Answers {
+    /// TCP SYN-ACKs answering a SYN another MAC answered too (the same acknowledgment
+    /// number): two hosts accepted one connection.
+    pub(crate) syn_acks: u64,
+    /// Other TCP segments.
+    pub(crate) segments: u64,
+    /// UDP datagrams.
+    pub(crate) datagrams: u64,
+}
+
+/// The buckets of one rule that two hosts claimed at once.
+#[derive(Debug, Clone)]
+pub(crate) struct RuleOverlap {
+    /// The rule's slot in the heartbeats (configured rules in order, the fallback last).
+    pub(crate) slot: u8,
+    /// How many rule records the heartbeats carried (so the last slot is the fallback).
+    pub(crate) rules: u8,
+    pub(crate) buckets: BucketBitmap,
 }
 
 /// What the damaged frames of one station showed.
@@ -192,41 +242,78 @@ pub(crate) struct Corruption {
 }
 
 /// One finding being accumulated.
+///
+/// Laid out for the frames that add to it (a busy finding is added to by most frames of
+/// a sick network): what each one changes comes first, in the record's first two cache
+/// lines; what it is comes after.
 #[derive(Debug, Clone)]
+#[repr(C, align(64))]
 pub(crate) struct Record {
+    /// The [`filter_bits`] of `macs` and of `peers`: change them through
+    /// [`add_mac`](Self::add_mac) and [`add_peer`](Self::add_peer) only.
+    mac_filter: u128,
+    peer_filter: u128,
+    pub(crate) count: u64,
+    pub(crate) last_frame: u64,
+    pub(crate) last_ts: i64,
+    /// The longest wait for a reply.
+    pub(crate) longest_ns: i64,
+    pub(crate) macs: Vec<MacAddr>,
+    /// Askers of a request, targets of a reply: (IP, MAC, frames).
+    pub(crate) peers: Vec<(Ipv4Addr, MacAddr, u64)>,
+    pub(crate) first_frame: u64,
+    pub(crate) first_ts: i64,
     pub(crate) kind: Kind,
     pub(crate) severity: Severity,
     pub(crate) vlan: Option<Vlan>,
     pub(crate) ip: Option<Ipv4Addr>,
     pub(crate) subject: Subject,
     pub(crate) evidence: Evidence,
-    pub(crate) macs: Vec<MacAddr>,
-    pub(crate) count: u64,
-    pub(crate) first_frame: u64,
-    pub(crate) last_frame: u64,
-    pub(crate) first_ts: i64,
-    pub(crate) last_ts: i64,
-    /// Askers of a request, targets of a reply: (IP, MAC, frames).
-    pub(crate) peers: Vec<(Ipv4Addr, MacAddr, u64)>,
-    /// The longest wait for a reply.
-    pub(crate) longest_ns: i64,
     /// Not reported on its own: part of another finding (an unanswered request of a
     /// storm's scan).
     pub(crate) absorbed: bool,
 }
 
+/// What the side tables of [`Model`] know a record by: its identity but the kind.
+pub(crate) type SideKey = (Option<Vlan>, Option<Ipv4Addr>, Subject);
+/// Two bits of a 128-bit filter for `x`: a record sets the bits of everything it lists,
+/// so a clear bit means "not listed" without reading the list (a busy finding's list is
+/// full, and most frames bring someone not in it). With the 16 entries of a full list,
+/// about one lookup in twenty reads the list for nothing.
+fn filter_bits(x: u64) -> u128 {
+    let hash = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (1 << (hash >> 57)) | (1 << ((hash >> 50) & 127))
+}
+
+fn mac_bits(mac: MacAddr) -> u64 {
+    let [a, b, c, d, e, f] = mac.0;
+    u64::from_le_bytes([a, b, c, d, e, f, 0, 0])
+}
+
 impl Record {
+    pub(crate) fn side_key(&self) -> SideKey {
+        (self.vlan, self.ip, self.subject)
+    }
+
     pub(crate) fn add_mac(&mut self, mac: MacAddr) {
-        if self.macs.len() < MAX_MACS && !self.macs.contains(&mac) {
+        let bits = filter_bits(mac_bits(mac));
+        let listed = self.mac_filter & bits == bits && self.macs.contains(&mac);
+        if !listed && self.macs.len() < MAX_MACS {
             self.macs.push(mac);
+            self.mac_filter |= bits;
         }
     }
 
     pub(crate) fn add_peer(&mut self, ip: Ipv4Addr, mac: MacAddr) {
-        if let Some(peer) = self.peers.iter_mut().find(|p| p.0 == ip && p.1 == mac) {
+        let bits = filter_bits(mac_bits(mac) << 16 ^ u64::from(u32::from(ip)));
+        let listed = (self.peer_filter & bits == bits)
+            .then(|| self.peers.iter_mut().find(|p| p.0 == ip && p.1 == mac))
+            .flatten();
+        if let Some(peer) = listed {
             peer.2 += 1;
         } else if self.peers.len() < MAX_PEERS {
             self.peers.push((ip, mac, 1));
+            self.peer_filter |= bits;
         }
     }
 }
@@ -258,6 +345,26 @@ pub(crate) struct HostSeen {
     pub(crate) owned_buckets: usize,
     pub(crate) heartbeat_ms: Option<u16>,
     pub(crate) incarnation: Option<u32>,
+    /// Gaps between two of its heartbeats longer than [`SILENT_PERIODS`] periods.
+    pub(crate) gaps: u64,
+    /// The longest such gap: (its length, the frame and time that ended it).
+    pub(crate) longest_gap: Option<(i64, u64, i64)>,
+    /// Whether its current silence was raised already (live, by the sweep).
+    pub(crate) silence_raised: bool,
+}
+
+/// Heartbeat periods without one after which a host is silent: two thirds of the default
+/// failure window (tolerance 15), and past what scheduling jitter makes on a busy machine
+/// (gaps of 3 periods at 10 ms were seen under load in `nlb lab`, and are no news).
+pub(crate) const SILENT_PERIODS: i64 = 10;
+
+impl HostSeen {
+    /// Whether the host had fallen silent at `end` (the end of the capture, or now): no
+    /// heartbeat of its own for more than [`SILENT_PERIODS`] of its announced periods.
+    pub(crate) fn silent_at(&self, end: i64) -> bool {
+        self.heartbeat_ms
+            .is_some_and(|ms| end - self.last_ts > SILENT_PERIODS * i64::from(ms) * 1_000_000)
+    }
 }
 
 impl HostSeen {
@@ -345,6 +452,12 @@ pub(crate) struct Model {
     pub(crate) records: Vec<Record>,
     index: HashMap<RecordKey, usize>,
     pub(crate) clusters: BTreeMap<ClusterKey, ClusterSeen>,
+    /// The buckets of each `nlb_double_ownership` record, per rule.
+    pub(crate) overlaps: HashMap<SideKey, Vec<RuleOverlap>>,
+    /// The client ports of each `double_answer` record's flows.
+    pub(crate) answered_ports: HashMap<SideKey, Vec<u16>>,
+    /// The cluster and host id of each MAC heartbeats came from (the first seen).
+    pub(crate) host_macs: HashMap<MacAddr, (ClusterKey, u32)>,
 }
 
 impl Model {
@@ -379,6 +492,41 @@ impl Model {
         self.bins.get_mut(index)
     }
 
+    /// Moves record `index`'s last frame and time to `frame`, `ts` if they are later: what
+    /// [`record`](Self::record) does to a record it finds, for a caller that kept the index.
+    pub(crate) fn touch(&mut self, index: usize, frame: u64, ts: i64) {
+        let record = &mut self.records[index];
+        record.last_frame = record.last_frame.max(frame);
+        record.last_ts = record.last_ts.max(ts);
+    }
+
+    /// [`record`](Self::record) for a caller that keeps the index in `kept` (the state
+    /// of the IP or source the identity belongs to, at hand already): found there without
+    /// a lookup by the wide identity, and kept there when made. An identity's record
+    /// never changes index, so the two agree.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_kept(
+        &mut self,
+        kept: &mut Option<u32>,
+        kind: Kind,
+        severity: Severity,
+        vlan: Option<Vlan>,
+        ip: Option<Ipv4Addr>,
+        subject: Subject,
+        frame: u64,
+        ts: i64,
+    ) -> usize {
+        if let Some(index) = *kept {
+            let index = index as usize;
+            self.touch(index, frame, ts);
+            return index;
+        }
+        let index = self.record(kind, severity, vlan, ip, subject, frame, ts);
+        // Indices stay below MAX_RECORDS plus one catch-all a kind.
+        *kept = u32::try_from(index).ok();
+        index
+    }
+
     /// The index of the record of this identity, made on first sight (at `frame`, `ts`);
     /// the record's last frame and time move to these. Once [`MAX_RECORDS`] are kept, a
     /// new identity goes to its kind's catch-all record.
@@ -408,9 +556,7 @@ impl Model {
             };
         }
         if let Some(&index) = self.index.get(&key) {
-            let record = &mut self.records[index];
-            record.last_frame = record.last_frame.max(frame);
-            record.last_ts = record.last_ts.max(ts);
+            self.touch(index, frame, ts);
             return index;
         }
         let index = self.records.len();
@@ -430,6 +576,8 @@ impl Model {
             peers: Vec::new(),
             longest_ns: 0,
             absorbed: false,
+            mac_filter: 0,
+            peer_filter: 0,
         });
         self.index.insert(key, index);
         index

@@ -608,3 +608,225 @@ fn a_vip_nobody_answers_for_is_an_error_with_cluster_advice() {
         unanswered.advice
     );
 }
+
+// Double ownership and double answers (EXPECTED.md, "Ownership seen from the wire").
+
+/// Every heartbeat of a capture: (host id, MAC, owned buckets per rule slot).
+fn heartbeats(path: PathBuf) -> Vec<(u8, MacAddr, Vec<Vec<u16>>)> {
+    use nlb_wire::heartbeat::{HeartbeatPacket, HeartbeatRepr};
+    let file = std::fs::File::open(&path).unwrap();
+    let mut capture = nlb_doctor::CaptureReader::new(file).unwrap();
+    let mut seen = Vec::new();
+    while let Some(frame) = capture.next_with(|record| {
+        let frame = nlb_doctor::link::decode(&record).ok()?;
+        let packet = HeartbeatPacket::new_checked(frame.payload).ok()?;
+        let heartbeat = HeartbeatRepr::parse(&packet, None).ok()?;
+        let owned = heartbeat
+            .rules
+            .iter()
+            .map(|rule| rule.owned.iter().collect())
+            .collect();
+        Some((heartbeat.host_id, frame.src?, owned))
+    }) {
+        seen.extend(frame);
+    }
+    seen
+}
+
+/// (host id, MAC) of each entry of a details list.
+fn hosts_and_macs(list: &serde_json::Value) -> Vec<(u64, &str)> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["host_id"].as_u64().unwrap(), h["mac"].as_str().unwrap()))
+        .collect()
+}
+
+/// The two daemons of nlb-double-ownership.pcap.
+fn partitioned_hosts() -> Vec<(u64, &'static str)> {
+    vec![(1, "52:54:00:00:00:01"), (2, "52:54:00:00:00:02")]
+}
+
+#[test]
+fn two_partitioned_nlb_daemons_own_every_bucket_twice() {
+    let report = doctor(fixture("nlb-double-ownership.pcap"));
+    let double = only(&report, Kind::NlbDoubleOwnership, "198.18.0.10");
+    assert_eq!(double.severity, Severity::Error);
+    assert_eq!(
+        double.macs,
+        vec![mac("52:54:00:00:00:01"), mac("52:54:00:00:00:02")]
+    );
+    assert_eq!(
+        hosts_and_macs(&double.details["hosts"]),
+        partitioned_hosts()
+    );
+    // Each daemon converged alone and owns all 256 buckets of its port 80 rule and of
+    // the fallback rule.
+    let rules: Vec<(&str, &str)> = double.details["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["rule"].as_str().unwrap(), r["buckets"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rules,
+        vec![("rule 1", "0-255"), ("the fallback rule", "0-255")]
+    );
+    assert_eq!(double.details["cluster_id"], "80e1c931");
+    // Seen from the first heartbeats that overlap on, in most of the file's heartbeats.
+    let both_converged = heartbeats(fixture("nlb-double-ownership.pcap"))
+        .iter()
+        .filter(|(_, _, owned)| owned.iter().all(|rule| rule.len() == 256))
+        .count() as u64;
+    assert!(
+        double.count >= both_converged / 2 && double.count < both_converged,
+        "{} of {both_converged}",
+        double.count
+    );
+    assert!(
+        double
+            .message
+            .contains("rule 1: 256 of 256 buckets (0-255)")
+    );
+}
+
+#[test]
+fn each_syn_to_two_partitioned_daemons_gets_two_syn_acks() {
+    let report = doctor(fixture("nlb-double-ownership.pcap"));
+    let answers: Vec<&Finding> = report.of_kind(Kind::DoubleAnswer).collect();
+    assert_eq!(answers.len(), 2, "{answers:#?}");
+    let answer = *answers
+        .iter()
+        .find(|f| f.details["protocol"] == "tcp")
+        .unwrap();
+    assert_eq!(answer.ip, ip("198.18.0.10"));
+    assert_eq!(answer.severity, Severity::Error);
+    assert_eq!(answer.details["client"], "198.18.0.100");
+    assert_eq!(answer.details["port"], 80);
+    assert_eq!(answer.details["syn_acks_answered_twice"], 3);
+    assert_eq!(hosts_and_macs(&answer.details["macs"]), partitioned_hosts());
+    // The buckets, from nlb's own hash with the cluster id of the VIP as seed.
+    use nlb_core::config::{Affinity, Protocol};
+    use nlb_core::filter::Flow;
+    let vip: Ipv4Addr = "198.18.0.10".parse().unwrap();
+    let seed = nlb_wire::addressing::cluster_id(&[vip]);
+    let ports = answer.details["client_ports"].as_array().unwrap();
+    assert_eq!(ports.len(), 3);
+    let buckets = &answer.details["buckets"];
+    for (index, port) in ports.iter().enumerate() {
+        let flow = Flow {
+            src: "198.18.0.100".parse().unwrap(),
+            src_port: port.as_u64().unwrap() as u16,
+            dst: vip,
+            dst_port: 80,
+            protocol: Protocol::Tcp,
+        };
+        assert_eq!(
+            buckets["affinity_none"][index]["bucket"],
+            Affinity::None.bucket(&flow, seed),
+            "{buckets}"
+        );
+        assert_eq!(
+            buckets["affinity_single"]["bucket"],
+            Affinity::Single.bucket(&flow, seed)
+        );
+        assert_eq!(
+            buckets["affinity_network"]["bucket"],
+            Affinity::Network.bucket(&flow, seed)
+        );
+        // The two hosts' heartbeats claim that bucket at once in both rules.
+        assert_eq!(
+            buckets["affinity_none"][index]["claimed_twice_in"],
+            serde_json::json!(["rule 1", "the fallback rule"])
+        );
+    }
+    assert!(answer.message.contains("claim every one of them at once"));
+    // The datagrams of one UDP flow, each echoed by both hosts.
+    let udp = *answers
+        .iter()
+        .find(|f| f.details["protocol"] == "udp")
+        .unwrap();
+    assert_eq!(udp.details["port"], 5000);
+    assert_eq!(udp.details["client_ports"].as_array().unwrap().len(), 1);
+    assert_eq!(udp.details["syn_acks_answered_twice"], 0);
+    // 3 datagrams, 2 answers each: 4 of the 6 answers alternate when each pair comes in
+    // one order (as in the committed file), at least 2 whatever the order.
+    let alternating = udp.details["datagrams_alternating"].as_u64().unwrap();
+    assert!((2..=4).contains(&alternating), "{alternating}");
+    assert_eq!(hosts_and_macs(&udp.details["macs"]), partitioned_hosts());
+}
+
+#[test]
+fn two_plain_linux_servers_answering_one_syn() {
+    let report = doctor(fixture("tcp-two-servers-one-syn.pcap"));
+    let answer = only(&report, Kind::DoubleAnswer, "198.18.0.20");
+    assert_eq!(
+        answer.macs,
+        vec![mac("52:54:00:00:00:01"), mac("52:54:00:00:00:02")]
+    );
+    assert_eq!(answer.details["syn_acks_answered_twice"], 2);
+    assert_eq!(answer.details["client_ports"].as_array().unwrap().len(), 2);
+    // No nlb here: no host ids, and no bucket the doctor could honestly compute.
+    assert!(answer.details["macs"][0]["host_id"].is_null());
+    assert!(answer.details["buckets"].is_null());
+    assert!(!answer.message.contains("bucket"), "{}", answer.message);
+    assert!(report.of_kind(Kind::NlbDoubleOwnership).next().is_none());
+}
+
+#[test]
+fn hand_offs_in_a_healthy_cluster_are_not_double_ownership() {
+    // The file has hand-offs: some bucket of rule 1 is owned by two different hosts at
+    // different times (a join, a drainstop and a crash).
+    let seen = heartbeats(fixture("nlb-handoffs.pcap"));
+    let moved = (0..256u16).any(|bucket| {
+        let mut owners: Vec<u8> = seen
+            .iter()
+            .filter(|(_, _, owned)| owned.first().is_some_and(|rule| rule.contains(&bucket)))
+            .map(|(id, ..)| *id)
+            .collect();
+        owners.sort();
+        owners.dedup();
+        owners.len() >= 2
+    });
+    assert!(moved, "no bucket changed hands in nlb-handoffs.pcap");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.ends_with(".pcap") || name.ends_with(".pcapng")) {
+            continue;
+        }
+        let report = doctor(path);
+        if name != "nlb-double-ownership.pcap" {
+            assert!(
+                report.of_kind(Kind::NlbDoubleOwnership).next().is_none(),
+                "{name}: {:#?}",
+                report.findings
+            );
+        }
+        if !matches!(
+            name.as_str(),
+            "nlb-double-ownership.pcap" | "tcp-two-servers-one-syn.pcap"
+        ) {
+            assert!(
+                report.of_kind(Kind::DoubleAnswer).next().is_none(),
+                "{name}: {:#?}",
+                report.findings
+            );
+        }
+    }
+    // The hand-off file's client connections are answered once each.
+    let report = doctor(fixture("nlb-handoffs.pcap"));
+    let alarms: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .collect();
+    assert!(alarms.is_empty(), "{alarms:#?}");
+    // h1's killed daemon is the one host gone silent, from its last heartbeat to the end.
+    let silent: Vec<&Finding> = report.of_kind(Kind::NlbHeartbeatGap).collect();
+    assert_eq!(silent.len(), 1, "{silent:#?}");
+    assert_eq!(silent[0].details["host_id"], 1);
+    assert_eq!(silent[0].details["ends_silent"], true);
+    assert_eq!(silent[0].macs, vec!["52:54:00:00:00:01".parse().unwrap()]);
+}

@@ -24,23 +24,41 @@
 //! recorded with the time, so tests can assert there are none (or, across a partition,
 //! that none lasts).
 //!
+//! # Captures
+//!
+//! The switch has a tap (`pcap.rs`): every frame that enters it, written as a pcap file
+//! stamped with virtual time, for Wireshark and `nlb doctor`. Ask for one with
+//! [`SimConfig::capture`], or set `NLB_SIM_PCAP` to a directory and every simulation any
+//! test makes writes `<dir>/<test>-<n>-seed<seed>.pcap`, so that a failing seed of an
+//! existing test can be opened without changing it:
+//!
+//! ```text
+//! NLB_SIM_PCAP=/tmp/sim cargo test -p nlb-sim --test properties partitions_heal
+//! ```
+//!
+//! What the tap sees (each frame once, at the switch's ingress: frames that loss or a
+//! partition then drop are in it) is the contract of [`pcap`].
+//!
 //! # Layout
 //!
 //! - [`Sim`] itself, the event queue and the clock: this file;
 //! - the switch and the network's faults: `network.rs` ([`Switch`]);
 //! - hosts, their daemons and data planes: `host.rs` ([`SimHost`], [`DataPlane`]);
 //! - clients and flows: `flows.rs` ([`SimFlow`]);
-//! - the safety check: `checks.rs` ([`Violation`]).
+//! - the safety check: `checks.rs` ([`Violation`]);
+//! - the switch's tap: `pcap.rs` ([`Capture`], [`PcapWriter`]).
 
 mod checks;
 mod flows;
 mod host;
 mod network;
+pub mod pcap;
 
 pub use checks::Violation;
 pub use flows::SimFlow;
 pub use host::{DataPlane, Frozen, SimHost};
 pub use network::{HEARTBEAT_LOG, Port, Switch, WIRE_OVERHEAD};
+pub use pcap::{Capture, PcapWriter};
 
 use nlb_core::buckets::BUCKETS;
 use nlb_core::config::Config;
@@ -69,6 +87,9 @@ pub struct SimConfig {
     pub mac_ageing: Duration,
     /// The cluster key's contents, if the hosts authenticate heartbeats.
     pub key: Option<Vec<u8>>,
+    /// Where the switch's tap writes, from the first frame on. `None`: a file in the
+    /// directory `NLB_SIM_PCAP` names, if it is set, else no capture.
+    pub capture: Option<Capture>,
 }
 
 impl Default for SimConfig {
@@ -80,6 +101,7 @@ impl Default for SimConfig {
             igmp_snooping: false,
             mac_ageing: Duration::from_secs(300),
             key: None,
+            capture: None,
         }
     }
 }
@@ -123,6 +145,8 @@ pub struct Sim {
     next_flow: u64,
     /// Whether some data plane changed since the last safety check.
     dataplane_dirty: bool,
+    /// The switch's tap, if capturing.
+    tap: Option<pcap::Tap>,
 }
 
 impl Sim {
@@ -131,6 +155,8 @@ impl Sim {
     pub fn new(config: SimConfig, hosts: Vec<Config>, bystanders: usize) -> Sim {
         let host_count = hosts.len();
         let ports = host_count + 1 + bystanders;
+        // Before the daemons start: their first frames (IGMP reports) are in it.
+        let tap = pcap::Tap::open(config.capture.as_ref(), config.seed);
         let mut sim = Sim {
             now: Instant::ZERO,
             hosts: Vec::new(),
@@ -150,6 +176,7 @@ impl Sim {
             bystander_ports: (host_count + 1..ports).collect(),
             next_flow: 0,
             dataplane_dirty: false,
+            tap,
         };
         for (index, host_config) in hosts.into_iter().enumerate() {
             sim.hosts.push(SimHost::new(host_config, index));

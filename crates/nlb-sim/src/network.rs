@@ -4,9 +4,9 @@
 //! The switch learns source MACs with ageing, floods unknown unicast, broadcast and
 //! multicast, and with IGMP snooping sends the IGMP cluster MACs only to the ports that
 //! joined the group, keyed by MAC as hardware switches do. [`Sim::send`] puts a frame
-//! on it: heartbeats are counted (and logged for replays) and may be lost per receiver;
-//! blocked port pairs (partitions) drop the frame; the rest is delivered after the
-//! latency.
+//! on it: the tap records it as it enters (see `crate::pcap`); heartbeats are counted
+//! (and logged for replays) and may be lost per receiver; blocked port pairs
+//! (partitions) drop the frame; the rest is delivered after the latency.
 
 use crate::{Pending, Sim};
 use nlb_core::time::Instant;
@@ -161,6 +161,11 @@ impl Sim {
     }
 
     pub(crate) fn send(&mut self, ingress: Port, frame: Vec<u8>) {
+        // At ingress, before loss and partitions, which act per receiver: a mirror of
+        // the switch's ports sees the frame whoever then misses it.
+        if let Some(tap) = self.tap.as_mut() {
+            tap.record(self.now, &frame);
+        }
         let Ok(parsed) = EthernetFrame::parse(&frame) else {
             return;
         };

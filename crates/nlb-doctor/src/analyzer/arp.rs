@@ -38,6 +38,8 @@ pub(super) struct Episode {
 /// What is known about one IP (per VLAN).
 #[derive(Debug, Clone, Default)]
 pub(super) struct IpState {
+    /// Its [`ip_key`](super::ip_key).
+    pub(super) key: u64,
     pub(super) owner: Option<MacAddr>,
     owner_last_ts: i64,
     /// The MAC before `owner`, for A → B → A.
@@ -45,12 +47,19 @@ pub(super) struct IpState {
     /// `owner` took the IP over with a gratuitous ARP: not a duplicate unless `previous`
     /// claims it again.
     takeover: bool,
-    /// Recent requests for this IP: (asker IP, time), one slot per asker; the first
-    /// `asker_len` slots are in use.
-    askers: [(u32, i64); ASKER_SLOTS],
+    /// Recent requests for this IP: asker IPs and times, one slot per asker; the first
+    /// `asker_len` slots are in use. (Two arrays: a tuple's padding would make the
+    /// state, read on every request and reply for the IP, a cache line longer.)
+    asker_ips: [u32; ASKER_SLOTS],
+    asker_ts: [i64; ASKER_SLOTS],
     asker_next: u8,
     asker_len: u8,
     episode: Option<Episode>,
+    /// This IP's `unanswered_request` record, once it has one: episodes after the first
+    /// find it without a lookup by identity.
+    unanswered: Option<u32>,
+    /// The `unexpected_reply` record of this IP and a MAC, the latest one to make one.
+    unexpected: Option<(MacAddr, u32)>,
     last_probe: Option<(MacAddr, i64)>,
 }
 
@@ -60,24 +69,26 @@ impl IpState {
     fn note_asker(&mut self, asker: Ipv4Addr, ts: i64) {
         let asker = u32::from(asker);
         let used = usize::from(self.asker_len);
-        if let Some(slot) = self.askers[..used].iter_mut().find(|(ip, _)| *ip == asker) {
-            slot.1 = ts;
+        let slot = if let Some(slot) = self.asker_ips[..used].iter().position(|&ip| ip == asker) {
+            slot
         } else if used < ASKER_SLOTS {
-            self.askers[used] = (asker, ts);
             self.asker_len += 1;
+            used
         } else {
-            let slot = usize::from(self.asker_next) % ASKER_SLOTS;
-            self.askers[slot] = (asker, ts);
             self.asker_next = self.asker_next.wrapping_add(1);
-        }
+            usize::from(self.asker_next.wrapping_sub(1)) % ASKER_SLOTS
+        };
+        self.asker_ips[slot] = asker;
+        self.asker_ts[slot] = ts;
     }
 
     /// Whether someone asked for `repr.sender_ip` (the replier) recently: the reply's
     /// target IP among the askers remembered here.
     fn was_asked(&self, repr: &ArpRepr, now: i64, memory: i64) -> bool {
-        self.askers[..usize::from(self.asker_len)]
-            .iter()
-            .any(|&(asker, ts)| asker == u32::from(repr.target_ip) && now - ts <= memory)
+        let used = usize::from(self.asker_len);
+        let target = u32::from(repr.target_ip);
+        (self.asker_ips[..used].iter().zip(&self.asker_ts[..used]))
+            .any(|(&asker, &ts)| asker == target && now - ts <= memory)
     }
 }
 
@@ -86,23 +97,32 @@ impl IpState {
 pub(super) struct StormWindow {
     /// Time of the source's latest request.
     last: i64,
-    /// Times of its requests within the window, oldest first.
+    /// The window holds the latest request alone, and `recent` is not in use: most
+    /// sources ask far less often than once a window, and then their window costs no
+    /// read of `recent`'s buffer.
+    alone: bool,
+    /// Times of its requests within the window, oldest first (unless `alone`).
     recent: VecDeque<i64>,
+    /// Its `request_storm` record, once it has one: a storm adds to it with every request.
+    record: Option<u32>,
 }
 
 impl Analyzer {
     /// Raises the requests whose reply timeout passed before `now`.
     pub(super) fn expire_requests(&mut self, now: i64) {
         // A reply exactly at the deadline is in time ("within"), hence `>=`.
-        while let Some(&(deadline, key, first_ts)) = self.deadlines.front() {
+        while let Some(&(deadline, slot, first_ts)) = self.deadlines.front() {
             if deadline >= now {
                 break;
             }
             self.deadlines.pop_front();
-            let Some(episode) = self
-                .ips
-                .get(&key)
-                .and_then(|state| state.episode)
+            // No lookup: the deadline holds the state's slot, and the state and the model
+            // are apart.
+            let state = &mut self.ip_states[slot as usize];
+            let key = state.key;
+            let Some(episode) = state
+                .episode
+                .as_mut()
                 .filter(|e| e.first_ts == first_ts && e.record.is_none())
             else {
                 continue;
@@ -113,7 +133,8 @@ impl Analyzer {
             } else {
                 Severity::Warning
             };
-            let index = self.model.record(
+            let index = self.model.record_kept(
+                &mut state.unanswered,
                 Kind::UnansweredRequest,
                 severity,
                 vlan,
@@ -122,6 +143,7 @@ impl Analyzer {
                 episode.first_frame,
                 episode.first_ts,
             );
+            episode.record = Some(index);
             let record = &mut self.model.records[index];
             record.count += u64::from(episode.requests);
             record.last_frame = record.last_frame.max(episode.last_frame);
@@ -129,17 +151,28 @@ impl Analyzer {
             record.add_peer(episode.asker_ip, episode.asker_mac);
             record.add_mac(episode.asker_mac);
             record.longest_ns = record.longest_ns.max(now - episode.first_ts);
-            if let Some(state) = self.ips.get_mut(&key)
-                && let Some(open) = state.episode.as_mut()
-            {
-                open.record = Some(index);
-            }
+        }
+    }
+
+    /// The entry in `deadlines` of the episode of the IP in `slot` that began at
+    /// `first_ts`.
+    fn deadline(&self, slot: u32, first_ts: i64) -> (i64, u32, i64) {
+        (first_ts + self.settings.reply_timeout_ns, slot, first_ts)
+    }
+
+    /// Forgets the deadline of an episode that was answered in time, when it is the
+    /// latest one (a reply right after its request, the common case): expiring it would
+    /// look its IP up for nothing. An identical entry left behind (another episode
+    /// opened at the same time) does the same work at the same time.
+    fn drop_deadline(&mut self, slot: u32, first_ts: i64) {
+        if self.deadlines.back() == Some(&self.deadline(slot, first_ts)) {
+            self.deadlines.pop_back();
         }
     }
 
     /// At the end: requests still waiting have waited until `end`.
     pub(super) fn close_episodes(&mut self, end: i64) {
-        for state in self.ips.values() {
+        for state in &self.ip_states {
             if let Some(episode) = state.episode
                 && let Some(index) = episode.record
             {
@@ -151,7 +184,8 @@ impl Analyzer {
 
     /// The MAC that last claimed `ip` on `vlan`, if any.
     pub(super) fn owner_of(&self, vlan: Option<Vlan>, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.ips.get(&ip_key(vlan, ip)).and_then(|s| s.owner)
+        let slot = *self.ips.get(&ip_key(vlan, ip))?;
+        self.ip_states[slot as usize].owner
     }
 
     pub(super) fn handle_arp(&mut self, frame: &Frame<'_>) {
@@ -261,15 +295,25 @@ impl Analyzer {
         }
     }
 
-    fn tracked(&mut self, key: u64) -> Option<&mut IpState> {
-        let full = self.ips.len() >= self.settings.max_tracked;
+    /// The slot in `ip_states` of IP `key`, made on first sight unless the table is full.
+    fn tracked(&mut self, key: u64) -> Option<u32> {
+        // Slots are 32 bits: no memory holds 2^32 states anyway.
+        let full = self.ips.len() >= self.settings.max_tracked.min(u32::MAX as usize);
         match self.ips.entry(key) {
-            Entry::Occupied(entry) => Some(entry.into_mut()),
+            Entry::Occupied(entry) => Some(*entry.get()),
             Entry::Vacant(_) if full => {
                 self.model.counters.untracked += 1;
                 None
             }
-            Entry::Vacant(entry) => Some(entry.insert(IpState::default())),
+            Entry::Vacant(entry) => {
+                // Not full, so it fits.
+                let slot = self.ip_states.len() as u32;
+                self.ip_states.push(IpState {
+                    key,
+                    ..IpState::default()
+                });
+                Some(*entry.insert(slot))
+            }
         }
     }
 
@@ -285,13 +329,26 @@ impl Analyzer {
                 self.model.counters.untracked += 1;
                 return;
             }
+            // Most sources never come near the limit: their window grows as needed.
             Entry::Vacant(entry) => entry.insert(StormWindow {
                 last: i64::MIN,
-                recent: VecDeque::with_capacity((limit + 1).min(64)),
+                alone: false,
+                recent: VecDeque::new(),
+                record: None,
             }),
         };
+        let expired = frame.ts_ns.saturating_sub(window_state.last) >= window;
+        if expired && limit > 0 {
+            window_state.last = frame.ts_ns;
+            window_state.alone = true;
+            return;
+        }
         let recent = &mut window_state.recent;
-        if frame.ts_ns.saturating_sub(window_state.last) >= window {
+        if std::mem::take(&mut window_state.alone) {
+            recent.clear();
+            recent.push_back(window_state.last);
+        }
+        if expired {
             // Everything in the window has expired: clear without reading the
             // timestamps (a cache miss per request on a busy segment).
             recent.clear();
@@ -305,24 +362,27 @@ impl Analyzer {
         if recent.len() > limit {
             recent.pop_front();
             // Keyed by the source MAC alone: one that rotates its sender IP is one storm.
-            let record = self.count(
+            let index = self.model.record_kept(
+                &mut window_state.record,
                 Kind::RequestStorm,
                 Severity::Warning,
-                frame,
+                frame.vlan,
                 None,
                 Subject::Mac(source),
-                &[source],
+                frame.number,
+                frame.ts_ns,
             );
+            let record = self.count_at(index, &[source]);
             record.add_peer(repr.sender_ip, source);
         }
     }
 
     fn request(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
         let key = ip_key(frame.vlan, repr.target_ip);
-        let timeout = self.settings.reply_timeout_ns;
-        let Some(state) = self.tracked(key) else {
+        let Some(slot) = self.tracked(key) else {
             return;
         };
+        let state = &mut self.ip_states[slot as usize];
         state.note_asker(repr.sender_ip, frame.ts_ns);
         let mut new_episode = false;
         match state.episode.as_mut() {
@@ -347,7 +407,7 @@ impl Analyzer {
         }
         let open = state.episode.expect("just set");
         if new_episode {
-            let entry = (frame.ts_ns + timeout, key, frame.ts_ns);
+            let entry = self.deadline(slot, frame.ts_ns);
             if self.deadlines.back().is_none_or(|last| last.0 <= entry.0) {
                 self.deadlines.push_back(entry);
             } else {
@@ -366,14 +426,29 @@ impl Analyzer {
     }
 
     fn unexpected_reply(&mut self, frame: &Frame<'_>, repr: &ArpRepr) {
-        let record = self.count(
+        // The replier's state keeps the index of its latest MAC's record: a host that
+        // replies unasked does so over and over, and its state is at hand (the claim just
+        // read it), where finding the record by identity costs a lookup by a wide key.
+        let mac = repr.sender_mac;
+        let slot = self.ips.get(&ip_key(frame.vlan, repr.sender_ip));
+        let state = slot.map(|&slot| &mut self.ip_states[slot as usize]);
+        let mut kept = (state.as_ref().and_then(|state| state.unexpected))
+            .filter(|&(owner, _)| owner == mac)
+            .map(|(_, index)| index);
+        let index = self.model.record_kept(
+            &mut kept,
             Kind::UnexpectedReply,
             Severity::Warning,
-            frame,
+            frame.vlan,
             Some(repr.sender_ip),
-            Subject::Mac(repr.sender_mac),
-            &[repr.sender_mac],
+            Subject::Mac(mac),
+            frame.number,
+            frame.ts_ns,
         );
+        if let Some(state) = state {
+            state.unexpected = kept.map(|index| (mac, index));
+        }
+        let record = self.count_at(index, &[mac]);
         record.add_peer(repr.target_ip, repr.target_mac);
     }
 
@@ -409,9 +484,10 @@ impl Analyzer {
         // A probe asks "who has" too: a reply to it is expected (RFC 5227 §2.1.1).
         let key = ip_key(frame.vlan, repr.target_ip);
         let window = self.settings.duplicate_window_ns;
-        let Some(state) = self.tracked(key) else {
+        let Some(slot) = self.tracked(key) else {
             return;
         };
+        let state = &mut self.ip_states[slot as usize];
         state.note_asker(Ipv4Addr::UNSPECIFIED, frame.ts_ns);
         let in_use = state.owner.filter(|&owner| {
             owner != repr.sender_mac && frame.ts_ns - state.owner_last_ts <= window
@@ -483,9 +559,10 @@ impl Analyzer {
         let memory = self.settings.request_memory_ns;
         let mac = repr.sender_mac;
         let ts = frame.ts_ns;
-        let Some(state) = self.tracked(key) else {
+        let Some(slot) = self.tracked(key) else {
             return true;
         };
+        let state = &mut self.ip_states[slot as usize];
         let asked = state.was_asked(repr, ts, memory);
         // Anything from the IP answers the requests for it (Linux updates an INCOMPLETE
         // entry from any ARP the owner sends).
@@ -524,11 +601,21 @@ impl Analyzer {
             state.owner_last_ts = ts;
             (probe_defended, duplicate_of, flap)
         };
-        if let Some(episode) = answered
-            && let Some(index) = episode.record
-        {
-            let record = &mut self.model.records[index];
-            record.longest_ns = record.longest_ns.max(ts - episode.first_ts);
+        match answered {
+            Some(Episode {
+                record: Some(index),
+                first_ts,
+                ..
+            }) => {
+                let record = &mut self.model.records[index];
+                record.longest_ns = record.longest_ns.max(ts - first_ts);
+            }
+            Some(Episode {
+                record: None,
+                first_ts,
+                ..
+            }) => self.drop_deadline(slot, first_ts),
+            None => {}
         }
         if let Some(prober) = probe_defended {
             self.probe_conflict(frame, repr.sender_ip, prober, mac, Conflict::Defended);

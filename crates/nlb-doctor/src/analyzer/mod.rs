@@ -9,8 +9,9 @@
 //! (so that the analyzer never imports what comes after it). One file per protocol:
 //! `arp.rs` (claims, requests, probes, mismatches), `corruption.rs` (damaged frames: one
 //! failing station, not many devices), `igmp.rs` (membership and IGMP-mode cluster
-//! traffic), `clusters.rs` (nlb and Windows NLB heartbeats); `mod.rs` holds the frame
-//! dispatch, time, malformed frames and the end of the analysis.
+//! traffic), `clusters.rs` (nlb and Windows NLB heartbeats), `ownership.rs` (buckets
+//! claimed twice in heartbeats, VIP flows answered from two MACs); `mod.rs` holds the
+//! frame dispatch, time, malformed frames and the end of the analysis.
 //!
 //! Rules, by kind (RFC 826 for ARP, RFC 5227 for probes and announcements):
 //! - a *claim* is an ARP frame whose sender IP is not 0.0.0.0: it says "IP is at MAC";
@@ -30,6 +31,28 @@
 //! - `probe_conflict`: a probe for an IP another MAC claimed within the duplicate window,
 //!   a claim by another MAC within 2 s after a probe (RFC 5227 §2.1.1 defence), or two
 //!   MACs probing for one IP within 2 s.
+//! - `nlb_double_ownership`: a bucket in the owned sets of two senders of one nlb
+//!   cluster at once: X's two heartbeats at most two periods apart and Y's latest in
+//!   between all list it (release before claim forbids it; hand-offs, crashes and stale
+//!   heartbeats after a pause do not show it). The rule in full is in `ownership.rs`;
+//! - `double_answer`: one flow from a VIP (TCP or UDP, by VLAN, ports and client)
+//!   answered from two MACs within 500 ms: two SYN-ACKs for one SYN (RFC 9293 §3.5), or
+//!   answers alternating A, B, A; one change of MAC is a take-over. In `ownership.rs`.
+//! - `nlb_forged_heartbeat`: with [`Settings::heartbeat_key`], an nlb heartbeat whose
+//!   tag the key does not verify, that has none, or of format version 1 (whose tags a
+//!   key of this release does not verify either);
+//! - `nlb_replayed_heartbeat`: an nlb heartbeat whose (incarnation, sequence) is older
+//!   than one already seen from its sender (cluster, host id, MAC), by the daemons' own
+//!   anti-replay rule; the same pair again is a frame captured twice, counted in
+//!   `duplicate_heartbeats`. Neither forged nor replayed nor repeated heartbeats go
+//!   further: they make no host and claim no bucket, so they cannot make a dead host
+//!   look alive or raise `nlb_double_ownership`. In `clusters.rs`.
+//! - `nlb_heartbeat_gap`: an nlb host with no heartbeat for more than ten of its
+//!   announced periods (two thirds of the default failure window, past scheduling
+//!   jitter), in the middle of the capture or at its end (silent from its last
+//!   heartbeat to the end), raised as it is seen (a sweep once a second of capture
+//!   time, so `nlb watch` shows it live); the cluster summary marks it silent and judges
+//!   convergence by the hosts still heard. In `clusters.rs`.
 //!
 //! ## Frame corruption: one failing station, not many devices
 //!
@@ -79,6 +102,7 @@ mod arp;
 mod clusters;
 mod corruption;
 mod igmp;
+mod ownership;
 #[cfg(test)]
 mod tests;
 
@@ -94,6 +118,7 @@ use nlb_wire::addressing::{NlbMac, classify_mac};
 use nlb_wire::ethernet::{
     ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_MS_NLB, ETHERTYPE_NLB_HEARTBEAT,
 };
+use nlb_wire::heartbeat::{AntiReplay, HeartbeatKey};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 
@@ -119,6 +144,9 @@ pub struct Settings {
     pub request_memory_ns: i64,
     /// The most IPs and sources tracked at once.
     pub max_tracked: usize,
+    /// The cluster key (`cluster.key_file`): with it, nlb heartbeats whose tag it does
+    /// not verify are `nlb_forged_heartbeat` and take no part in the analysis.
+    pub heartbeat_key: Option<HeartbeatKey>,
 }
 
 impl Default for Settings {
@@ -131,6 +159,7 @@ impl Default for Settings {
             reply_timeout_ns: SECOND,
             request_memory_ns: 5 * SECOND,
             max_tracked: 1 << 20,
+            heartbeat_key: None,
         }
     }
 }
@@ -141,20 +170,37 @@ pub struct Analyzer {
     /// What the findings are made of.
     model: Model,
     raised: usize,
-    ips: HashMap<u64, IpState>,
-    /// Reply deadlines (deadline, IP key, episode start), kept sorted, earliest first, so
+    /// Each tracked IP's slot in `ip_states`, by [`ip_key`]. The map's entries are small,
+    /// so it stays in cache with tens of thousands of addresses; the states sit in the
+    /// order they were first seen, so the addresses of a sweep (a scan, a storm) are
+    /// neighbours in memory. Both hold at most [`Settings::max_tracked`] entries.
+    ips: HashMap<u64, u32>,
+    ip_states: Vec<IpState>,
+    /// Reply deadlines (deadline, IP slot, episode start), kept sorted, earliest first, so
     /// that one frame with a wild timestamp cannot hold the others back. Time nearly
-    /// always moves forward, so nearly every deadline goes at the back.
-    deadlines: VecDeque<(i64, u64, i64)>,
+    /// always moves forward, so nearly every deadline goes at the back, and a reply that
+    /// follows its request takes its deadline off the back again. Due deadlines are
+    /// expired together, each without a lookup.
+    deadlines: VecDeque<(i64, u32, i64)>,
     storms: HashMap<u128, StormWindow>,
     igmp_traffic: BTreeMap<(Option<Vlan>, MacAddr), Traffic>,
     igmp_reported: HashSet<(Option<Vlan>, Ipv4Addr)>,
     /// Source MACs of NLB heartbeats: hosts of some cluster.
     cluster_hosts: HashSet<MacAddr>,
+    /// The newest heartbeat of each nlb sender (cluster, host id, MAC), for replays.
+    heartbeat_senders: HashMap<clusters::Sender, AntiReplay>,
+    /// When to look next for nlb hosts gone silent (once a second of capture time).
+    next_silence_sweep: i64,
     /// Stations seen sending damaged or malformed frames, by VLAN and MAC.
     stations: HashMap<(Option<Vlan>, MacAddr), Station>,
     /// Whether some station's corruption is confirmed.
     corruption_confirmed: bool,
+    /// Heartbeat claims, VIP flows and learned VIPs (`ownership.rs`).
+    ownership: ownership::Ownership,
+    /// The VLAN stacks in `model.vlans`: single tags by bit (one test a frame), QinQ
+    /// stacks in a set.
+    single_vlans: [u64; 64],
+    stacked_vlans: HashSet<Vlan>,
 }
 
 /// A record without a link layer, as a frame for counting it.
@@ -211,6 +257,7 @@ impl Analyzer {
             settings,
             raised: 0,
             ips: HashMap::default(),
+            ip_states: Vec::new(),
             deadlines: VecDeque::new(),
             storms: HashMap::default(),
             igmp_traffic: BTreeMap::new(),
@@ -218,6 +265,11 @@ impl Analyzer {
             cluster_hosts: HashSet::default(),
             stations: HashMap::default(),
             corruption_confirmed: false,
+            ownership: ownership::Ownership::default(),
+            heartbeat_senders: HashMap::default(),
+            next_silence_sweep: i64::MIN,
+            single_vlans: [0; 64],
+            stacked_vlans: HashSet::default(),
         }
     }
 
@@ -263,6 +315,10 @@ impl Analyzer {
     pub fn handle_timeout(&mut self, now: i64) {
         self.model.last_ts = self.model.last_ts.max(now);
         self.expire_requests(now);
+        if now >= self.next_silence_sweep {
+            self.next_silence_sweep = now.saturating_add(SECOND);
+            self.sweep_silent_hosts(now);
+        }
     }
 
     /// The next record not yet handed out by [`poll_raised`](Self::poll_raised), with
@@ -292,6 +348,11 @@ impl Analyzer {
             frame.number,
             frame.ts_ns,
         );
+        self.count_at(index, macs)
+    }
+
+    /// [`count`](Self::count) for a record found already (and touched).
+    fn count_at(&mut self, index: usize, macs: &[MacAddr]) -> &mut Record {
         let record = &mut self.model.records[index];
         record.count += 1;
         for &mac in macs {
@@ -374,11 +435,8 @@ impl Analyzer {
         if frame.cut {
             self.model.counters.cut += 1;
         }
-        if let Some(vlan) = frame.vlan
-            && !self.model.vlans.contains(&vlan)
-            && self.model.vlans.len() < 4096
-        {
-            self.model.vlans.push(vlan);
+        if let Some(vlan) = frame.vlan {
+            self.note_vlan(vlan);
         }
         if let Some(src) = frame.src {
             self.check_source(frame, src);
@@ -390,11 +448,38 @@ impl Analyzer {
         }
         match frame.ethertype {
             ETHERTYPE_ARP => self.handle_arp(frame),
-            ETHERTYPE_IPV4 => self.handle_ipv4(frame),
+            ETHERTYPE_IPV4 => {
+                self.handle_ipv4(frame);
+                self.handle_vip_traffic(frame);
+            }
             ETHERTYPE_NLB_HEARTBEAT => self.handle_nlb_heartbeat(frame),
             ETHERTYPE_MS_NLB => self.handle_msnlb(frame),
             _ => {}
         }
+    }
+
+    /// Adds `vlan` to the VLANs seen (at most 4,096), in order of appearance.
+    fn note_vlan(&mut self, vlan: Vlan) {
+        let seen = match vlan.inner {
+            None => {
+                let (word, bit) = (usize::from(vlan.outer) / 64 % 64, vlan.outer % 64);
+                self.single_vlans[word] & (1 << bit) != 0
+            }
+            Some(_) => self.stacked_vlans.contains(&vlan),
+        };
+        if seen || self.model.vlans.len() >= 4096 {
+            return;
+        }
+        match vlan.inner {
+            None => {
+                let (word, bit) = (usize::from(vlan.outer) / 64 % 64, vlan.outer % 64);
+                self.single_vlans[word] |= 1 << bit;
+            }
+            Some(_) => {
+                self.stacked_vlans.insert(vlan);
+            }
+        }
+        self.model.vlans.push(vlan);
     }
 
     fn check_source(&mut self, frame: &Frame<'_>, src: MacAddr) {
@@ -426,6 +511,7 @@ impl Analyzer {
         self.close_episodes(end);
         self.summarise_igmp();
         self.fill_cluster_ips();
+        self.raise_heartbeat_gaps();
         self.absorb_damaged_mismatches();
         self.absorb_scans();
         &self.model
@@ -435,27 +521,29 @@ impl Analyzer {
     /// finding per address it tried.
     fn absorb_scans(&mut self) {
         let window = self.settings.storm_window_ns;
-        let stormers: Vec<(usize, Option<Vlan>, MacAddr, i64, i64)> = self
-            .model
-            .records
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.kind == Kind::RequestStorm)
-            .filter_map(|(index, r)| {
-                let mac = *r.macs.first()?;
+        // Storms by VLAN and source, each source's in record order.
+        type Spans = Vec<(usize, i64, i64)>;
+        let mut stormers: HashMap<(Option<Vlan>, MacAddr), Spans> = HashMap::default();
+        for (index, r) in self.model.records.iter().enumerate() {
+            if r.kind == Kind::RequestStorm
+                && let Some(&mac) = r.macs.first()
+            {
                 // From a window before the storm was seen to a window after it ended.
-                Some((index, r.vlan, mac, r.first_ts - window, r.last_ts + window))
-            })
-            .collect();
+                let span = (index, r.first_ts - window, r.last_ts + window);
+                stormers.entry((r.vlan, mac)).or_default().push(span);
+            }
+        }
         let mut absorbed: HashMap<usize, u64> = HashMap::default();
         for record in &mut self.model.records {
+            // Every asker is the one source, so the first one names it.
             if record.kind == Kind::UnansweredRequest
                 && record.severity != Severity::Error
-                && !record.peers.is_empty()
-                && let Some(&(storm, ..)) = stormers.iter().find(|&&(_, vlan, mac, from, to)| {
-                    vlan == record.vlan
-                        && (from..=to).contains(&record.first_ts)
-                        && record.peers.iter().all(|p| p.1 == mac)
+                && let Some(&(_, mac, _)) = record.peers.first()
+                && record.peers.iter().all(|p| p.1 == mac)
+                && let Some(&(storm, ..)) = stormers.get(&(record.vlan, mac)).and_then(|spans| {
+                    spans
+                        .iter()
+                        .find(|s| (s.1..=s.2).contains(&record.first_ts))
                 })
             {
                 record.absorbed = true;

@@ -372,3 +372,122 @@ fn customer_vlans_under_one_service_vlan_stay_apart() {
         duplicates[0].message
     );
 }
+
+/// A request from host `from` (198.18.1.`from`) for `target`.
+fn request_from_many(from: u8, target: Ipv4Addr) -> Vec<u8> {
+    let mac = MacAddr([0x52, 0x54, 0, 0, 1, from]);
+    ArpRepr::request(mac, Ipv4Addr::new(198, 18, 1, from), target).to_frame(mac, None)
+}
+
+#[test]
+fn a_busy_finding_lists_its_first_askers_with_exact_counts() {
+    // 40 hosts ask for a dead address three times over once it is unanswered: the
+    // finding lists the first 16 askers (the cap), each with all its requests, and no
+    // other, however the lists' filters collide.
+    let dead = ip(200);
+    let mut frames = vec![(0, request_from_many(1, dead))];
+    for round in 0..3 {
+        for host in 1..=40u8 {
+            frames.push((
+                2 * S + round * S + i64::from(host) * MS,
+                request_from_many(host, dead),
+            ));
+        }
+    }
+    let findings = analyse(Settings::default(), &frames);
+    let unanswered = of(&findings, Kind::UnansweredRequest);
+    assert_eq!(unanswered.len(), 1, "{findings:#?}");
+    assert_eq!(unanswered[0].count, 121);
+    let askers = unanswered[0].details["askers"].as_array().unwrap();
+    let listed: Vec<(String, u64)> = askers
+        .iter()
+        .map(|a| {
+            (
+                a["ip"].as_str().unwrap().to_owned(),
+                a["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = (1..=16u8)
+        .map(|host| (format!("198.18.1.{host}"), if host == 1 { 4 } else { 3 }))
+        .collect();
+    assert_eq!(listed, expected);
+    assert_eq!(unanswered[0].macs.len(), 16);
+    assert_eq!(unanswered[0].macs[15], MacAddr([0x52, 0x54, 0, 0, 1, 16]));
+}
+
+#[test]
+fn vlans_are_listed_once_in_order_of_appearance() {
+    let on = |vlan: u16| ArpRepr::announcement(mac(1), ip(1)).to_frame(mac(1), Some(vlan));
+    let plain = ArpRepr::announcement(mac(1), ip(1)).to_frame(mac(1), None);
+    let frames = [
+        on(10),
+        on(4000),
+        on(10),
+        on(74),
+        qinq(10, 200, plain.clone()),
+        qinq(10, 300, plain.clone()),
+        qinq(10, 200, plain),
+        on(4000),
+    ];
+    let mut analyzer = Analyzer::new(Settings::default());
+    for (number, bytes) in frames.iter().enumerate() {
+        analyzer.handle_ethernet(number as u64 + 1, number as i64 * MS, bytes);
+    }
+    assert_eq!(analyzer.vlans(), vec![10, 4000, 74]);
+    assert_eq!(analyzer.vlan_stacks(), vec!["10.200", "10.300"]);
+}
+
+#[test]
+fn each_storm_absorbs_only_its_own_scan() {
+    // Two sources scan on two VLANs. An address that source 1 and then another host
+    // asked for on VLAN 10 is not part of a scan and stays listed.
+    let scan = |from: u8, vlan: u16, base: u8| {
+        (0..40u8).map(move |k| {
+            ArpRepr::request(mac(from), ip(from), Ipv4Addr::new(198, 18, base, k))
+                .to_frame(mac(from), Some(vlan))
+        })
+    };
+    let mut frames: Vec<(i64, Vec<u8>)> = Vec::new();
+    for (k, bytes) in scan(1, 10, 1).chain(scan(2, 20, 2)).enumerate() {
+        frames.push((k as i64 * MS, bytes));
+    }
+    let shared = Ipv4Addr::new(198, 18, 3, 1);
+    for (from, at) in [(1, 90 * MS), (3, 2 * S)] {
+        let bytes = ArpRepr::request(mac(from), ip(from), shared).to_frame(mac(from), Some(10));
+        frames.push((at, bytes));
+    }
+    frames.push((10 * S, request(9, ip(9))));
+    let findings = analyse(Settings::default(), &frames);
+    let storms = of(&findings, Kind::RequestStorm);
+    assert_eq!(storms.len(), 2, "{findings:#?}");
+    for storm in &storms {
+        assert_eq!(storm.details["unanswered_addresses"], 40, "{storm:#?}");
+    }
+    let listed: Vec<Option<Ipv4Addr>> = of(&findings, Kind::UnansweredRequest)
+        .iter()
+        .map(|f| f.ip)
+        .collect();
+    assert_eq!(listed, vec![Some(shared)], "{findings:#?}");
+}
+
+#[test]
+fn a_storm_counts_each_request_beyond_the_limit_in_its_window() {
+    // Limit 1 in 100 ms: 0 and 50 ms make one beyond; 300 ms is alone again; 310 and
+    // 320 ms make two more (the window at 320 holds 310 and 320 once 300 is out).
+    let settings = Settings {
+        storm_requests: 1,
+        ..Settings::default()
+    };
+    let times = [0, 50, 300, 310, 320, 500];
+    let frames: Vec<(i64, Vec<u8>)> = (times.iter().enumerate())
+        .map(|(k, &ms)| (ms * MS, request(1, ip(100 + k as u8))))
+        .collect();
+    let findings = analyse(settings, &frames);
+    let storms = of(&findings, Kind::RequestStorm);
+    assert_eq!(storms.len(), 1, "{findings:#?}");
+    assert_eq!(
+        (storms[0].count, storms[0].first_frame, storms[0].last_frame),
+        (3, 2, 5)
+    );
+}

@@ -28,18 +28,28 @@ pub(crate) struct Thresholds {
     /// A request with no reply within this many milliseconds is unanswered.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     reply_timeout_ms: u32,
+    /// The cluster key (`cluster.key_file`): nlb heartbeats it does not verify are
+    /// reported as forged and left out of the analysis.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
 }
 
 impl Thresholds {
-    fn settings(&self) -> Settings {
-        Settings {
+    fn settings(&self) -> Result<Settings, CliError> {
+        let heartbeat_key = self
+            .key_file
+            .as_deref()
+            .map(crate::keyfile::read)
+            .transpose()?;
+        Ok(Settings {
             vips: self.vips.clone(),
             storm_requests: self.storm_requests,
             storm_window_ns: i64::from(self.storm_window_ms) * 1_000_000,
             duplicate_window_ns: i64::from(self.duplicate_window) * 1_000_000_000,
             reply_timeout_ns: i64::from(self.reply_timeout_ms) * 1_000_000,
+            heartbeat_key,
             ..Settings::default()
-        }
+        })
     }
 }
 
@@ -82,7 +92,7 @@ pub(crate) fn doctor(args: &DoctorArgs) -> Result<(), CliError> {
         // pcap-parser reads through its own buffer; another one would copy twice.
         file,
         Some(name.clone()),
-        args.thresholds.settings(),
+        args.thresholds.settings()?,
         |progress| {
             bar.set_position(progress.bytes);
             bar.set_message(format!("{} frames", progress.frames));
@@ -98,12 +108,19 @@ pub(crate) fn doctor(args: &DoctorArgs) -> Result<(), CliError> {
             ))
         })?;
     }
-    let mut text = if args.json {
-        report.to_json()
-    } else {
-        report.to_text(if args.all { usize::MAX } else { TEXT_LIMIT })
-    };
-    if let Some(path) = args.html.as_ref().filter(|_| !args.json) {
+    if args.json {
+        // Streamed: tens of megabytes for a sick network, never held whole. As in
+        // print_out, a closed pipe is not an error.
+        use std::io::Write;
+        let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+        let _ = report
+            .write_json(&mut stdout)
+            .and_then(|()| stdout.write_all(b"\n"))
+            .and_then(|()| stdout.flush());
+        return Ok(());
+    }
+    let mut text = report.to_text(if args.all { usize::MAX } else { TEXT_LIMIT });
+    if let Some(path) = &args.html {
         text.push_str(&format!("HTML report: {}", path.display()));
     }
     print_out(&text);
@@ -171,7 +188,7 @@ pub(crate) fn watch(args: &WatchArgs) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|err| CliError::failed(format!("cannot start the event loop: {err}")))?;
-    let mut analyzer = Analyzer::new(args.thresholds.settings());
+    let mut analyzer = Analyzer::new(args.thresholds.settings()?);
     let started = now_ns();
     runtime.block_on(async {
         let socket = socket.into_async().map_err(|err| {

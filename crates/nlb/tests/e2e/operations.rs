@@ -150,8 +150,10 @@ fn the_lab_plays_the_story_and_cleans_up() {
         "nlb drainstop on host 2",
         "drainstop under load   0 of",
         "nlb cluster 198.18.0.10: multicast mode, 3 hosts",
-        // The doctor, watching the client's port all along, finds nothing wrong.
-        "0 errors, 0 warnings",
+        // The doctor, watching the client's port all along, finds no error, and host 3's
+        // silence while its link was down (checked below).
+        "0 errors,",
+        "nlb_heartbeat_gap: Host 3 ",
         "removing the namespaces",
     ] {
         assert!(
@@ -159,6 +161,16 @@ fn the_lab_plays_the_story_and_cleans_up() {
             "missing {milestone:?} in:\n{text}"
         );
     }
+    // Every finding the lab lists besides the cluster summary is that one silence.
+    let is_kind =
+        |word: &str| !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+    let listed: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("           ")?.split_once(": "))
+        .map(|(kind, _)| kind)
+        .filter(|&kind| is_kind(kind) && kind != "nlb_cluster")
+        .collect();
+    assert_eq!(listed, ["nlb_heartbeat_gap"], "in:\n{text}");
     let prefix = text
         .split("network namespaces ")
         .nth(1)

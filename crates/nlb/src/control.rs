@@ -64,9 +64,13 @@ pub(crate) struct DaemonStats {
     /// Health-check results dropped because the loop was busy (by runners since replaced).
     #[serde(default)]
     pub(crate) check_results_dropped: u64,
-    /// Counts of the connections in draining buckets that failed (`ss`).
+    /// Counts of the connections in draining buckets that failed (`ss`, `nft list
+    /// set` or `conntrack -L`).
     #[serde(default)]
     pub(crate) drain_count_failures: u64,
+    /// Counts of the VIPs' established connections (`ss`) that failed.
+    #[serde(default)]
+    pub(crate) connection_count_failures: u64,
     /// Counts of the connections in draining buckets that completed.
     #[serde(default)]
     pub(crate) drain_counts: u64,
@@ -91,6 +95,7 @@ impl Default for DaemonStats {
             vips_restored: 0,
             check_results_dropped: 0,
             drain_count_failures: 0,
+            connection_count_failures: 0,
             drain_counts: 0,
             draining_buckets: Vec::new(),
             drain_sources: String::new(),
@@ -415,6 +420,7 @@ async fn answer(
         tokio::task::spawn_blocking(move || crate::kernel::count_connections(&vips))
             .await
             .ok()
+            .and_then(Result::ok)
     } else {
         None
     };

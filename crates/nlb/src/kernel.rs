@@ -36,8 +36,15 @@ pub(crate) enum Job {
     /// `table` (a packet of a connection conntrack knows came in them lately, or they
     /// were released lately). The daemon sends it to a second worker of its own, so
     /// that a slow count never delays an ownership change.
-    LiveBuckets { config: Box<Config>, table: String },
-    /// Count the established TCP connections from these VIPs.
+    /// Flows to a port in `local_ports` (`ip_local_port_range`) are left out: the
+    /// netdev stage never judges those by bucket.
+    LiveBuckets {
+        config: Box<Config>,
+        table: String,
+        local_ports: (u16, u16),
+    },
+    /// Count the established TCP connections from these VIPs; done on the counting
+    /// worker too.
     CountConnections { vips: Vec<Ipv4Addr> },
     /// Put a VIP back on the interface.
     AddVip { interface: String, vip: Ipv4Addr },
@@ -57,12 +64,13 @@ pub(crate) enum Done {
         result: Result<(), String>,
         at: Instant,
     },
-    Connections(u32),
+    /// The count of a [`Job::CountConnections`]; the failed command if `ss` failed.
+    Connections(Result<u32, String>),
     /// The answer to [`Job::LiveBuckets`]: per rule slot, the buckets with a connection,
-    /// listed from `started` on; `None` if `ss`, `nft` or `conntrack` failed; and what
+    /// listed from `started` on; what failed if `ss`, `nft` or `conntrack` did; and what
     /// the count read.
     LiveBuckets {
-        live: Option<Vec<BucketBitmap>>,
+        live: Result<Vec<BucketBitmap>, String>,
         sources: DrainSources,
         started: Instant,
     },
@@ -109,9 +117,13 @@ impl Kernel {
                             result: update(&mut session, &line),
                             at: Instant::now(),
                         },
-                        Job::LiveBuckets { config, table } => {
+                        Job::LiveBuckets {
+                            config,
+                            table,
+                            local_ports,
+                        } => {
                             let started = Instant::now();
-                            let (live, sources) = live_buckets(&config, &table);
+                            let (live, sources) = live_buckets(&config, &table, local_ports);
                             Done::LiveBuckets {
                                 live,
                                 sources,
@@ -204,24 +216,39 @@ fn refresh(session: &mut Option<NftSession>, command: &str) -> Result<(), String
     Err(last)
 }
 
+/// How long one tool of a count (`ss`, `nft list set`, `conntrack -L`) may run before
+/// it is killed and the count fails: a hung netlink dump must not stop every later
+/// count, and so keep every released bucket draining without a word.
+const COUNT_DEADLINE_SECS: &str = "10";
+
+/// `program args` run under coreutils' `timeout`, killed after [`COUNT_DEADLINE_SECS`].
+fn bounded<'a>(program: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    ["-s", "KILL", COUNT_DEADLINE_SECS, program]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect()
+}
+
 /// The TCP connections in `states` (an `ss` state filter) whose local address is one of
-/// `vips`, as (local, peer); `None` if `ss` fails.
+/// `vips`, as (local, peer); what failed if `ss` did, or printed a line
+/// [`parse_ss_line`] cannot read.
 fn vip_connections(
     vips: &[Ipv4Addr],
     states: &[&str],
-) -> Option<Vec<(SocketAddrV4, SocketAddrV4)>> {
+) -> Result<Vec<(SocketAddrV4, SocketAddrV4)>, String> {
     let mut out = Vec::new();
     for vip in vips {
         let filter = format!("src {vip}");
         let mut args = vec!["-Htn"];
         args.extend_from_slice(states);
         args.push(&filter);
-        let text = nlb_linux::command::run("ss", &args, None).ok()?;
+        let text = nlb_linux::command::run("timeout", &bounded("ss", &args), None)
+            .map_err(|e| e.to_string())?;
         for line in text.lines().filter(|line| !line.trim().is_empty()) {
-            out.push(parse_ss_line(line)?);
+            out.push(parse_ss_line(line).ok_or_else(|| format!("`ss` printed {line:?}"))?);
         }
     }
-    Some(out)
+    Ok(out)
 }
 
 /// The local and the peer address of one line of `ss -Htn` (the last two columns; ss
@@ -249,9 +276,10 @@ fn parse_ss_line(line: &str) -> Option<(SocketAddrV4, SocketAddrV4)> {
 }
 
 /// The number of established TCP connections whose local address is one of `vips`
-/// (`ss`), 0 where `ss` fails.
-pub(crate) fn count_connections(vips: &[Ipv4Addr]) -> u32 {
-    vip_connections(vips, &["state", "established"]).map_or(0, |c| c.len() as u32)
+/// (`ss`). An error, not 0, when `ss` fails: a drainstop that read 0 would end and cut
+/// every connection.
+pub(crate) fn count_connections(vips: &[Ipv4Addr]) -> Result<u32, String> {
+    vip_connections(vips, &["state", "established"]).map(|c| c.len() as u32)
 }
 
 /// What a count of the draining buckets' connections read: always this host's TCP
@@ -270,18 +298,24 @@ pub(crate) enum DrainSources {
 /// sockets on the VIPs (any state in which the peer may still send: all but listening,
 /// closed and time-wait), and those of conntrack's TCP and UDP entries whose original
 /// destination is a VIP (a TCP entry in any state but time-wait and close), each put
-/// into its slot and bucket by [`live_flow`]. `None` if any of them cannot be read;
+/// into its slot and bucket by [`live_flow`]. What failed if any of them cannot be read;
 /// without the `conntrack` tool, the first two only ([`DrainSources`]).
-fn live_buckets(config: &Config, table: &str) -> (Option<Vec<BucketBitmap>>, DrainSources) {
+fn live_buckets(
+    config: &Config,
+    table: &str,
+    local_ports: (u16, u16),
+) -> (Result<Vec<BucketBitmap>, String>, DrainSources) {
     let mut live = vec![BucketBitmap::new(nlb_core::buckets::BUCKETS); config.rules.len() + 1];
     let seed = cluster_seed(config);
     // The set first: a bucket that leaves it after the listing was idle, and one that
     // `ss` or conntrack lists later is live.
     let counted = (|| {
-        let json =
-            nlb_linux::command::run("nft", &["-j", "list", "set", "inet", table, "recent"], None)
-                .ok()?;
-        for (slot, bucket) in nlb_linux::ruleset::parse_recent(&json)? {
+        let args = ["-j", "list", "set", "inet", table, "recent"];
+        let json = nlb_linux::command::run("timeout", &bounded("nft", &args), None)
+            .map_err(|e| e.to_string())?;
+        let recent = nlb_linux::ruleset::parse_recent(&json)
+            .ok_or("`nft -j list set` printed JSON nlb cannot read")?;
+        for (slot, bucket) in recent {
             if let Some(slot) = live.get_mut(slot) {
                 slot.insert(bucket);
             }
@@ -295,27 +329,46 @@ fn live_buckets(config: &Config, table: &str) -> (Option<Vec<BucketBitmap>>, Dra
                 dst_port: local.port(),
                 protocol: Protocol::Tcp,
             };
-            live_flow(config, seed, &mut live, &flow);
+            live_flow(config, seed, local_ports, &mut live, &flow);
         }
-        Some(())
+        Ok::<(), String>(())
     })();
-    if counted.is_none() {
-        return (None, DrainSources::WithConntrack);
+    if let Err(err) = counted {
+        return (Err(err), DrainSources::WithConntrack);
     }
     let mut sources = DrainSources::WithConntrack;
     for &vip in &config.cluster.vips {
-        match conntrack_flows(vip, |flow| live_flow(config, seed, &mut live, flow)) {
+        match conntrack_flows(vip, |flow| {
+            live_flow(config, seed, local_ports, &mut live, flow)
+        }) {
             Conntrack::Listed => {}
             Conntrack::Missing => sources = DrainSources::WithoutConntrack,
-            Conntrack::Failed => return (None, sources),
+            Conntrack::Failed(err) => return (Err(err), sources),
         }
     }
-    (Some(live), sources)
+    (Ok(live), sources)
 }
 
 /// Marks `flow`'s rule slot and bucket live in `live`, by [`decide`], the cluster's one
-/// packet decision (`seed`: [`cluster_seed`] of `config`).
-fn live_flow(config: &Config, seed: u32, live: &mut [BucketBitmap], flow: &Flow) {
+/// packet decision (`seed`: [`cluster_seed`] of `config`). Not a flow to a port in
+/// `local_ports` (an outbound connection from a VIP, which `ss` lists by its VIP
+/// source: the netdev stage defers its packets whatever the bucket), nor one from a
+/// loopback address or a VIP (a local client: its packets come in on `lo`, which nlb
+/// accepts whatever the bucket).
+fn live_flow(
+    config: &Config,
+    seed: u32,
+    local_ports: (u16, u16),
+    live: &mut [BucketBitmap],
+    flow: &Flow,
+) {
+    let (low, high) = local_ports;
+    if (low..=high).contains(&flow.dst_port)
+        || flow.src.is_loopback()
+        || config.cluster.vips.contains(&flow.src)
+    {
+        return;
+    }
     let decision = decide(config, &[], seed, flow);
     if let (Some(bucket), Some(slot)) = (decision.bucket, live.get_mut(decision.slot)) {
         slot.insert(bucket);
@@ -334,8 +387,9 @@ enum Conntrack {
     Listed,
     /// The `conntrack` tool is not installed.
     Missing,
-    /// It failed, printed a line [`parse_conntrack_line`] cannot read, or too many.
-    Failed,
+    /// It failed, timed out, printed a line [`parse_conntrack_line`] cannot read, or
+    /// too many: what went wrong.
+    Failed(String),
 }
 
 /// Streams `conntrack -L -f ipv4 --orig-dst vip` and gives `each` the flow of every
@@ -344,24 +398,28 @@ enum Conntrack {
 fn conntrack_flows(vip: Ipv4Addr, mut each: impl FnMut(&Flow)) -> Conntrack {
     use std::io::{BufRead, BufReader, Read};
     let vip_text = vip.to_string();
-    let child = std::process::Command::new("conntrack")
-        .args(["-L", "-f", "ipv4", "--orig-dst", &vip_text])
+    let command = format!("conntrack -L -f ipv4 --orig-dst {vip_text}");
+    let child = std::process::Command::new("timeout")
+        .args(bounded(
+            "conntrack",
+            &["-L", "-f", "ipv4", "--orig-dst", &vip_text],
+        ))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn();
     let mut child = match child {
         Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Conntrack::Missing,
-        Err(_) => return Conntrack::Failed,
+        Err(e) => return Conntrack::Failed(format!("cannot run `timeout {command}`: {e}")),
     };
     let Some(stdout) = child.stdout.take() else {
-        return Conntrack::Failed;
+        return Conntrack::Failed(format!("`{command}` gave no output pipe"));
     };
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
     let mut entries = 0u64;
     let mut ok = true;
+    let mut why = String::new();
     loop {
         line.clear();
         match (&mut reader)
@@ -370,7 +428,8 @@ fn conntrack_flows(vip: Ipv4Addr, mut each: impl FnMut(&Flow)) -> Conntrack {
         {
             Ok(0) => break,
             Ok(_) => {}
-            Err(_) => {
+            Err(e) => {
+                why = format!("reading its output: {e}");
                 ok = false;
                 break;
             }
@@ -378,6 +437,10 @@ fn conntrack_flows(vip: Ipv4Addr, mut each: impl FnMut(&Flow)) -> Conntrack {
         entries += 1;
         let text = std::str::from_utf8(&line).ok();
         if line.last() != Some(&b'\n') || entries > CONNTRACK_MAX_ENTRIES || text.is_none() {
+            why = format!(
+                "entry {entries}: a line longer than {CONNTRACK_MAX_LINE} bytes, not UTF-8, \
+                 or more than {CONNTRACK_MAX_ENTRIES} entries"
+            );
             ok = false;
             break;
         }
@@ -387,8 +450,9 @@ fn conntrack_flows(vip: Ipv4Addr, mut each: impl FnMut(&Flow)) -> Conntrack {
         }
         match parse_conntrack_line(text) {
             Some(Some(flow)) if flow.dst == vip => each(&flow),
-            Some(None) => {}
-            _ => {
+            Some(None) | Some(Some(_)) => {}
+            None => {
+                why = format!("a line nlb cannot read: {:?}", text.trim_end());
                 ok = false;
                 break;
             }
@@ -397,18 +461,28 @@ fn conntrack_flows(vip: Ipv4Addr, mut each: impl FnMut(&Flow)) -> Conntrack {
     if !ok {
         let _ = child.kill();
     }
-    let status = child.wait();
-    if ok && status.is_ok_and(|s| s.success()) {
-        Conntrack::Listed
-    } else {
-        Conntrack::Failed
+    match child.wait().map(|status| status.code()) {
+        Ok(Some(0)) if ok => Conntrack::Listed,
+        // timeout(1): 127, the command was not found.
+        Ok(Some(127)) => Conntrack::Missing,
+        _ if !ok => Conntrack::Failed(format!("`{command}`: {why}")),
+        Ok(Some(124 | 137) | None) => Conntrack::Failed(format!(
+            "`{command}` ran longer than {COUNT_DEADLINE_SECS} s and was killed"
+        )),
+        Ok(Some(code)) => Conntrack::Failed(format!(
+            "`{command}` exited with {code} (is the nf_conntrack_netlink module loadable?)"
+        )),
+        Err(e) => Conntrack::Failed(format!("`{command}`: {e}")),
     }
 }
 
 /// One line of `conntrack -L` (conntrack-tools 1.4): `Some(Some(flow))` for a TCP or
 /// UDP entry whose connection may still carry packets, its original tuple as the flow;
-/// `Some(None)` for an entry that counts for nothing (a TCP one in `TIME_WAIT` or
-/// `CLOSE`, or another protocol's); `None` for a line it cannot read, which fails the
+/// `Some(None)` for an entry that counts for nothing: a TCP one in `TIME_WAIT` or
+/// `CLOSE`, another protocol's, or one `[UNREPLIED]` (this host never answered it, so
+/// it is no connection of this host's: the draining stage drops its packets as new,
+/// while each of them keeps the entry alive, so counting it would let a one-way sender
+/// keep a bucket draining for ever). `None` for a line it cannot read, which fails the
 /// whole count, as an unreadable `ss` line does.
 fn parse_conntrack_line(line: &str) -> Option<Option<Flow>> {
     let mut fields = line.split_whitespace();
@@ -430,7 +504,9 @@ fn parse_conntrack_line(line: &str) -> Option<Option<Flow>> {
     let mut rest = fields.peekable();
     if protocol == Protocol::Tcp {
         let state = rest.next()?;
-        if !state.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') || state.is_empty() {
+        // `SYN_SENT2` has a digit (libnetfilter_conntrack's state names).
+        let named = |b: u8| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_';
+        if !state.bytes().all(named) || state.is_empty() {
             return None;
         }
         if matches!(state, "TIME_WAIT" | "CLOSE") {
@@ -446,6 +522,9 @@ fn parse_conntrack_line(line: &str) -> Option<Option<Flow>> {
     let dst: Ipv4Addr = value("dst")?.parse().ok()?;
     let src_port: u16 = value("sport")?.parse().ok()?;
     let dst_port: u16 = value("dport")?.parse().ok()?;
+    if rest.peek() == Some(&"[UNREPLIED]") {
+        return Some(None);
+    }
     Some(Some(Flow {
         src,
         src_port,
@@ -518,11 +597,13 @@ mod tests {
             parse_conntrack_line(dnat),
             Some(Some(flow([198, 19, 0, 7], 53128, 80, Protocol::Tcp)))
         );
-        let udp = "udp      17 29 src=198.19.0.8 dst=198.18.0.10 sport=5000 dport=53 [UNREPLIED] src=198.18.0.10 dst=198.19.0.8 sport=53 dport=5000 mark=0 use=1";
+        let udp = "udp      17 29 src=198.19.0.8 dst=198.18.0.10 sport=5000 dport=53 src=198.18.0.10 dst=198.19.0.8 sport=53 dport=5000 mark=0 use=1";
         assert_eq!(
             parse_conntrack_line(udp),
             Some(Some(flow([198, 19, 0, 8], 5000, 53, Protocol::Udp)))
         );
+        let open2 = "tcp      6 117 SYN_SENT2 src=198.19.0.7 dst=198.18.0.10 sport=1 dport=80 src=198.18.0.10 dst=198.19.0.7 sport=80 dport=1 mark=0 use=1";
+        assert!(matches!(parse_conntrack_line(open2), Some(Some(_))));
         let fin = "tcp      6 117 FIN_WAIT src=198.19.0.7 dst=198.18.0.10 sport=1 dport=80 src=198.18.0.10 dst=198.19.0.7 sport=80 dport=1 [ASSURED] mark=0 use=1";
         assert!(matches!(parse_conntrack_line(fin), Some(Some(_))));
         // Over: counted as nothing; another protocol: nothing.
@@ -530,6 +611,9 @@ mod tests {
             "tcp      6 117 TIME_WAIT src=198.19.0.7 dst=198.18.0.10 sport=1 dport=80 src=198.18.0.10 dst=198.19.0.7 sport=80 dport=1 [ASSURED] mark=0 use=1",
             "tcp      6 9 CLOSE src=198.19.0.7 dst=198.18.0.10 sport=1 dport=80 src=198.18.0.10 dst=198.19.0.7 sport=80 dport=1 mark=0 use=1",
             "icmp     1 29 src=198.19.0.7 dst=198.18.0.10 type=8 code=0 id=7 src=198.18.0.10 dst=198.19.0.7 type=0 code=0 id=7 mark=0 use=1",
+            // Never answered: a one-way sender's, or a SYN before the release.
+            "udp      17 29 src=198.19.0.8 dst=198.18.0.10 sport=5000 dport=53 [UNREPLIED] src=198.18.0.10 dst=198.19.0.8 sport=53 dport=5000 mark=0 use=1",
+            "tcp      6 119 SYN_SENT src=198.19.0.7 dst=198.18.0.10 sport=1 dport=80 [UNREPLIED] src=198.18.0.10 dst=198.19.0.7 sport=80 dport=1 mark=0 use=1",
         ] {
             assert_eq!(parse_conntrack_line(line), Some(None), "{line}");
         }

@@ -432,8 +432,13 @@ pub(crate) fn render(
         ),
         (
             "nlb_drain_count_failures",
-            "Counts of the connections in draining buckets that failed (ss)",
+            "Counts of the connections in draining buckets that failed (ss, nft list set, conntrack -L)",
             daemon.drain_count_failures,
+        ),
+        (
+            "nlb_connection_count_failures",
+            "Counts of the VIPs' established connections that failed (ss); a drainstop waits",
+            daemon.connection_count_failures,
         ),
         (
             "nlb_heartbeats_held",

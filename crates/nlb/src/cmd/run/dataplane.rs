@@ -55,6 +55,29 @@ fn releases(kernel: &[RuleState], wanted: &[RuleState]) -> bool {
         })
 }
 
+/// What the kernel may accept after a batch that failed: what it had (`applied`), and
+/// what the batch tried (`tried`), since a failure is not proof that nothing committed.
+fn may_accept(applied: &[RuleState], tried: &[RuleState]) -> Vec<RuleState> {
+    let slots = applied.len().max(tried.len());
+    (0..slots)
+        .map(|slot| {
+            let (have, want) = (applied.get(slot), tried.get(slot));
+            let mut state = have
+                .or(want)
+                .cloned()
+                .unwrap_or_else(|| RuleState::empty(true));
+            for bucket in have
+                .into_iter()
+                .chain(want)
+                .flat_map(|rule| rule.owned.iter())
+            {
+                state.owned.insert(bucket);
+            }
+            state
+        })
+        .collect()
+}
+
 /// Nothing owned, existing connections kept, every bucket draining, for each of `slots`
 /// rule slots: what the kernel holds before the node has decided anything.
 pub(super) fn unowned_rules(slots: usize) -> (Vec<RuleState>, Drains) {
@@ -190,7 +213,12 @@ impl Daemon {
         self.apply_dirty = false;
         let id = self.next_apply_id + 1;
         let job = match update {
-            Update::Nothing => return,
+            Update::Nothing => {
+                // The kernel holds it already (a claim undone before it went in): what
+                // drains is dated now, or it would never be let go.
+                self.drains.applied(&self.rules, std::time::Instant::now());
+                return;
+            }
             Update::Elements(line) => Job::Update { id, line },
             Update::Tables => {
                 let batches = self.ruleset().batches();
@@ -257,6 +285,10 @@ impl Daemon {
                         }
                     }
                     Err(err) => {
+                        // A line that timed out, or an nft that died after the commit,
+                        // may have applied it: until the tables are replaced, the kernel
+                        // may accept what either owned, so heartbeats wait (fail closed).
+                        self.applied = may_accept(&self.applied, &rules);
                         self.stats.nft_failures += 1;
                         self.fail_closed("nft batch", &err);
                     }
@@ -264,8 +296,11 @@ impl Daemon {
             }
             Done::Lease { result, at } => {
                 self.lease_in_flight = false;
+                // A refresh that failed may have committed too: the lease is judged
+                // to run from it either way.
+                self.lease_until = self.lease_until.max(at + self.lease.length);
                 match result {
-                    Ok(()) => self.lease_until = self.lease_until.max(at + self.lease.length),
+                    Ok(()) => {}
                     Err(err) => {
                         self.stats.lease_failures += 1;
                         self.fail_closed("lease refresh", &err);
@@ -316,7 +351,7 @@ impl Daemon {
                     DrainSources::WithConntrack => "ss, recent, conntrack",
                     DrainSources::WithoutConntrack => "ss, recent",
                 };
-                if live.is_some() && self.stats.drain_sources != named {
+                if live.is_ok() && self.stats.drain_sources != named {
                     if sources == DrainSources::WithoutConntrack {
                         tracing::warn!(
                             event = "nlb.drain_without_conntrack",
@@ -329,17 +364,29 @@ impl Daemon {
                     }
                     self.stats.drain_sources = named.to_owned();
                 }
-                let Some(live) = live else {
-                    self.stats.drain_count_failures += 1;
-                    if self.stats.drain_count_failures == 1 {
-                        tracing::warn!(
-                            event = "nlb.drain_count_failed",
-                            "`ss`, `nft list set` or `conntrack -L` failed: released \
-                             buckets keep draining (their packets go through conntrack) \
-                             until they work; is iproute2 installed?"
-                        );
+                let live = match live {
+                    Ok(live) => {
+                        if std::mem::take(&mut self.drain_count_failing) {
+                            tracing::info!(
+                                event = "nlb.drain_count_restored",
+                                "counting the draining buckets' connections works again"
+                            );
+                        }
+                        live
                     }
-                    return;
+                    Err(error) => {
+                        self.stats.drain_count_failures += 1;
+                        // Said when counts start to fail, not at every one.
+                        if !std::mem::replace(&mut self.drain_count_failing, true) {
+                            tracing::warn!(
+                                event = "nlb.drain_count_failed", error = %error,
+                                "cannot count the draining buckets' connections: released \
+                                 buckets keep draining (their packets go through conntrack) \
+                                 until it works; run the command above by hand to see why"
+                            );
+                        }
+                        return;
+                    }
                 };
                 self.stats.drain_counts += 1;
                 self.publish_now = true;
@@ -351,11 +398,22 @@ impl Daemon {
                     self.apply_dirty = true;
                 }
             }
-            Done::Connections(count) => {
+            Done::Connections(Ok(count)) => {
                 self.counting = false;
                 self.connections = count;
                 let now = self.clock.now();
                 self.node.handle_connections(now, count);
+            }
+            Done::Connections(Err(error)) => {
+                // The last count stands: a drainstop that took a failure for 0 would
+                // end and cut every connection.
+                self.counting = false;
+                self.stats.connection_count_failures += 1;
+                if self.stats.connection_count_failures == 1 {
+                    tracing::warn!(event = "nlb.connection_count_failed", error = %error,
+                        "cannot count the VIPs' connections with `ss`: a drainstop waits \
+                         until it can (logged once; nlb_connection_count_failures counts)");
+                }
             }
         }
     }
@@ -428,13 +486,15 @@ impl Daemon {
         self.counter.submit(Job::LiveBuckets {
             config: Box::new(self.config.clone()),
             table: self.ruleset().table(),
+            local_ports: self.local_ports,
         });
     }
 
     pub(super) fn count_connections(&mut self) {
         if !self.counting {
             self.counting = true;
-            self.kernel.submit(Job::CountConnections {
+            // On the counting worker: a slow `ss` must not delay an ownership change.
+            self.counter.submit(Job::CountConnections {
                 vips: self.config.cluster.vips.clone(),
             });
         }
@@ -463,6 +523,17 @@ mod tests {
         assert!(releases(&[rule(&[1, 2])], &[rule(&[1])]));
         assert!(releases(&[rule(&[]), rule(&[7])], &[rule(&[]), rule(&[])]));
         assert!(!releases(&[rule(&[])], &[rule(&[])]));
+    }
+
+    #[test]
+    fn a_failed_batch_may_have_applied_its_claims() {
+        let may = may_accept(&[rule(&[1])], &[rule(&[2]), rule(&[9])]);
+        assert_eq!(may.len(), 2);
+        assert_eq!(may[0].owned.iter().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(may[1].owned.iter().collect::<Vec<_>>(), [9]);
+        // So a node that then wants nothing holds its heartbeats.
+        assert!(releases(&may, &[rule(&[]), rule(&[])]));
+        assert!(!releases(&may, &[rule(&[1, 2]), rule(&[9])]));
     }
 
     #[test]

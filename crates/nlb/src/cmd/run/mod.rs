@@ -225,6 +225,8 @@ struct Daemon {
     drains: drain::Drains,
     /// A [`crate::kernel::Job::LiveBuckets`] is queued.
     live_counting: bool,
+    /// The last such count failed (logged when counts start and stop failing).
+    drain_count_failing: bool,
     /// `net.ipv4.ip_local_port_range` at start-up (see [`nlb_linux::ruleset`]).
     local_ports: (u16, u16),
     /// The batch on the kernel thread: its id, the rules it applies, and whether it

@@ -162,6 +162,7 @@ pub(super) async fn start(
         rules,
         drains,
         live_counting: false,
+        drain_count_failing: false,
         local_ports,
         in_flight: None,
         apply_dirty: false,

@@ -417,10 +417,21 @@ async fn answer(
     }
     let connections = if line == "drainstop" {
         let vips = snapshot.node.config().cluster.vips.clone();
-        tokio::task::spawn_blocking(move || crate::kernel::count_connections(&vips))
-            .await
-            .ok()
-            .and_then(Result::ok)
+        let counted =
+            tokio::task::spawn_blocking(move || crate::kernel::count_connections(&vips)).await;
+        match counted {
+            Ok(Ok(count)) => Some(count),
+            // A drainstop that took an unknown count for 0 would stop the host at once and
+            // cut every connection.
+            Ok(Err(error)) => {
+                return serde_json::json!({"ok": false, "error": format!(
+                    "cannot count the VIPs' connections ({error}), so a drainstop could not \
+                     tell when they end; nothing changed. Fix ss (iproute2), or use `nlb stop` \
+                     to end the connections at once")})
+                .to_string();
+            }
+            Err(_) => None,
+        }
     } else {
         None
     };

@@ -459,7 +459,14 @@ fn conntrack_flows(vip: Ipv4Addr, mut each: impl FnMut(&Flow)) -> Conntrack {
         }
     }
     if !ok {
-        let _ = child.kill();
+        // SIGTERM, which `timeout` passes on to conntrack; a SIGKILL would stop
+        // `timeout` alone and leave conntrack running.
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
     }
     match child.wait().map(|status| status.code()) {
         Ok(Some(0)) if ok => Conntrack::Listed,
@@ -522,7 +529,12 @@ fn parse_conntrack_line(line: &str) -> Option<Option<Flow>> {
     let dst: Ipv4Addr = value("dst")?.parse().ok()?;
     let src_port: u16 = value("sport")?.parse().ok()?;
     let dst_port: u16 = value("dport")?.parse().ok()?;
-    if rest.peek() == Some(&"[UNREPLIED]") {
+    // Flags and counters (`packets=`, `bytes=`, `zone=`) may come between the original
+    // tuple and `[UNREPLIED]`; the reply tuple begins at the next `src=`.
+    if rest
+        .take_while(|field| !field.starts_with("src="))
+        .any(|field| field == "[UNREPLIED]")
+    {
         return Some(None);
     }
     Some(Some(Flow {
@@ -604,6 +616,9 @@ mod tests {
         );
         let open2 = "tcp      6 117 SYN_SENT2 src=198.19.0.7 dst=198.18.0.10 sport=1 dport=80 src=198.18.0.10 dst=198.19.0.7 sport=80 dport=1 mark=0 use=1";
         assert!(matches!(parse_conntrack_line(open2), Some(Some(_))));
+        // Answered (no `[UNREPLIED]`), with counters: live.
+        let counted = "udp      17 170 src=198.19.0.8 dst=198.18.0.10 sport=5000 dport=53 packets=3 bytes=228 src=198.18.0.10 dst=198.19.0.8 sport=53 dport=5000 packets=3 bytes=300 [ASSURED] mark=0 use=1";
+        assert!(matches!(parse_conntrack_line(counted), Some(Some(_))));
         let fin = "tcp      6 117 FIN_WAIT src=198.19.0.7 dst=198.18.0.10 sport=1 dport=80 src=198.18.0.10 dst=198.19.0.7 sport=80 dport=1 [ASSURED] mark=0 use=1";
         assert!(matches!(parse_conntrack_line(fin), Some(Some(_))));
         // Over: counted as nothing; another protocol: nothing.
@@ -614,6 +629,8 @@ mod tests {
             // Never answered: a one-way sender's, or a SYN before the release.
             "udp      17 29 src=198.19.0.8 dst=198.18.0.10 sport=5000 dport=53 [UNREPLIED] src=198.18.0.10 dst=198.19.0.8 sport=53 dport=5000 mark=0 use=1",
             "tcp      6 119 SYN_SENT src=198.19.0.7 dst=198.18.0.10 sport=1 dport=80 [UNREPLIED] src=198.18.0.10 dst=198.19.0.7 sport=80 dport=1 mark=0 use=1",
+            // With nf_conntrack_acct=1, the counters come first.
+            "udp      17 29 src=198.19.0.8 dst=198.18.0.10 sport=5000 dport=53 packets=3 bytes=228 [UNREPLIED] src=198.18.0.10 dst=198.19.0.8 sport=53 dport=5000 packets=0 bytes=0 mark=0 use=1",
         ] {
             assert_eq!(parse_conntrack_line(line), Some(None), "{line}");
         }

@@ -230,6 +230,9 @@ impl Daemon {
         };
         self.full_apply = false;
         self.next_apply_id = id;
+        if matches!(job, Job::Apply { .. }) {
+            self.tables_in_flight = true;
+        }
         self.in_flight = Some((id, self.rules.clone(), full));
         self.kernel.submit(job);
     }
@@ -264,6 +267,11 @@ impl Daemon {
                     return;
                 };
                 debug_assert_eq!(id, sent_id);
+                if std::mem::take(&mut self.tables_in_flight) {
+                    // New tables set a fresh lease in the kernel, committed or (for all
+                    // nlb can tell after a failure) perhaps committed.
+                    self.lease_until = self.lease_until.max(at + self.lease.length);
+                }
                 match result {
                     Ok(()) if !self.healthy && !full => {
                         // Queued before the failure: the whole ruleset still has to go in.
@@ -400,6 +408,12 @@ impl Daemon {
             }
             Done::Connections(Ok(count)) => {
                 self.counting = false;
+                if std::mem::take(&mut self.connection_count_failing) {
+                    tracing::info!(
+                        event = "nlb.connection_count_restored",
+                        "counting the VIPs' connections works again"
+                    );
+                }
                 self.connections = count;
                 let now = self.clock.now();
                 self.node.handle_connections(now, count);
@@ -409,10 +423,10 @@ impl Daemon {
                 // end and cut every connection.
                 self.counting = false;
                 self.stats.connection_count_failures += 1;
-                if self.stats.connection_count_failures == 1 {
+                if !std::mem::replace(&mut self.connection_count_failing, true) {
                     tracing::warn!(event = "nlb.connection_count_failed", error = %error,
                         "cannot count the VIPs' connections with `ss`: a drainstop waits \
-                         until it can (logged once; nlb_connection_count_failures counts)");
+                         until it can (nlb_connection_count_failures counts)");
                 }
             }
         }

@@ -227,6 +227,10 @@ struct Daemon {
     live_counting: bool,
     /// The last such count failed (logged when counts start and stop failing).
     drain_count_failing: bool,
+    /// The last count of the VIPs' connections failed (logged the same way).
+    connection_count_failing: bool,
+    /// The batch in flight replaces tables, which sets the kernel's lease afresh.
+    tables_in_flight: bool,
     /// `net.ipv4.ip_local_port_range` at start-up (see [`nlb_linux::ruleset`]).
     local_ports: (u16, u16),
     /// The batch on the kernel thread: its id, the rules it applies, and whether it

@@ -163,6 +163,8 @@ pub(super) async fn start(
         drains,
         live_counting: false,
         drain_count_failing: false,
+        connection_count_failing: false,
+        tables_in_flight: false,
         local_ports,
         in_flight: None,
         apply_dirty: false,

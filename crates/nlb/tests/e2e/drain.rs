@@ -351,26 +351,39 @@ fn join_second_host(world: &World, sources: &[Ipv4Addr]) -> (Vec<Ipv4Addr>, u16)
     (moved, bucket)
 }
 
+/// When the last exchange of [`keep_going`] ran: its packets went between the two.
+struct LastExchange {
+    /// Before its first packet: the kernel's idle timers started after this.
+    began: Instant,
+    /// After its last answer: idle from then on.
+    ended: Instant,
+}
+
 /// Runs `exchange` (given the time since the first) every half second for three
 /// [`IDLE`] times; checks that host 1's counts ran meanwhile and `bucket` still drains;
-/// returns when the last exchange ended: idle from then on.
-fn keep_going(world: &World, bucket: u16, mut exchange: impl FnMut(Duration)) -> Instant {
+/// returns when the last exchange ran.
+fn keep_going(world: &World, bucket: u16, mut exchange: impl FnMut(Duration)) -> LastExchange {
     let before = drain_counts(world);
     let start = Instant::now();
-    let idle_since = loop {
+    let last = loop {
+        let began = Instant::now();
         exchange(start.elapsed());
         if start.elapsed() >= 3 * IDLE {
-            break Instant::now();
+            break LastExchange {
+                began,
+                ended: Instant::now(),
+            };
         }
         std::thread::sleep(Duration::from_millis(500));
     };
     assert!(drain_counts(world) >= before + 2, "counts ran meanwhile");
     assert_eq!(verdict(world, 0, bucket).as_deref(), Some("draining_rule1"));
-    idle_since
+    last
 }
 
 /// Waits until host 1 drops `bucket` at netdev, and checks that it did not before
-/// `idle_since` was [`IDLE`] ago: the connections in it were idle that long.
+/// `idle_since` (before the last packet) was [`IDLE`] ago: the connections in it were
+/// idle that long.
 fn wait_dropped_once_idle(world: &World, bucket: u16, idle_since: Instant) {
     world.wait_for(
         "host 1 to let the idle bucket go",
@@ -456,7 +469,8 @@ fn a_connection_behind_dnat_keeps_its_moved_bucket_while_it_talks() {
     };
     let idle_since = keep_going(&world, bucket, |talking| {
         talk(&mut sessions, &format!("after {talking:?}"));
-    });
+    })
+    .ended;
     // A new connection from a moved source goes to host 2 (its SYN, dropped by host 1,
     // is no packet of a connection host 1 knows).
     assert_eq!(
@@ -493,6 +507,8 @@ fn a_connection_behind_dnat_keeps_its_moved_bucket_while_it_talks() {
     );
     // Closed (FIN both ways): conntrack's entries are in TIME_WAIT, over; once the last
     // packets are the idle time old, the bucket goes and is dropped at netdev.
+    // Before the first FIN: the idle time runs from the packets that follow.
+    let closing = Instant::now();
     world.in_client(|| {
         for src in &moved {
             let session = sessions.remove(src).expect("a session");
@@ -501,8 +517,7 @@ fn a_connection_behind_dnat_keeps_its_moved_bucket_while_it_talks() {
                 .unwrap_or_else(|e| panic!("{src} closes: {e}"));
         }
     });
-    let closed_at = Instant::now();
-    wait_dropped_once_idle(&world, bucket, closed_at);
+    wait_dropped_once_idle(&world, bucket, closing);
     let drops_before = netdev_counter(&world, 0, "rule1 drop");
     assert_eq!(
         world.in_client(|| http_get(moved[0], vip)).as_deref(),
@@ -668,7 +683,7 @@ fn a_long_udp_flow_keeps_its_moved_bucket_while_it_lasts() {
             );
         }
     });
-    wait_dropped_once_idle(&world, bucket, idle_since);
+    wait_dropped_once_idle(&world, bucket, idle_since.began);
     // Now the old owner drops the flow's datagrams at netdev.
     let drops_before = netdev_counter(&world, 0, "rule1 drop");
     let (_, socket) = moved[0];

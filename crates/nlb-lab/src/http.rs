@@ -69,6 +69,19 @@ impl KeepAlive {
         Ok(KeepAlive { reader, writer })
     }
 
+    /// Closes the connection both ways: sends a FIN and reads until the server's (any
+    /// bytes left before it are an error).
+    pub fn close(mut self) -> std::io::Result<()> {
+        self.writer.shutdown(std::net::Shutdown::Write)?;
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest)?;
+        if rest.is_empty() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("bytes after the last answer"))
+        }
+    }
+
     /// One request on the connection: the body of the answer (the host's name). A
     /// connection the server closed is an `UnexpectedEof` error.
     pub fn get(&mut self) -> std::io::Result<String> {

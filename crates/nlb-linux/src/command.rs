@@ -34,6 +34,7 @@ fn package_of(program: &str) -> &'static str {
     match program {
         "nft" => "nftables",
         "tcpdump" => "tcpdump",
+        "timeout" => "coreutils",
         _ => "iproute2",
     }
 }

@@ -106,6 +106,13 @@ impl BucketBitmap {
         }
     }
 
+    /// Removes `bucket`; buckets outside `0..count` are ignored.
+    pub fn remove(&mut self, bucket: u16) {
+        if bucket < self.count {
+            self.bytes[usize::from(bucket / 8)] &= !(1 << (bucket % 8));
+        }
+    }
+
     /// Buckets in the set, in increasing order.
     pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
         (0..self.count).filter(|&bucket| self.contains(bucket))
@@ -182,4 +189,23 @@ impl fmt::Debug for BucketBitmap {
 
 pub(crate) fn bitmap_len(count: u16) -> usize {
     usize::from(count).div_ceil(8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BucketBitmap;
+
+    #[test]
+    fn buckets_come_and_go_and_out_of_range_ones_are_ignored() {
+        let mut bitmap = BucketBitmap::new(256);
+        bitmap.insert(7);
+        bitmap.insert(8);
+        bitmap.insert(300);
+        assert_eq!(bitmap.iter().collect::<Vec<_>>(), vec![7, 8]);
+        bitmap.remove(7);
+        bitmap.remove(300);
+        assert_eq!(bitmap.iter().collect::<Vec<_>>(), vec![8]);
+        bitmap.remove(8);
+        assert!(bitmap.is_empty());
+    }
 }

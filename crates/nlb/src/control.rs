@@ -64,6 +64,23 @@ pub(crate) struct DaemonStats {
     /// Health-check results dropped because the loop was busy (by runners since replaced).
     #[serde(default)]
     pub(crate) check_results_dropped: u64,
+    /// Counts of the connections in draining buckets that failed (`ss`, `nft list
+    /// set` or `conntrack -L`).
+    #[serde(default)]
+    pub(crate) drain_count_failures: u64,
+    /// Counts of the VIPs' established connections (`ss`) that failed.
+    #[serde(default)]
+    pub(crate) connection_count_failures: u64,
+    /// Counts of the connections in draining buckets that completed.
+    #[serde(default)]
+    pub(crate) drain_counts: u64,
+    /// Buckets draining now, per rule slot (the fallback rule last).
+    #[serde(default)]
+    pub(crate) draining_buckets: Vec<u64>,
+    /// What the last count of draining buckets' connections read: `ss, recent,
+    /// conntrack`, or `ss, recent` without the `conntrack` tool; empty before one.
+    #[serde(default)]
+    pub(crate) drain_sources: String,
 }
 
 impl Default for DaemonStats {
@@ -77,6 +94,11 @@ impl Default for DaemonStats {
             tables_restored: 0,
             vips_restored: 0,
             check_results_dropped: 0,
+            drain_count_failures: 0,
+            connection_count_failures: 0,
+            drain_counts: 0,
+            draining_buckets: Vec::new(),
+            drain_sources: String::new(),
         }
     }
 }
@@ -395,9 +417,21 @@ async fn answer(
     }
     let connections = if line == "drainstop" {
         let vips = snapshot.node.config().cluster.vips.clone();
-        tokio::task::spawn_blocking(move || crate::kernel::count_connections(&vips))
-            .await
-            .ok()
+        let counted =
+            tokio::task::spawn_blocking(move || crate::kernel::count_connections(&vips)).await;
+        match counted {
+            Ok(Ok(count)) => Some(count),
+            // A drainstop that took an unknown count for 0 would stop the host at once and
+            // cut every connection.
+            Ok(Err(error)) => {
+                return serde_json::json!({"ok": false, "error": format!(
+                    "cannot count the VIPs' connections ({error}), so a drainstop could not \
+                     tell when they end; nothing changed. Fix ss (iproute2), or use `nlb stop` \
+                     to end the connections at once")})
+                .to_string();
+            }
+            Err(_) => None,
+        }
     } else {
         None
     };

@@ -158,10 +158,17 @@ async fn read_counters(counters: &Counters, table: &str) -> Arc<Vec<(String, u64
         return values.clone();
     }
     let table = table.to_owned();
+    // Both stages: the netdev table counts the packets dropped before conntrack
+    // (`rule1 drop`, `draining syn`), the inet table the rest.
     let read = tokio::task::spawn_blocking(move || {
-        nlb_linux::command::run("nft", &["-j", "list", "chain", "inet", &table, "pre"], None)
-            .map(|json| nlb_linux::ruleset::parse_counters(&json))
-            .unwrap_or_default()
+        ["netdev", "inet"]
+            .iter()
+            .flat_map(|family| {
+                nlb_linux::command::run("nft", &["-j", "list", "table", family, &table], None)
+                    .map(|json| nlb_linux::ruleset::parse_counters(&json))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
     });
     let values = Arc::new(
         tokio::time::timeout(crate::control::CLIENT_DEADLINE, read)
@@ -291,22 +298,33 @@ pub(crate) fn render(
         "Epoch of the installed view",
         i64::from(node.view().0),
     );
-    let owned = Family::<RuleLabel, Gauge>::default();
     let rules = node.config().rules.len();
-    for (slot, buckets) in node.owned().iter().enumerate() {
-        let rule = if slot < rules {
+    let label = |slot: usize| RuleLabel {
+        rule: if slot < rules {
             (slot + 1).to_string()
         } else {
             "default".to_owned()
-        };
-        owned
-            .get_or_create(&RuleLabel { rule })
-            .set(buckets.len() as i64);
+        },
+    };
+    let owned = Family::<RuleLabel, Gauge>::default();
+    for (slot, buckets) in node.owned().iter().enumerate() {
+        owned.get_or_create(&label(slot)).set(buckets.len() as i64);
     }
     registry.register(
         "nlb_owned_buckets",
         "Buckets this host accepts new connections for",
         owned,
+    );
+    let draining = Family::<RuleLabel, Gauge>::default();
+    for (slot, &buckets) in daemon.draining_buckets.iter().enumerate() {
+        draining
+            .get_or_create(&label(slot))
+            .set(i64::try_from(buckets).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "nlb_draining_buckets",
+        "Buckets this host released and still has connections in (dropped before conntrack only once they have ended)",
+        draining,
     );
     register_checks(&mut registry, node);
     gauge(
@@ -411,6 +429,16 @@ pub(crate) fn render(
             "nlb_lease_failures",
             "Lease refreshes that failed",
             daemon.lease_failures,
+        ),
+        (
+            "nlb_drain_count_failures",
+            "Counts of the connections in draining buckets that failed (ss, nft list set, conntrack -L)",
+            daemon.drain_count_failures,
+        ),
+        (
+            "nlb_connection_count_failures",
+            "Counts of the VIPs' established connections that failed (ss); a drainstop waits",
+            daemon.connection_count_failures,
         ),
         (
             "nlb_heartbeats_held",

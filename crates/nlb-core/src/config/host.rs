@@ -31,7 +31,18 @@ pub struct HostConfig {
     pub control_socket: PathBuf,
     /// A group whose members may use the control socket, besides root.
     pub control_group: Option<String>,
+    /// How long a bucket this host released keeps reaching conntrack after the last
+    /// packet of this host's connections in it (`drain_idle_ms`, 1 s to 1 day, default
+    /// [`DEFAULT_DRAIN_IDLE_MS`]), at least: the bucket also stays while conntrack holds
+    /// any of its flows that is not over. Without the `conntrack` tool, a connection
+    /// this host cannot see as a socket (behind DNAT, or UDP) that stays idle for longer
+    /// loses its packets to this host.
+    pub drain_idle_ms: u32,
 }
+
+/// The default `[host] drain_idle_ms`: 300 s, longer than conntrack's UDP stream
+/// timeout (120 s).
+pub const DEFAULT_DRAIN_IDLE_MS: u32 = 300_000;
 
 /// Validates `[host]`.
 pub(super) fn validate_host(
@@ -71,10 +82,15 @@ pub(super) fn validate_host(
         Some(value) => Some(value.get_ref().trim().to_owned()),
         None => None,
     };
+    let drain_idle_ms = match &host.drain_idle_ms {
+        Some(value) => in_range(at, value, "host.drain_idle_ms", 1_000..=86_400_000)? as u32,
+        None => DEFAULT_DRAIN_IDLE_MS,
+    };
     Ok(HostConfig {
         id,
         initial_state,
         control_socket,
         control_group,
+        drain_idle_ms,
     })
 }

@@ -15,6 +15,7 @@
 //! initial_state = "started"           # started | stopped | suspended
 //! control_socket = "/run/nlb/nlb.sock"
 //! control_group = "nlb"               # optional: members may use the control socket
+//! drain_idle_ms = 300000              # a released bucket lets go this long after its last packet (and once conntrack holds none of its flows)
 //!
 //! [[rule]]                            # none = one rule for everything (Rule::catch_all)
 //! vip = "all"
@@ -72,7 +73,7 @@ pub use check::{DEFAULT_FALL, DEFAULT_INTERVAL_MS, DEFAULT_RISE, DEFAULT_TIMEOUT
 pub use cluster::ClusterConfig;
 pub use error::ConfigError;
 pub use fingerprint::field_name;
-pub use host::{HostConfig, InitialState};
+pub use host::{DEFAULT_DRAIN_IDLE_MS, HostConfig, InitialState};
 pub use rule::{Affinity, Protocol, Rule, RuleMode};
 
 use error::Locator;
@@ -225,8 +226,27 @@ id = 1
         assert_eq!(config.cluster.tolerance, DEFAULT_TOLERANCE);
         assert_eq!(config.failure_window_ms(), 150);
         assert_eq!(config.host.initial_state, InitialState::Started);
+        assert_eq!(config.host.drain_idle_ms, DEFAULT_DRAIN_IDLE_MS);
         assert_eq!(config.rules, vec![Rule::catch_all()]);
         assert_eq!(config.metrics_listen, None);
+    }
+
+    #[test]
+    fn drain_idle_is_a_host_setting_from_a_second_to_a_day() {
+        let with = |line: &str| parse(&MINIMAL.replace("id = 1\n", &format!("id = 1\n{line}\n")));
+        assert_eq!(
+            with("drain_idle_ms = 3000").unwrap().host.drain_idle_ms,
+            3000
+        );
+        for bad in ["drain_idle_ms = 999", "drain_idle_ms = 86400001"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("host.drain_idle_ms"), "{bad}: {err}");
+        }
+        // Not in the fingerprint: hosts may differ.
+        assert_eq!(
+            with("drain_idle_ms = 3000").unwrap().fingerprint(),
+            parse(MINIMAL).unwrap().fingerprint()
+        );
     }
 
     #[test]

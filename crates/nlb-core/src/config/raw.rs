@@ -69,6 +69,7 @@ pub(super) struct RawHost {
     pub(super) initial_state: Option<Spanned<String>>,
     pub(super) control_socket: Option<Spanned<String>>,
     pub(super) control_group: Option<Spanned<String>>,
+    pub(super) drain_idle_ms: Option<Spanned<i64>>,
 }
 
 /// A check's `rules = ...`: one name (`"all"`) or a list of them.

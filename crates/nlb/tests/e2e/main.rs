@@ -14,12 +14,15 @@
 //! - [`health`]: health checks: a dead server, a check down everywhere, a hung check
 //!   (issue 14);
 //! - [`planned`]: drainstop, stop, start and a joining host under load (6);
+//! - [`drain`]: a moved bucket's connections (sockets, behind DNAT, UDP) survive on its
+//!   old owner, which then drops it before conntrack (issue 16);
 //! - [`lifecycle`]: one daemon per interface, leftovers, clean exit, systemd, reload,
 //!   permissions;
 //! - [`operations`]: the operator's verbs, metrics, and `nlb lab`.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod drain;
 mod failover;
 mod health;
 mod lifecycle;

@@ -106,6 +106,8 @@ fn metrics_endpoint() {
         "nlb_state{state=\"converged\"} 1",
         "nlb_members 2",
         "nlb_owned_buckets{rule=\"1\"} 128",
+        "nlb_draining_buckets{rule=\"default\"} ",
+        "nlb_drain_count_failures_total 0",
         "nlb_heartbeats_sent_total ",
         "nlb_heartbeats_received_total ",
         "nlb_convergences_total ",

@@ -19,7 +19,7 @@ use std::time::Duration;
 /// specifies for the data plane: the slot of the rule it falls under (the index into
 /// `owned_ranges`, the default rule last) and its bucket under that rule's affinity.
 /// The one place the tests compute a bucket.
-fn bucket_for(world: &World, src: Ipv4Addr) -> (usize, u16) {
+pub(crate) fn bucket_for(world: &World, src: Ipv4Addr) -> (usize, u16) {
     let config = Config::parse(
         &std::fs::read_to_string(&world.hosts[0].config).unwrap(),
         "h1.toml",
@@ -48,7 +48,7 @@ fn predicted_host(world: &World, src: Ipv4Addr) -> u8 {
 }
 
 /// Parses `0-85, 100` back into a bitmap.
-fn parse_ranges(text: &str) -> BucketBitmap {
+pub(crate) fn parse_ranges(text: &str) -> BucketBitmap {
     let mut bitmap = BucketBitmap::new(nlb_core::buckets::BUCKETS);
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (first, last) = part.split_once('-').unwrap_or((part, part));

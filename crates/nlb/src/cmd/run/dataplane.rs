@@ -3,6 +3,11 @@
 //!
 //! Contracts (see the parent module's ordering contract):
 //!
+//! - **Ownership changes are element updates**: while the tables' shape stays (no host
+//!   stop, no reload), what changes is one line of map and set elements
+//!   ([`Ruleset::update_from`]) on the kernel thread's `nft -i` session, well under a
+//!   millisecond; otherwise the tables are replaced as a batch. Either is one
+//!   transaction, and the kernel thread runs one at a time, in order.
 //! - **A release is applied before it is announced**: while the kernel may still accept a
 //!   bucket the node no longer owns ([`releases`]), heartbeats are held back (ARP goes);
 //!   they go out, in order, once the batch is done.
@@ -11,14 +16,17 @@
 //!   and retries the whole ruleset.
 //! - **A lease is refreshed only for what the node owns now**: queued frames and the
 //!   node's timeouts are judged first, and the kernel thread is first in, first out.
+//! - **A released bucket drains** (`drain.rs`) until this host's connections in it
+//!   have ended (its sockets) and gone idle (conntrack's, in the `recent` set); the
+//!   counts run on a second worker (`counter`), so that they never delay an ownership
+//!   change.
 //! - Nothing here waits for the kernel: jobs go to the kernel thread and come back as
 //!   [`Done`].
 
+use super::drain::Drains;
 use super::{Daemon, FRAMES_BEFORE_TIMEOUT, HELD_HEARTBEATS, RETRY_INTERVAL, log_event};
-use crate::kernel::{Done, Job};
-use nlb_linux::ruleset::{RuleState, Ruleset};
-use nlb_wire::addressing::ClusterMode;
-use nlb_wire::bitmap::BucketBitmap;
+use crate::kernel::{Done, DrainSources, Job};
+use nlb_linux::ruleset::{RuleState, Ruleset, Update};
 use std::io::ErrorKind;
 use std::time::Duration;
 
@@ -47,16 +55,40 @@ fn releases(kernel: &[RuleState], wanted: &[RuleState]) -> bool {
         })
 }
 
-/// Nothing owned, existing connections kept, for each of `slots` rule slots: what the
-/// kernel holds before the node has decided anything.
-pub(super) fn unowned_rules(slots: usize) -> Vec<RuleState> {
-    vec![
-        RuleState {
-            owned: BucketBitmap::new(nlb_core::buckets::BUCKETS),
-            keep_established: true,
-        };
-        slots
-    ]
+/// What the kernel may accept after a batch that failed: what it had (`applied`), and
+/// what the batch tried (`tried`), since a failure is not proof that nothing committed.
+fn may_accept(applied: &[RuleState], tried: &[RuleState]) -> Vec<RuleState> {
+    let slots = applied.len().max(tried.len());
+    (0..slots)
+        .map(|slot| {
+            let (have, want) = (applied.get(slot), tried.get(slot));
+            let mut state = have
+                .or(want)
+                .cloned()
+                .unwrap_or_else(|| RuleState::empty(true));
+            for bucket in have
+                .into_iter()
+                .chain(want)
+                .flat_map(|rule| rule.owned.iter())
+            {
+                state.owned.insert(bucket);
+            }
+            state
+        })
+        .collect()
+}
+
+/// Nothing owned, existing connections kept, every bucket draining, for each of `slots`
+/// rule slots: what the kernel holds before the node has decided anything.
+pub(super) fn unowned_rules(slots: usize) -> (Vec<RuleState>, Drains) {
+    let drains = Drains::all(slots);
+    let rules = (0..slots)
+        .map(|slot| RuleState {
+            draining: drains.bitmap(slot),
+            ..RuleState::empty(true)
+        })
+        .collect();
+    (rules, drains)
 }
 
 impl Daemon {
@@ -65,6 +97,8 @@ impl Daemon {
             config: &self.config,
             rules: &self.rules,
             lease: self.lease.length,
+            local_ports: self.local_ports,
+            drain_idle: Duration::from_millis(u64::from(self.config.host.drain_idle_ms)),
         }
     }
 
@@ -93,14 +127,18 @@ impl Daemon {
                 keep_established,
             } = action;
             if let Some(slot) = self.rules.get_mut(rule) {
+                self.drains
+                    .owned_changed(rule, &slot.owned, &owned, keep_established);
                 *slot = RuleState {
                     owned,
+                    draining: self.drains.bitmap(rule),
                     keep_established,
                 };
                 dirty = true;
             }
         }
         if dirty {
+            self.note_draining();
             self.apply_dirty = true;
             self.publish_now = true;
             tracing::info!(
@@ -163,19 +201,40 @@ impl Daemon {
         {
             return;
         }
-        let batches = self.ruleset().batches();
-        // Healthy: only the inet (and netdev) table changes. Failing: everything, since
-        // whatever failed may have taken the tables with it.
+        // Healthy: element updates, or the netdev and inet tables if their shape
+        // changed. Failing: everything, since whatever failed may have taken the tables
+        // with it.
         let full = !self.healthy || self.full_apply;
-        let batches = if full { batches } else { batches[1..].to_vec() };
-        self.full_apply = false;
-        self.next_apply_id += 1;
-        self.in_flight = Some((self.next_apply_id, self.rules.clone(), full));
+        let update = if full {
+            Update::Tables
+        } else {
+            self.ruleset().update_from(&self.applied)
+        };
         self.apply_dirty = false;
-        self.kernel.submit(Job::Apply {
-            id: self.next_apply_id,
-            batches,
-        });
+        let id = self.next_apply_id + 1;
+        let job = match update {
+            Update::Nothing => {
+                // The kernel holds it already (a claim undone before it went in): what
+                // drains is dated now, or it would never be let go.
+                self.drains.applied(&self.rules, std::time::Instant::now());
+                return;
+            }
+            Update::Elements(line) => Job::Update { id, line },
+            Update::Tables => {
+                let batches = self.ruleset().batches();
+                Job::Apply {
+                    id,
+                    batches: if full { batches } else { batches[1..].to_vec() },
+                }
+            }
+        };
+        self.full_apply = false;
+        self.next_apply_id = id;
+        if matches!(job, Job::Apply { .. }) {
+            self.tables_in_flight = true;
+        }
+        self.in_flight = Some((id, self.rules.clone(), full));
+        self.kernel.submit(job);
     }
 
     /// A failed apply or lease refresh: fail closed, retry, report.
@@ -208,13 +267,20 @@ impl Daemon {
                     return;
                 };
                 debug_assert_eq!(id, sent_id);
+                if std::mem::take(&mut self.tables_in_flight) {
+                    // New tables set a fresh lease in the kernel, committed or (for all
+                    // nlb can tell after a failure) perhaps committed.
+                    self.lease_until = self.lease_until.max(at + self.lease.length);
+                }
                 match result {
                     Ok(()) if !self.healthy && !full => {
                         // Queued before the failure: the whole ruleset still has to go in.
+                        self.drains.applied(&rules, at);
                         self.applied = rules;
                         self.apply_dirty = true;
                     }
                     Ok(()) => {
+                        self.drains.applied(&rules, at);
                         self.applied = rules;
                         if !self.healthy {
                             // The whole ruleset went in, the lease set full.
@@ -227,6 +293,10 @@ impl Daemon {
                         }
                     }
                     Err(err) => {
+                        // A line that timed out, or an nft that died after the commit,
+                        // may have applied it: until the tables are replaced, the kernel
+                        // may accept what either owned, so heartbeats wait (fail closed).
+                        self.applied = may_accept(&self.applied, &rules);
                         self.stats.nft_failures += 1;
                         self.fail_closed("nft batch", &err);
                     }
@@ -234,8 +304,11 @@ impl Daemon {
             }
             Done::Lease { result, at } => {
                 self.lease_in_flight = false;
+                // A refresh that failed may have committed too: the lease is judged
+                // to run from it either way.
+                self.lease_until = self.lease_until.max(at + self.lease.length);
                 match result {
-                    Ok(()) => self.lease_until = self.lease_until.max(at + self.lease.length),
+                    Ok(()) => {}
                     Err(err) => {
                         self.stats.lease_failures += 1;
                         self.fail_closed("lease refresh", &err);
@@ -252,8 +325,21 @@ impl Daemon {
                 Err(err) => tracing::error!(event = "nlb.vip_restore_failed", vip = %vip,
                     error = %err, "cannot put the VIP back; check `ip addr` on the interface"),
             },
-            Done::Tables { missing } => {
+            Done::Tables {
+                missing,
+                local_ports,
+            } => {
                 self.checking_tables = false;
+                if local_ports != self.local_ports {
+                    // The netdev stage defers the replies to connections opened from a
+                    // VIP by this range: with the old one, those on a new port would be
+                    // judged by bucket and cut.
+                    tracing::info!(event = "nlb.local_ports_changed", from = ?self.local_ports,
+                        to = ?local_ports, "ip_local_port_range changed; replacing the tables");
+                    self.local_ports = local_ports;
+                    self.full_apply = true;
+                    self.apply_dirty = true;
+                }
                 if !missing.is_empty() {
                     self.stats.tables_restored += 1;
                     self.publish_now = true;
@@ -263,11 +349,85 @@ impl Daemon {
                     self.apply_dirty = true;
                 }
             }
-            Done::Connections(count) => {
+            Done::LiveBuckets {
+                live,
+                sources,
+                started,
+            } => {
+                self.live_counting = false;
+                let named = match sources {
+                    DrainSources::WithConntrack => "ss, recent, conntrack",
+                    DrainSources::WithoutConntrack => "ss, recent",
+                };
+                if live.is_ok() && self.stats.drain_sources != named {
+                    if sources == DrainSources::WithoutConntrack {
+                        tracing::warn!(
+                            event = "nlb.drain_without_conntrack",
+                            "the `conntrack` tool is not installed: a released bucket drains \
+                             until this host's sockets in it are gone and its connections \
+                             have been idle for drain_idle_ms, so a connection that is no \
+                             socket of this host (behind DNAT) and idles longer loses it \
+                             (Debian: apt-get install conntrack)"
+                        );
+                    }
+                    self.stats.drain_sources = named.to_owned();
+                }
+                let live = match live {
+                    Ok(live) => {
+                        if std::mem::take(&mut self.drain_count_failing) {
+                            tracing::info!(
+                                event = "nlb.drain_count_restored",
+                                "counting the draining buckets' connections works again"
+                            );
+                        }
+                        live
+                    }
+                    Err(error) => {
+                        self.stats.drain_count_failures += 1;
+                        // Said when counts start to fail, not at every one.
+                        if !std::mem::replace(&mut self.drain_count_failing, true) {
+                            tracing::warn!(
+                                event = "nlb.drain_count_failed", error = %error,
+                                "cannot count the draining buckets' connections: released \
+                                 buckets keep draining (their packets go through conntrack) \
+                                 until it works; run the command above by hand to see why"
+                            );
+                        }
+                        return;
+                    }
+                };
+                self.stats.drain_counts += 1;
+                self.publish_now = true;
+                if self.drains.settle(&live, started) {
+                    for (slot, state) in self.rules.iter_mut().enumerate() {
+                        state.draining = self.drains.bitmap(slot);
+                    }
+                    self.note_draining();
+                    self.apply_dirty = true;
+                }
+            }
+            Done::Connections(Ok(count)) => {
                 self.counting = false;
+                if std::mem::take(&mut self.connection_count_failing) {
+                    tracing::info!(
+                        event = "nlb.connection_count_restored",
+                        "counting the VIPs' connections works again"
+                    );
+                }
                 self.connections = count;
                 let now = self.clock.now();
                 self.node.handle_connections(now, count);
+            }
+            Done::Connections(Err(error)) => {
+                // The last count stands: a drainstop that took a failure for 0 would
+                // end and cut every connection.
+                self.counting = false;
+                self.stats.connection_count_failures += 1;
+                if !std::mem::replace(&mut self.connection_count_failing, true) {
+                    tracing::warn!(event = "nlb.connection_count_failed", error = %error,
+                        "cannot count the VIPs' connections with `ss`: a drainstop waits \
+                         until it can (nlb_connection_count_failures counts)");
+                }
             }
         }
     }
@@ -320,17 +480,35 @@ impl Daemon {
         }
         self.checking_tables = true;
         let table = self.ruleset().table();
-        let mut tables = vec![format!("arp {table}"), format!("inet {table}")];
-        if self.config.cluster.mode == ClusterMode::Unicast {
-            tables.push(format!("netdev {table}"));
-        }
+        let tables = ["arp", "netdev", "inet"]
+            .map(|family| format!("{family} {table}"))
+            .to_vec();
         self.kernel.submit(Job::CheckTables { tables });
+    }
+
+    /// Publishes how many buckets drain, per rule slot.
+    fn note_draining(&mut self) {
+        self.stats.draining_buckets = self.rules.iter().map(|r| r.draining.len() as u64).collect();
+    }
+
+    /// Queues a count of the connections in draining buckets, if any drain.
+    pub(super) fn count_live_buckets(&mut self) {
+        if self.live_counting || !self.drains.any() {
+            return;
+        }
+        self.live_counting = true;
+        self.counter.submit(Job::LiveBuckets {
+            config: Box::new(self.config.clone()),
+            table: self.ruleset().table(),
+            local_ports: self.local_ports,
+        });
     }
 
     pub(super) fn count_connections(&mut self) {
         if !self.counting {
             self.counting = true;
-            self.kernel.submit(Job::CountConnections {
+            // On the counting worker: a slow `ss` must not delay an ownership change.
+            self.counter.submit(Job::CountConnections {
                 vips: self.config.cluster.vips.clone(),
             });
         }
@@ -340,6 +518,7 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nlb_wire::bitmap::BucketBitmap;
 
     fn rule(buckets: &[u16]) -> RuleState {
         let mut owned = BucketBitmap::new(nlb_core::buckets::BUCKETS);
@@ -348,7 +527,7 @@ mod tests {
         }
         RuleState {
             owned,
-            keep_established: true,
+            ..RuleState::empty(true)
         }
     }
 
@@ -358,6 +537,17 @@ mod tests {
         assert!(releases(&[rule(&[1, 2])], &[rule(&[1])]));
         assert!(releases(&[rule(&[]), rule(&[7])], &[rule(&[]), rule(&[])]));
         assert!(!releases(&[rule(&[])], &[rule(&[])]));
+    }
+
+    #[test]
+    fn a_failed_batch_may_have_applied_its_claims() {
+        let may = may_accept(&[rule(&[1])], &[rule(&[2]), rule(&[9])]);
+        assert_eq!(may.len(), 2);
+        assert_eq!(may[0].owned.iter().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(may[1].owned.iter().collect::<Vec<_>>(), [9]);
+        // So a node that then wants nothing holds its heartbeats.
+        assert!(releases(&may, &[rule(&[]), rule(&[])]));
+        assert!(!releases(&may, &[rule(&[1, 2]), rule(&[9])]));
     }
 
     #[test]

@@ -46,7 +46,11 @@
 //! [`TABLE_CHECK_INTERVAL`] the kernel thread checks that nlb's tables are there and, if
 //! one is gone (`nft flush ruleset`), the whole ruleset goes in again
 //! (`nlb.tables_restored`); a missing `inet` table is noticed sooner, by the next lease
-//! refresh failing.
+//! refresh failing. The same check reads `net.ipv4.ip_local_port_range`; if an operator
+//! changed it, the tables are replaced (`nlb.local_ports_changed`), since the `netdev`
+//! stage defers replies to this host's outbound connections from a VIP by that range
+//! (up to one interval late: an outbound connection from a VIP on a port of the new
+//! range, opened within it, can be cut).
 //!
 //! # One daemon per cluster per network namespace
 //!
@@ -57,7 +61,9 @@
 //! # Modules
 //!
 //! - `startup.rs`: taking the interface, and giving it back on the way out;
-//! - `dataplane.rs`: nft batches, the lease, held heartbeats, failing closed;
+//! - `dataplane.rs`: nft batches and element updates, the lease, held heartbeats,
+//!   failing closed;
+//! - `drain.rs`: released buckets that still hold this host's connections;
 //! - `link.rs`: the watched interface (deleted, up and down, a new MAC, a VIP removed);
 //! - `reload.rs`: SIGHUP around the core's reload policy, and successors' incarnations;
 //! - `requests.rs`: control requests and the published snapshot;
@@ -69,6 +75,7 @@
 //! then its tables (in that order, for the same reason).
 
 mod dataplane;
+mod drain;
 mod health;
 mod link;
 mod reload;
@@ -214,6 +221,18 @@ struct Daemon {
     rules: Vec<RuleState>,
     /// What the kernel was last told, successfully.
     applied: Vec<RuleState>,
+    /// The buckets that drain (`drain.rs`); `rules` holds them as well.
+    drains: drain::Drains,
+    /// A [`crate::kernel::Job::LiveBuckets`] is queued.
+    live_counting: bool,
+    /// The last such count failed (logged when counts start and stop failing).
+    drain_count_failing: bool,
+    /// The last count of the VIPs' connections failed (logged the same way).
+    connection_count_failing: bool,
+    /// The batch in flight replaces tables, which sets the kernel's lease afresh.
+    tables_in_flight: bool,
+    /// `net.ipv4.ip_local_port_range` at start-up (see [`nlb_linux::ruleset`]).
+    local_ports: (u16, u16),
     /// The batch on the kernel thread: its id, the rules it applies, and whether it
     /// replaces every table.
     in_flight: Option<(u64, Vec<RuleState>, bool)>,
@@ -237,6 +256,8 @@ struct Daemon {
     config: Config,
     lease: Lease,
     kernel: Kernel,
+    /// A second worker, for the counts of draining buckets' connections (`drain.rs`).
+    counter: Kernel,
     connections: u32,
     clock: Clock,
     mac: nlb_wire::MacAddr,
@@ -417,6 +438,7 @@ async fn daemon(
                 if daemon.node.state() == HostState::Draining {
                     daemon.count_connections();
                 }
+                daemon.count_live_buckets();
             }
         }
         daemon.flush();

@@ -5,7 +5,9 @@
 //! and which are refused is decided by [`Node::reload`](nlb_core::node::Node::reload);
 //! this reads the file and the key, advances the persisted incarnation counter
 //! ([`nlb_linux::incarnation`]) and builds the successor node when told to. Connections
-//! are kept throughout: the kernel's conntrack accepts them whatever the node decides.
+//! are kept throughout: after a rejoin every bucket drains (`drain.rs`) until the
+//! connections in it have ended, and conntrack accepts them. Either way the tables are
+//! replaced whole, since the rules they are made of may have changed.
 
 use super::dataplane::unowned_rules;
 use super::{Daemon, cluster_key};
@@ -51,6 +53,8 @@ impl Daemon {
         match self.node.reload(now, config) {
             Ok(ReloadOutcome::InPlace) => {
                 self.config = self.node.config().clone();
+                self.full_apply = true;
+                self.apply_dirty = true;
                 tracing::info!(event = "nlb.reloaded", file = %path.display(), reconverge = false);
             }
             Ok(ReloadOutcome::Rejoin(rejoin)) => {
@@ -67,7 +71,8 @@ impl Daemon {
                     .node
                     .successor(now, *rejoin.config, self.mac, key, stored);
                 self.config = self.node.config().clone();
-                self.rules = unowned_rules(self.config.rules.len() + 1);
+                (self.rules, self.drains) = unowned_rules(self.config.rules.len() + 1);
+                self.full_apply = true;
                 self.apply_dirty = true;
                 tracing::info!(
                     event = "nlb.reloaded",

@@ -61,19 +61,23 @@ pub(super) async fn start(
     let ifindex = interface_index(&interface).map_err(|e| fail("interface")(e.to_string()))?;
 
     // The kernel must not answer ARP for a VIP before the VIP exists: tables first.
-    let rules = unowned_rules(config.rules.len() + 1);
+    let (rules, mut drains) = unowned_rules(config.rules.len() + 1);
     // The lease ends well inside the failure window, so a killed daemon's host stops
     // taking new connections before its peers take its buckets.
     let lease = Lease::from_config(&config);
+    let local_ports = nlb_linux::ruleset::local_port_range();
     let ruleset = Ruleset {
         config: &config,
         rules: &rules,
         lease: lease.length,
+        local_ports,
+        drain_idle: std::time::Duration::from_millis(u64::from(config.host.drain_idle_ms)),
     };
     // Leftovers of a daemon killed before table names carried the cluster.
     let _ = apply(&[ruleset.legacy_teardown()]);
     apply(&ruleset.batches()).map_err(|e| fail("nft")(e.to_string()))?;
     let lease_until = std::time::Instant::now() + lease.length;
+    drains.applied(&rules, std::time::Instant::now());
     for &vip in &config.cluster.vips {
         add_vip(&interface, vip).map_err(|e| fail("adding the VIP")(e.to_string()))?;
     }
@@ -139,6 +143,8 @@ pub(super) async fn start(
         socket = %control_path.display()
     );
     let (done_tx, done) = tokio::sync::mpsc::unbounded_channel();
+    let counter =
+        Kernel::spawn(done_tx.clone()).map_err(|e| fail("counting thread")(e.to_string()))?;
     let kernel = Kernel::spawn(done_tx).map_err(|e| fail("kernel thread")(e.to_string()))?;
     let first = Snapshot {
         node: node.clone(),
@@ -154,6 +160,12 @@ pub(super) async fn start(
         socket: Arc::new(socket),
         applied: rules.clone(),
         rules,
+        drains,
+        live_counting: false,
+        drain_count_failing: false,
+        connection_count_failing: false,
+        tables_in_flight: false,
+        local_ports,
         in_flight: None,
         apply_dirty: false,
         next_apply_id: 0,
@@ -169,6 +181,7 @@ pub(super) async fn start(
         config,
         lease,
         kernel,
+        counter,
         connections: 0,
         clock,
         mac,
@@ -242,9 +255,10 @@ pub(super) fn shut_down(
     }) = daemon.node.poll_action()
     {
         if let Some(slot) = daemon.rules.get_mut(rule) {
+            // On the way out nothing drains: the host stops, and then its tables go.
             *slot = RuleState {
                 owned,
-                keep_established,
+                ..RuleState::empty(keep_established)
             };
         }
     }

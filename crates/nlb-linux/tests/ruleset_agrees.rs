@@ -341,12 +341,10 @@ fn deliver(ns: &NetNs, socket: &PacketSocket, flows: &[Flow], fragmented: &BTree
     }
 }
 
-#[test]
-fn ruleset_and_decide_agree_for_every_rule_shape() {
-    if !nlb_linux::netns::require_root("ruleset_and_decide_agree_for_every_rule_shape") {
-        return;
-    }
-    let ns = NetNs::create(&nlb_linux::netns::unique_name("nlbt-ag")).expect("create namespace");
+/// A namespace named from `prefix` with the veth pair `SENDER`–`RECEIVER` up and the
+/// recorder loaded.
+fn recording_namespace(prefix: &str) -> NetNs {
+    let ns = NetNs::create(&nlb_linux::netns::unique_name(prefix)).expect("create namespace");
     ns.ip(&[
         "link",
         "add",
@@ -365,6 +363,15 @@ fn ruleset_and_decide_agree_for_every_rule_shape() {
     ns.ip(&["link", "set", SENDER, "up"]).unwrap();
     ns.ip(&["link", "set", RECEIVER, "up"]).unwrap();
     ns.nft(&recorder()).expect("load the recorder");
+    ns
+}
+
+#[test]
+fn ruleset_and_decide_agree_for_every_rule_shape() {
+    if !nlb_linux::netns::require_root("ruleset_and_decide_agree_for_every_rule_shape") {
+        return;
+    }
+    let ns = recording_namespace("nlbt-ag");
 
     let shapes: Vec<(usize, Shape)> = shapes().into_iter().enumerate().collect();
     let mut rng = StdRng::seed_from_u64(0x0061_6772_6565);
@@ -515,25 +522,7 @@ fn without_the_netdev_stage_nothing_new_is_accepted() {
     if !nlb_linux::netns::require_root("without_the_netdev_stage_nothing_new_is_accepted") {
         return;
     }
-    let ns = NetNs::create(&nlb_linux::netns::unique_name("nlbt-nj")).expect("create namespace");
-    ns.ip(&[
-        "link",
-        "add",
-        SENDER,
-        "address",
-        "02:00:00:00:01:01",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        RECEIVER,
-        "address",
-        "02:00:00:00:01:02",
-    ])
-    .expect("veth pair");
-    ns.ip(&["link", "set", SENDER, "up"]).unwrap();
-    ns.ip(&["link", "set", RECEIVER, "up"]).unwrap();
-    ns.nft(&recorder()).expect("load the recorder");
+    let ns = recording_namespace("nlbt-nj");
     let shapes: Vec<(usize, Shape)> = shapes().into_iter().enumerate().take(6).collect();
     let config = config(&shapes);
     let mut rng = StdRng::seed_from_u64(0x006e_6a75_6467);
